@@ -1,0 +1,264 @@
+"""The command line: parse, call the library, turn ``PymrError`` into one line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from . import __version__
+from .config import JobOptions, MiB
+from .errors import Interrupted, PymrError, UsageError
+from .master import JobSummary
+
+log = logging.getLogger("pymr")
+
+_DEFAULTS = JobOptions()
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def parse_size(text: str) -> int:
+    """``16M``, ``512K``, ``1G`` or a plain byte count."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    try:
+        if t and t[-1] in units:
+            value = int(float(t[:-1]) * units[t[-1]])
+        else:
+            value = int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 16M)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of exiting, so main() owns the exit."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pymr", description="MapReduce on the machines you already own.")
+    parser.add_argument("--version", action="version", version=f"pymr {__version__}")
+    parser.add_argument("--debug", action="store_true", help="log details and show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    job = sub.add_parser("job", help="run a job (e.g. 'pymr job wordcount book.txt')",
+                         description="Run a job. With no node found, an embedded local "
+                         "cluster on this machine runs it.")
+    job.add_argument("job", metavar="JOB", help="the job to run: wordcount")
+    job.add_argument("paths", metavar="PATH", nargs="+",
+                     help="input files or directories ('-' for standard input); "
+                     ".gz, .bz2 and .xz are read decompressed")
+    job.add_argument("-o", "--output", metavar="PATH",
+                     help="write every word to PATH (atomically) instead of stdout")
+    job.add_argument("--force", action="store_true", help="replace an existing output file")
+    job.add_argument("--format", choices=("tsv", "json"), default="tsv",
+                     help="output format (default: tsv, 'word<TAB>count' lines)")
+    job.add_argument("--top", type=positive_int, metavar="N",
+                     help="words shown in the terminal table (default 20); when piped, "
+                     "print only the first N")
+    job.add_argument("--tokenizer", choices=("words", "whitespace"), default="words",
+                     help="words: lower-cased \\w+ words with inner apostrophes (default); "
+                     "whitespace: split on ASCII whitespace, case and punctuation kept")
+    job.add_argument("--split-size", type=parse_size, default=_DEFAULTS.split_size,
+                     metavar="SIZE", help="bytes per map task (default 16M)")
+    job.add_argument("--max-token", type=parse_size, default=_DEFAULTS.max_token,
+                     metavar="SIZE", help="longest single token accepted (default 64M)")
+    job.add_argument("--partitions", type=positive_int, metavar="R",
+                     help="reduce partitions (default: one per slot)")
+    job.add_argument("--local", type=positive_int, metavar="N",
+                     help="run on an embedded cluster of N local nodes (no discovery)")
+    job.add_argument("--slots", type=positive_int, metavar="N",
+                     help="executors per embedded node (default: cores / nodes)")
+    job.add_argument("--max-attempts", type=positive_int, default=_DEFAULTS.max_attempts,
+                     metavar="N", help="attempts per task before the job fails (default 4)")
+    job.add_argument("--binary", action="store_true",
+                     help="count files that look binary instead of refusing them")
+    job.add_argument("-q", "--quiet", action="store_true", help="no progress and no summary")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (never raises for expected failures)."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="pymr: %(levelname)s: %(message)s")
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "job":
+            return cmd_job(args)
+        build_parser().print_help(sys.stderr)
+        return EXIT_USAGE
+    except PymrError as exc:
+        if debug:
+            log.exception("failed")
+        print(f"pymr: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("pymr: interrupted: the job was cancelled on every node", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+# ---------------------------------------------------------------- job
+
+
+class _Progress:
+    """A progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+        self.task: Any = None
+
+    def start(self, total_bytes: int, nodes: list[str]) -> None:
+        if not self.enabled:
+            return
+        from rich.console import Console
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                                   TimeRemainingColumn, TransferSpeedColumn)
+        console = Console(stderr=True)
+        console.print(f"[dim]nodes: {', '.join(nodes)}[/dim]")
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                            TransferSpeedColumn(), TimeRemainingColumn(), console=console,
+                            transient=True)
+        self.bar.start()
+        self.task = self.bar.add_task("map", total=max(total_bytes, 1))
+
+    def advance(self, nbytes: int) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, nbytes)
+
+    def phase(self, name: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=name)
+
+    def event(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(f"[yellow]{text}[/yellow]")
+        elif self.enabled:
+            print(f"pymr: {text}", file=sys.stderr)
+        else:
+            log.warning("%s", text)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    from .inputs import resolve_inputs
+    from .jobs import builtin_spec
+    from .output import atomic_output, check_output_path, write_json, write_tsv
+    from .run import run_job
+
+    spec = builtin_spec(args.job)
+    if args.output:
+        check_output_path(args.output, args.force)
+    inputs = resolve_inputs(args.paths, binary_ok=args.binary)
+    opts = JobOptions(job_name=args.job, tokenizer=args.tokenizer, split_size=args.split_size,
+                      max_token=args.max_token, num_partitions=args.partitions or 0,
+                      max_attempts=args.max_attempts, binary_ok=args.binary)
+    stdout_tty = sys.stdout.isatty()
+    stderr_tty = sys.stderr.isatty()
+    progress = _Progress(enabled=stderr_tty and not args.quiet)
+    top_n = args.top or 20
+    top: list[tuple[bytes, int]] = []
+    writer = write_json if args.format == "json" else write_tsv
+
+    def keep_top(records: Iterator[tuple[bytes, int]]) -> Iterator[tuple[bytes, int]]:
+        for rec in records:
+            if len(top) < top_n:
+                top.append(rec)
+            yield rec
+
+    def consume(records: Iterator[tuple[bytes, int]], summary: JobSummary) -> None:
+        progress.stop()
+        if args.output:
+            with atomic_output(args.output) as f:
+                writer(keep_top(records), f)
+        elif stdout_tty:
+            for rec in records:
+                top.append(rec)
+                if len(top) >= top_n:
+                    break
+        else:
+            limited = records if args.top is None else _first(records, args.top)
+            out: BinaryIO = sys.stdout.buffer
+            try:
+                writer(limited, out)
+                out.flush()
+            except BrokenPipeError:
+                # `pymr job ... | head`: the reader has all it wants.
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+
+    started = time.monotonic()
+    try:
+        summary = run_job(spec, inputs, opts, consume, local_nodes=args.local or 1,
+                          slots=args.slots or 0, reporter=progress)
+    except KeyboardInterrupt:
+        progress.stop()
+        raise Interrupted("interrupted: the job was cancelled on every node") from None
+    finally:
+        progress.stop()
+    summary.elapsed_s = time.monotonic() - started
+    if summary.bad_bytes:
+        print(f"pymr: warning: invalid UTF-8: {summary.bad_bytes} byte sequence(s) replaced "
+              "by U+FFFD", file=sys.stderr)
+    if not args.quiet:
+        _show_result(summary, top, stdout_tty and not args.output, stdout_tty)
+    return EXIT_OK
+
+
+def _first(records: Iterator[tuple[bytes, int]], n: int) -> Iterator[tuple[bytes, int]]:
+    for i, rec in enumerate(records):
+        if i >= n:
+            return
+        yield rec
+
+
+def _show_result(summary: JobSummary, top: list[tuple[bytes, int]], table_on_stdout: bool,
+                 stdout_tty: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    mb = summary.input_bytes / MiB
+    rate = mb / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
+    line = (f"{summary.total_words:,} words, {summary.distinct_words:,} distinct; "
+            f"{summary.tasks} splits ({mb:,.1f} MiB) on {len(summary.nodes)} node(s) "
+            f"in {summary.elapsed_s:.2f} s ({rate:,.1f} MiB/s)")
+    if summary.total_words == 0:
+        line = "no words found (the input is empty or has no words); " + line
+    if stdout_tty:
+        console = Console()
+        if top:
+            table = Table(title=f"top {len(top)} words")
+            table.add_column("word")
+            table.add_column("count", justify="right")
+            for word, count in top:
+                table.add_row(word.decode("utf-8", "replace"), f"{count:,}")
+            console.print(table)
+        console.print(line)
+    elif sys.stderr.isatty():
+        Console(stderr=True).print(line)
+    else:
+        print(f"pymr: {line}", file=sys.stderr)

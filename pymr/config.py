@@ -1,0 +1,74 @@
+"""Settings as frozen dataclasses with defaults; the environment is read only in ``from_env``."""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MiB = 1 << 20
+
+#: How often a node publishes a heartbeat and the master renews its lease.
+HEARTBEAT_INTERVAL_S = 1.0
+#: A node silent for this long is considered dead (first heartbeat starts the timer).
+DEATH_TIMEOUT_S = 6.0
+#: A node drops a job whose master's lease has not been renewed for this long.
+LEASE_TIMEOUT_S = 10.0
+#: Unacked control messages are re-sent after this long.
+RESEND_INTERVAL_S = 1.0
+#: CURVE handshakes that do not finish in this time are dropped.
+HANDSHAKE_IVL_MS = 5000
+#: Socket linger on close: bounded so nothing hangs at exit.
+LINGER_MS = 200
+#: Default base port of a node (task, shuffle, control, events = base..base+3).
+DEFAULT_BASE_PORT = 7370
+
+UNICODE_VERSION = unicodedata.unidata_version
+
+
+def default_home() -> Path:
+    """Where a machine's pymr state (key, node id, data dir) lives."""
+    return Path.home() / ".pymr"
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """What ``pymr job`` was asked to do."""
+
+    job_name: str = "wordcount"
+    tokenizer: str = "words"
+    split_size: int = 16 * MiB
+    max_token: int = 64 * MiB
+    num_partitions: int = 0          # 0: one per reducer slot
+    prefetch: int = 1                # tasks in flight per slot beyond the running one
+    byte_budget: int = 256 * MiB     # split bytes in flight, all nodes together
+    max_attempts: int = 4
+    flush_key_limit: int = 2_000_000
+    fetch_credit: int = 4            # partition chunks in flight per partition
+    binary_ok: bool = False
+    death_timeout_s: float = DEATH_TIMEOUT_S
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOptions:
+    """What ``pymr node`` (or the embedded cluster) runs with."""
+
+    name: str = ""
+    slots: int = 0                   # 0: one per core
+    host: str = "127.0.0.1"
+    base_port: int = 0               # 0: free ports
+    home: Path = field(default_factory=default_home)
+    builtin_only: bool = False
+    embedded: bool = False           # started by a ``pymr job`` for itself
+    nice: int = 5
+    heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
+    lease_timeout_s: float = LEASE_TIMEOUT_S
+
+
+def home_from_env(explicit: str | None = None) -> Path:
+    """The state directory: ``--home`` wins, then ``PYMR_HOME``, then ``~/.pymr``."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get("PYMR_HOME")
+    return Path(env).expanduser() if env else default_home()

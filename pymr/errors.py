@@ -1,0 +1,74 @@
+"""Typed errors: ``str(err)`` is the one line the CLI prints."""
+
+from __future__ import annotations
+
+
+class PymrError(Exception):
+    """Base of every error pymr raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(PymrError):
+    """Bad flags, or an input that is missing, unreadable or binary."""
+
+    exit_code = 2
+
+
+class ConfigError(PymrError):
+    """A bad key file or setting."""
+
+    exit_code = 2
+
+
+class ProtocolError(PymrError):
+    """A malformed or unknown message; never escapes a receive loop."""
+
+
+class TransportError(PymrError):
+    """A ZeroMQ failure, translated at the transport layer."""
+
+
+class SecurityError(PymrError):
+    """A wrong key or an unauthenticated peer."""
+
+    exit_code = 2
+
+
+class DiscoveryError(PymrError):
+    """No nodes where nodes are required."""
+
+
+class JobError(PymrError):
+    """The job failed."""
+
+    exit_code = 1
+
+
+class TaskFailed(JobError):
+    """A task raised on every attempt; carries the remote error."""
+
+    def __init__(self, node: str, task: int, attempt: int, exc_type: str, message: str,
+                 traceback: str = "") -> None:
+        self.node = node
+        self.task = task
+        self.attempt = attempt
+        self.exc_type = exc_type
+        self.message = message
+        self.traceback = traceback
+        super().__init__(
+            f"task {task} failed on node {node} (attempt {attempt}): {exc_type}: {message}")
+
+
+class ClusterLost(JobError):
+    """No live node is left to run the job."""
+
+
+class InputChanged(JobError):
+    """An input file changed size or mtime while the job read it."""
+
+
+class Interrupted(PymrError):
+    """Ctrl-C: the job was cancelled."""
+
+    exit_code = 130

@@ -1,0 +1,328 @@
+"""An executor process: runs map + combine, shuffles, and reduces its partitions.
+
+One per slot, started by the node daemon with ``spawn`` at a lower priority. It
+talks to its daemon over a local DEALER (ipc, CURVE) and pushes shuffle chunks
+straight to the reducer nodes' shuffle PULL sockets. All the heavy work of a
+node happens here, so the daemon never blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+import traceback
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from . import protocol as p
+from .errors import ProtocolError
+from .jobs import JobCache
+from .ledger import Manifest, ReducerLedger
+from .security import ClusterKey, secure_connect
+from .transport import LogOnce, make_socket
+
+log = logging.getLogger(__name__)
+
+#: Records per shuffle / result chunk: keeps every frame far below MAX_FRAME_BYTES.
+CHUNK_RECORDS = 65_536
+#: How long a shuffle send may wait for a reducer before the output is reported lost.
+SHUFFLE_SEND_TIMEOUT_MS = 30_000
+
+
+def partition_of(key: bytes, num_partitions: int) -> int:
+    """Stable across processes and machines (never Python's salted ``hash()``)."""
+    return zlib.crc32(key) % num_partitions
+
+
+@dataclass
+class ExecutorJob:
+    """One job as this executor sees it: map side and reduce side."""
+
+    spec: p.ExecJob
+    module: Any
+    combiner: Any = None
+    pending: list[list[int]] = field(default_factory=list)  # [task, attempt] not flushed
+    flushes: int = 0
+    retained: dict[str, dict[int, list[bytes]]] = field(default_factory=dict)
+    ledger: ReducerLedger | None = None
+    counts: dict[int, dict[bytes, int]] = field(default_factory=dict)
+    num_tasks: int | None = None
+    sorted_runs: dict[int, list[tuple[bytes, int]]] = field(default_factory=dict)
+    completed: set[int] = field(default_factory=set)
+
+
+class Executor:
+    """The executor's loop; ``run`` returns when told to stop or the daemon is gone."""
+
+    def __init__(self, index: int, node_id: str, daemon_endpoint: str, key: ClusterKey,
+                 parent_pid: int) -> None:
+        self.index = index
+        self.node_id = node_id
+        self.daemon_endpoint = daemon_endpoint
+        self.key = key
+        self.parent_pid = parent_pid
+        self.jobs: dict[str, ExecutorJob] = {}
+        self.cache = JobCache()
+        self.pushes: dict[str, zmq.Socket] = {}
+        self.drop = LogOnce(log)
+        self.ctx: zmq.Context | None = None
+        self.sock: zmq.Socket | None = None
+
+    # ---------------------------------------------------------------- I/O
+    def _send(self, msg: p.Message, *payload: Any) -> None:
+        assert self.sock is not None
+        self.sock.send_multipart(p.encode(msg, *payload), copy=False)
+
+    def _push(self, endpoint: str) -> zmq.Socket:
+        sock = self.pushes.get(endpoint)
+        if sock is None:
+            assert self.ctx is not None
+            sock = make_socket(self.ctx, zmq.PUSH, sndhwm=64)
+            sock.sndtimeo = SHUFFLE_SEND_TIMEOUT_MS
+            secure_connect(sock, endpoint, self.key)
+            self.pushes[endpoint] = sock
+        return sock
+
+    def run(self) -> None:
+        self.ctx = zmq.Context()
+        try:
+            self.sock = make_socket(self.ctx, zmq.DEALER, identity=f"e{self.index}".encode(),
+                                    sndhwm=0, rcvhwm=0)
+            self.sock.immediate = False
+            secure_connect(self.sock, self.daemon_endpoint, self.key)
+            self._send(p.ExecutorReady(index=self.index, pid=os.getpid()))
+            poller = zmq.Poller()
+            poller.register(self.sock, zmq.POLLIN)
+            while True:
+                if not poller.poll(1000):
+                    if os.getppid() != self.parent_pid:
+                        log.info("executor %d: daemon gone, exiting", self.index)
+                        return
+                    continue
+                frames = self.sock.recv_multipart(copy=False)
+                try:
+                    msg, payload = p.decode(frames)
+                except ProtocolError as exc:
+                    self.drop("daemon", str(exc))
+                    continue
+                if isinstance(msg, p.ExecStop):
+                    return
+                self.handle(msg, payload)
+        finally:
+            for s in self.pushes.values():
+                s.close(linger=0)
+            if self.sock is not None:
+                self.sock.close(linger=200)
+            self.ctx.destroy(linger=0)
+
+    # ---------------------------------------------------------------- dispatch
+    def handle(self, msg: p.Message, payload: list[Any]) -> None:
+        if isinstance(msg, p.ExecJob):
+            self.start_job(msg)
+            return
+        job = self.jobs.get(getattr(msg, "job_id", ""))
+        if job is None:
+            self.drop("daemon", f"{msg.TYPE} for unknown job")
+            return
+        if isinstance(msg, p.MapTask):
+            self.run_task(job, msg, payload)
+        elif isinstance(msg, p.ShuffleChunk):
+            self.on_chunk(job, msg, payload)
+        elif isinstance(msg, p.Commit):
+            self.on_commit(job, msg)
+        elif isinstance(msg, p.DropOutput):
+            if job.ledger is not None:
+                job.ledger.drop_output(msg.output_id)
+        elif isinstance(msg, p.Flush):
+            self.flush(job)
+        elif isinstance(msg, p.InputComplete):
+            job.num_tasks = msg.num_tasks
+            self.check_complete(job)
+        elif isinstance(msg, p.FetchPartition):
+            self.serve_fetch(job, msg)
+        elif isinstance(msg, p.ExecJobEnd):
+            self.jobs.pop(msg.job_id, None)
+        else:
+            self.drop("daemon", f"unexpected {msg.TYPE}")
+
+    def start_job(self, msg: p.ExecJob) -> None:
+        if msg.job_id in self.jobs:
+            return
+        module = self.cache.load(msg.job_name, msg.source, msg.sha256)
+        job = ExecutorJob(spec=msg, module=module)
+        if msg.partitions:
+            job.ledger = ReducerLedger(msg.partitions)
+            job.counts = {part: {} for part in msg.partitions}
+        self.jobs[msg.job_id] = job
+
+    # ---------------------------------------------------------------- map side
+    def run_task(self, job: ExecutorJob, task: p.MapTask, payload: list[Any]) -> None:
+        try:
+            if task.alone and job.pending:
+                self.flush(job)
+            data = self._read_split(task, payload)
+            if job.combiner is None:
+                job.combiner = job.module.make_combiner(job.spec.tokenizer)
+            job.combiner.add(data)
+        except Exception as exc:  # the job's code failed: report, never crash
+            lost = job.pending
+            job.pending = []
+            job.combiner = None
+            self._send(p.TaskFailedReport(
+                job_id=job.spec.job_id, node_id=self.node_id, task_id=task.task_id,
+                attempt=task.attempt, exc_type=type(exc).__name__, message=str(exc),
+                traceback=traceback.format_exc()))
+            for t, a in lost:  # their combined counts were discarded with the batch
+                self._send(p.TaskFailedReport(
+                    job_id=job.spec.job_id, node_id=self.node_id, task_id=t, attempt=a,
+                    exc_type="Lost", message="batch discarded after another task failed"))
+            return
+        job.pending.append([task.task_id, task.attempt])
+        self._send(p.TaskExecuted(job_id=job.spec.job_id, node_id=self.node_id,
+                                  task_id=task.task_id, attempt=task.attempt,
+                                  nbytes=len(data)))
+        if task.alone or job.combiner.distinct_raw() >= job.spec.flush_key_limit:
+            self.flush(job)
+
+    @staticmethod
+    def _read_split(task: p.MapTask, payload: list[Any]) -> Any:
+        if not task.path:
+            if not payload:
+                raise ValueError("map task carries no split data")
+            frame = payload[0]
+            return frame.buffer if hasattr(frame, "buffer") else frame
+        buf = bytearray(task.length)
+        with open(task.path, "rb") as f:
+            f.seek(task.offset)
+            n = f.readinto(buf)
+        if n != task.length:
+            raise OSError(f"input changed while reading: {task.path} is shorter than planned")
+        return buf
+
+    def flush(self, job: ExecutorJob) -> None:
+        """Send the combined output of the pending tasks as one map output."""
+        if not job.pending:
+            return
+        counts, bad = job.combiner.finish() if job.combiner is not None else ({}, 0)
+        job.combiner = None
+        spec = job.spec
+        nparts = spec.num_partitions
+        parts: list[dict[bytes, int]] = [{} for _ in range(nparts)]
+        crc = zlib.crc32
+        words = 0
+        for k, v in counts.items():
+            parts[crc(k) % nparts][k] = v
+            words += v
+        job.flushes += 1
+        output_id = f"{self.node_id}.{self.index}.{os.getpid()}.{job.flushes}"
+        manifest: dict[int, list[int]] = {}
+        retained: dict[int, list[bytes]] = {}
+        for part, d in enumerate(parts):
+            items = list(d.items())
+            payloads = [p.pack_records(dict(items[i:i + CHUNK_RECORDS]))
+                        for i in range(0, len(items), CHUNK_RECORDS)]
+            checksum = 0
+            for pl in payloads:
+                checksum = zlib.crc32(pl, checksum)
+            manifest[part] = [len(payloads), len(items), checksum]
+            retained[part] = payloads
+        tasks = job.pending
+        job.pending = []
+        try:
+            for part, payloads in retained.items():
+                sock = self._push(spec.shuffle_endpoints[part])
+                for seq, pl in enumerate(payloads):
+                    sock.send_multipart(p.encode(p.ShuffleChunk(
+                        job_id=spec.job_id, output_id=output_id, partition=part, seq=seq), pl),
+                        copy=False)
+        except zmq.Again:
+            for t, a in tasks:
+                self._send(p.TaskFailedReport(
+                    job_id=spec.job_id, node_id=self.node_id, task_id=t, attempt=a,
+                    exc_type="Lost", message="a reducer did not take the shuffle data"))
+            return
+        job.retained[output_id] = retained
+        self._send(p.OutputDone(job_id=spec.job_id, node_id=self.node_id, output_id=output_id,
+                                tasks=tasks, manifest=manifest, words=words, bad_bytes=bad))
+
+    # ---------------------------------------------------------------- reduce side
+    def on_chunk(self, job: ExecutorJob, msg: p.ShuffleChunk, payload: list[Any]) -> None:
+        if job.ledger is None or not payload:
+            self.drop("shuffle", "chunk for a partition this executor does not reduce")
+            return
+        frame = payload[0]
+        data = frame.bytes if hasattr(frame, "bytes") else bytes(frame)
+        job.ledger.stage(msg.output_id, msg.partition, msg.seq, data)
+        self.merge_ready(job)
+
+    def on_commit(self, job: ExecutorJob, msg: p.Commit) -> None:
+        if job.ledger is None:
+            return
+        for part, (chunks, records, checksum) in msg.manifest.items():
+            job.ledger.commit(msg.output_id, msg.tasks, part, Manifest(chunks, records, checksum))
+        self.merge_ready(job)
+
+    def merge_ready(self, job: ExecutorJob) -> None:
+        assert job.ledger is not None
+        ready = job.ledger.take_ready()
+        for r in ready:
+            target = job.counts[r.partition]
+            for pl in r.payloads:
+                chunk = p.unpack_records(pl)
+                if not target:
+                    target.update(chunk)
+                    continue
+                get = target.get
+                for k, v in chunk.items():
+                    target[k] = get(k, 0) + v
+        if ready:
+            self.check_complete(job)
+
+    def check_complete(self, job: ExecutorJob) -> None:
+        if job.ledger is None or job.num_tasks is None:
+            return
+        for part in job.spec.partitions:
+            if part in job.completed:
+                continue
+            if len(job.ledger.merged_tasks(part)) < job.num_tasks:
+                continue
+            counts = job.counts.pop(part, {})
+            run = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            job.sorted_runs[part] = run
+            job.completed.add(part)
+            self._send(p.PartitionComplete(
+                job_id=job.spec.job_id, node_id=self.node_id, partition=part,
+                records=len(run), total=sum(counts.values()),
+                chunks=max(1, -(-len(run) // CHUNK_RECORDS))))
+
+    def serve_fetch(self, job: ExecutorJob, msg: p.FetchPartition) -> None:
+        run = job.sorted_runs.get(msg.partition)
+        if run is None:
+            self.drop("master", "fetch of a partition that is not complete")
+            return
+        nchunks = max(1, -(-len(run) // CHUNK_RECORDS))
+        for seq in range(msg.start, min(msg.start + msg.count, nchunks)):
+            piece = run[seq * CHUNK_RECORDS:(seq + 1) * CHUNK_RECORDS]
+            self._send(p.PartitionData(job_id=job.spec.job_id, partition=msg.partition,
+                                       seq=seq, last=seq == nchunks - 1),
+                       p.pack_records(piece))
+
+
+def executor_main(index: int, node_id: str, daemon_endpoint: str, public: bytes,
+                  secret: bytes, parent_pid: int, nice: int, log_level: int) -> None:
+    """Entry point of the spawned executor process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
+    logging.basicConfig(level=log_level, format="%(levelname)s executor: %(message)s")
+    if nice:
+        try:
+            os.nice(nice)
+        except OSError:
+            pass
+    started = time.monotonic()
+    Executor(index, node_id, daemon_endpoint, ClusterKey(public, secret), parent_pid).run()
+    log.debug("executor %d ran %.1f s", index, time.monotonic() - started)

@@ -1,0 +1,180 @@
+"""Input paths: checks with one-line errors, directories, compression, stdin.
+
+Every input becomes something the master can read again by (offset, length),
+so a task can be re-run: a plain file is read in place, a compressed file is
+decompressed again up to the offset, and stdin is spooled to a private file.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import logging
+import lzma
+import os
+import shutil
+import stat
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from .errors import InputChanged, UsageError
+
+log = logging.getLogger(__name__)
+
+#: How much of a file is looked at for NUL bytes to call it binary.
+BINARY_SNIFF_BYTES = 64 * 1024
+COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    """One input: ``kind`` is plain, gz, bz2, xz or stdin (spooled to ``path``)."""
+
+    path: str
+    display: str
+    kind: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def seekable_plain(self) -> bool:
+        return self.kind in ("plain", "stdin")
+
+    def open(self) -> IO[bytes]:
+        if self.kind in ("plain", "stdin"):
+            return open(self.path, "rb")
+        opener: Any = COMPRESSED["." + self.kind]
+        return opener(self.path, "rb")  # type: ignore[no-any-return]
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Re-read a split for a retry (compressed inputs decompress up to it)."""
+        with self.open() as f:
+            f.seek(offset)
+            data = f.read(length)
+        if len(data) != length:
+            raise InputChanged(f"input changed while reading: {self.display}")
+        return data
+
+    def check_unchanged(self) -> None:
+        if self.kind == "stdin":
+            return
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            raise InputChanged(f"input changed while reading: {self.display} "
+                               f"({exc.strerror})") from exc
+        if st.st_size != self.size or st.st_mtime_ns != self.mtime_ns:
+            raise InputChanged(f"input changed while reading: {self.display}; "
+                               "run the job again on a file that is not being written")
+
+
+def _looks_binary(path: str, opener: Any = open) -> bool:
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(BINARY_SNIFF_BYTES)
+    except (OSError, EOFError, lzma.LZMAError) as exc:
+        raise UsageError(f"{path}: cannot read it as {opener.__module__} data: {exc}") from exc
+    return b"\x00" in head
+
+
+def _kind_of(path: str) -> str:
+    suffix = Path(path).suffix.lower()
+    return suffix[1:] if suffix in COMPRESSED else "plain"
+
+
+def _check_file(path: str, explicit: bool, binary_ok: bool) -> InputFile | None:
+    """An InputFile, or None for a file skipped inside a directory (with a warning)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError as exc:
+        raise UsageError(f"{path}: no such file or directory") from exc
+    except PermissionError as exc:
+        raise UsageError(f"{path}: permission denied") from exc
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror}") from exc
+    if not stat.S_ISREG(st.st_mode):
+        what = ("a socket" if stat.S_ISSOCK(st.st_mode) else "a device"
+                if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                else "a pipe" if stat.S_ISFIFO(st.st_mode) else "not a regular file")
+        if explicit:
+            raise UsageError(f"{path}: is {what}; give a regular file or a directory "
+                             "(use '-' to read standard input)")
+        log.warning("skipping %s: %s", path, what)
+        return None
+    if not os.access(path, os.R_OK):
+        if explicit:
+            raise UsageError(f"{path}: permission denied")
+        log.warning("skipping %s: permission denied", path)
+        return None
+    kind = _kind_of(path)
+    opener: Any = open if kind == "plain" else COMPRESSED["." + kind]
+    if not binary_ok and st.st_size and _looks_binary(path, opener):
+        if explicit:
+            raise UsageError(f"{path}: looks binary (NUL bytes near the start); "
+                             "pass --binary to count it anyway")
+        log.warning("skipping %s: looks binary", path)
+        return None
+    return InputFile(path=path, display=path, kind=kind, size=st.st_size,
+                     mtime_ns=st.st_mtime_ns)
+
+
+def resolve_inputs(paths: list[str], *, binary_ok: bool = False,
+                   spool_dir: str | None = None, stdin: IO[bytes] | None = None
+                   ) -> list[InputFile]:
+    """Check every path and expand directories (sorted, symlinks inside not followed)."""
+    if not paths:
+        raise UsageError("no input given: name one or more files or directories, or '-'")
+    out: list[InputFile] = []
+    for path in paths:
+        if path == "-":
+            out.append(_spool_stdin(spool_dir, stdin or sys.stdin.buffer))
+            continue
+        if os.path.isdir(path):
+            found = 0
+            for root, dirs, files in os.walk(path):  # followlinks=False
+                dirs.sort()
+                for name in sorted(files):
+                    full = os.path.join(root, name)
+                    if os.path.islink(full):
+                        continue
+                    f = _check_file(full, explicit=False, binary_ok=binary_ok)
+                    if f is not None:
+                        out.append(f)
+                        found += 1
+            if not found:
+                log.warning("%s: no readable text files in this directory", path)
+            continue
+        f = _check_file(path, explicit=True, binary_ok=binary_ok)
+        if f is not None:
+            out.append(f)
+    return out
+
+
+def _spool_stdin(spool_dir: str | None, stream: IO[bytes]) -> InputFile:
+    """Copy stdin to a private file so splits can be re-read for retries."""
+    fd, path = tempfile.mkstemp(prefix="pymr-stdin-", dir=spool_dir)
+    with os.fdopen(fd, "wb") as f:
+        shutil.copyfileobj(stream, f, 1 << 20)
+    st = os.stat(path)
+    return InputFile(path=path, display="<stdin>", kind="stdin", size=st.st_size,
+                     mtime_ns=st.st_mtime_ns)
+
+
+def iter_bytes_splits(f: InputFile, split_size: int, max_token: int
+                      ) -> Iterator[tuple[int, int, Any]]:
+    """(offset, length, data) for a streamed input; data is a memoryview."""
+    from .splits import stream_splits
+
+    offset = 0
+    with f.open() as stream:
+        try:
+            for mv in stream_splits(stream, split_size, max_token, name=f.display):
+                n = len(mv)
+                yield offset, n, mv
+                offset += n
+        except (OSError, EOFError, lzma.LZMAError) as exc:
+            raise UsageError(f"{f.display}: cannot decompress it: {exc}") from exc

@@ -1,0 +1,77 @@
+"""Jobs travel as source text with their sha256 and are loaded from that text.
+
+A job module defines ``make_combiner(tokenizer) -> Combiner-like`` (``add(bytes)``,
+``distinct_raw()``, ``finish() -> (dict[bytes, int], bad_bytes)``); the reduce
+step is a sum of counts. Nodes never import their own copy of a job: they load
+the shipped source, cached by hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import types
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import UsageError
+
+BUILTIN_JOBS = ("wordcount",)
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What travels in ``JobStart``: the program itself."""
+
+    name: str
+    source: str
+    sha256: str
+
+    @classmethod
+    def from_source(cls, name: str, source: str) -> JobSpec:
+        return cls(name, source, sha256_of(source))
+
+
+def sha256_of(source: str) -> str:
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()
+
+
+def builtin_spec(name: str) -> JobSpec:
+    """The spec of a job shipped with pymr."""
+    if name not in BUILTIN_JOBS:
+        raise UsageError(f"unknown job {name!r}: the built-in jobs are "
+                         + ", ".join(BUILTIN_JOBS))
+    source = importlib.resources.files(__name__).joinpath(f"{name}.py").read_text("utf-8")
+    return JobSpec.from_source(name, source)
+
+
+def builtin_hashes() -> set[str]:
+    """Hashes a ``--builtin-only`` node accepts."""
+    return {builtin_spec(n).sha256 for n in BUILTIN_JOBS}
+
+
+class JobCache:
+    """Loaded job modules, by hash; each source is executed once per process."""
+
+    def __init__(self) -> None:
+        self._modules: dict[str, types.ModuleType] = {}
+
+    def load(self, name: str, source: str, sha256: str) -> Any:
+        if sha256_of(source) != sha256:
+            raise ValueError(f"job {name}: source does not match its sha256")
+        mod = self._modules.get(sha256)
+        if mod is None:
+            mod = types.ModuleType(f"pymr_job_{name}_{sha256[:12]}")
+            mod.__file__ = f"<pymr job {name} {sha256[:12]}>"
+            code = compile(source, mod.__file__, "exec")
+            exec(code, mod.__dict__)  # noqa: S102 - the shipped program is the point
+            if not callable(getattr(mod, "make_combiner", None)):
+                raise ValueError(f"job {name} defines no make_combiner()")
+            self._modules[sha256] = mod
+        return mod
+
+    def forget(self, sha256: str) -> None:
+        self._modules.pop(sha256, None)
+
+    def __len__(self) -> int:
+        return len(self._modules)

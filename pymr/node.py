@@ -1,0 +1,442 @@
+"""The node daemon: owns the sockets, routes messages, never runs user code.
+
+It binds a task PULL, a shuffle PULL, a control ROUTER and an events PUB (all
+CURVE), plus a local ROUTER its executors connect to. It only moves messages:
+map tasks to idle executors, shuffle chunks to the executor that reduces their
+partition, reports to the master that owns the job. Sends never block.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from . import __version__
+from . import protocol as p
+from .config import UNICODE_VERSION, NodeOptions
+from .errors import ProtocolError
+from .executor import executor_main
+from .jobs import builtin_hashes
+from .security import Authenticator, ClusterKey, secure_bind
+from .transport import LogOnce, make_socket, send_nowait
+
+log = logging.getLogger(__name__)
+
+#: Map tasks an executor holds at once (one running, one waiting in its socket).
+EXECUTOR_TASK_DEPTH = 2
+
+
+@dataclass
+class ExecutorSlot:
+    index: int
+    identity: bytes
+    process: Any
+    ready: bool = False
+    tasks: deque[tuple[str, int, int]] = field(default_factory=deque)
+
+
+@dataclass
+class NodeJob:
+    """What the daemon keeps of a job: routing, not data."""
+
+    job_id: str
+    master: bytes
+    spec: p.JobStart
+    owners: dict[int, int]                 # partition -> executor index
+    last_lease: float
+    queue: deque[list[Any]] = field(default_factory=deque)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEndpoints:
+    control: str
+    task: str
+    shuffle: str
+    events: str
+
+
+class NodeDaemon:
+    """One per machine (or several per machine in the embedded cluster and tests)."""
+
+    def __init__(self, opts: NodeOptions, key: ClusterKey, node_id: str | None = None) -> None:
+        self.opts = opts
+        self.key = key
+        self.node_id = node_id or secrets.token_hex(4)
+        self.incarnation = secrets.token_hex(4)
+        self.name = opts.name or socket.gethostname()
+        self.slots = opts.slots or os.cpu_count() or 1
+        self.started = time.monotonic()
+        self.tasks_done = 0
+        self.bytes_processed = 0
+        self.jobs: dict[str, NodeJob] = {}
+        self.rr: deque[str] = deque()          # round-robin order of jobs with queued tasks
+        self.executors: list[ExecutorSlot] = []
+        self.drop = LogOnce(log)
+        self._stop = False
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"pymr-node-{self.node_id}-"))
+        os.chmod(self.run_dir, 0o700)
+        self.exec_endpoint = f"ipc://{self.run_dir}/exec.sock"
+        self.ctx: zmq.Context | None = None
+        self.auth: Authenticator | None = None
+        self.endpoints: NodeEndpoints | None = None
+        self.builtin_hashes = builtin_hashes() if opts.builtin_only else set()
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> NodeEndpoints:
+        """Start executors (before any zmq object exists), then bind everything."""
+        mp = multiprocessing.get_context("spawn")
+        for i in range(self.slots):
+            self.executors.append(self._spawn_executor(mp, i))
+        self.ctx = zmq.Context()
+        self.auth = Authenticator(self.ctx, self.key).start()
+        host = self.opts.host
+        base = self.opts.base_port
+
+        def ep(offset: int) -> str:
+            return f"tcp://{host}:{base + offset}" if base else f"tcp://{host}:*"
+
+        self.exec_sock = make_socket(self.ctx, zmq.ROUTER, sndhwm=0, rcvhwm=0)
+        secure_bind(self.exec_sock, self.exec_endpoint, self.auth)
+        self.task_sock = make_socket(self.ctx, zmq.PULL, rcvhwm=4)
+        task = secure_bind(self.task_sock, ep(0), self.auth)
+        self.shuffle_sock = make_socket(self.ctx, zmq.PULL, rcvhwm=256)
+        shuffle = secure_bind(self.shuffle_sock, ep(1), self.auth)
+        self.control = make_socket(self.ctx, zmq.ROUTER, sndhwm=10_000, rcvhwm=10_000)
+        control = secure_bind(self.control, ep(2), self.auth)
+        self.events = make_socket(self.ctx, zmq.PUB, sndhwm=1000)
+        events = secure_bind(self.events, ep(3), self.auth)
+        self.endpoints = NodeEndpoints(control, task, shuffle, events)
+        self._wait_executors_ready()
+        return self.endpoints
+
+    def _spawn_executor(self, mp: Any, index: int) -> ExecutorSlot:
+        proc = mp.Process(
+            target=executor_main, name=f"pymr-executor-{index}",
+            args=(index, self.node_id, self.exec_endpoint, self.key.public, self.key.secret,
+                  os.getpid(), self.opts.nice, logging.getLogger().level or logging.WARNING))
+        proc.start()
+        return ExecutorSlot(index=index, identity=f"e{index}".encode(), process=proc)
+
+    def _wait_executors_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not all(e.ready for e in self.executors):
+            if time.monotonic() > deadline:
+                raise RuntimeError("executors did not start")
+            if self.exec_sock.poll(200):
+                self._on_executor(self.exec_sock.recv_multipart(copy=False))
+            for e in self.executors:
+                if not e.process.is_alive():
+                    raise RuntimeError(f"executor {e.index} died at start-up")
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def close(self) -> None:
+        """Stop executors, close sockets, remove the run directory."""
+        for e in self.executors:
+            if e.ready and self.ctx is not None:
+                send_nowait(self.exec_sock, [e.identity, *p.encode(p.ExecStop())])
+        for e in self.executors:
+            e.process.join(timeout=5)
+            if e.process.is_alive():
+                e.process.kill()
+                e.process.join(timeout=5)
+        if self.auth is not None:
+            self.auth.stop()
+        if self.ctx is not None:
+            self.ctx.destroy(linger=0)
+            self.ctx = None
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def run(self) -> None:
+        """Serve until ``stop()``; every wait is bounded."""
+        poller = zmq.Poller()
+        for s in (self.control, self.task_sock, self.shuffle_sock, self.exec_sock):
+            poller.register(s, zmq.POLLIN)
+        next_beat = 0.0
+        parent = os.getppid()
+        while not self._stop:
+            now = time.monotonic()
+            if now >= next_beat:
+                self._heartbeat()
+                self._check_executors()
+                self._expire_leases(now)
+                if self.opts.embedded and os.getppid() != parent:
+                    log.info("embedded node: its job process is gone, stopping")
+                    return
+                next_beat = now + self.opts.heartbeat_interval_s
+            events = dict(poller.poll(max(1, int((next_beat - now) * 1000))))
+            if self.exec_sock in events:
+                for _ in range(1000):
+                    try:
+                        frames = self.exec_sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self._on_executor(frames)
+            if self.control in events:
+                for _ in range(1000):
+                    try:
+                        frames = self.control.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self._on_control(frames)
+            if self.shuffle_sock in events:
+                for _ in range(1000):
+                    try:
+                        frames = self.shuffle_sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self._on_shuffle(frames)
+            if self.task_sock in events:
+                self._pull_tasks()
+            self._dispatch()
+
+    # ---------------------------------------------------------------- control
+    def _reply(self, peer: bytes, msg: p.Message) -> None:
+        send_nowait(self.control, [peer, *p.encode(msg)])
+
+    def _on_control(self, frames: list[Any]) -> None:
+        if len(frames) < 2:
+            return
+        peer = frames[0].bytes
+        try:
+            msg, _ = p.decode(frames[1:])
+        except ProtocolError as exc:
+            self.drop(peer.hex(), str(exc))
+            return
+        if isinstance(msg, p.Hello):
+            assert self.endpoints is not None
+            self._reply(peer, p.HelloReply(
+                seq=msg.seq, node_id=self.node_id, name=self.name,
+                incarnation=self.incarnation, pymr_version=__version__,
+                unicode_version=UNICODE_VERSION, slots=self.slots,
+                task_endpoint=self.endpoints.task, shuffle_endpoint=self.endpoints.shuffle,
+                events_endpoint=self.endpoints.events, builtin_only=self.opts.builtin_only))
+        elif isinstance(msg, p.StatusRequest):
+            self._reply(peer, self._status(msg.seq))
+        elif isinstance(msg, p.JobStart):
+            self._reply(peer, self._job_start(peer, msg))
+        elif isinstance(msg, p.Lease):
+            job = self.jobs.get(msg.job_id)
+            if job is not None and job.master == peer:
+                job.last_lease = time.monotonic()
+        elif isinstance(msg, p.FetchPartition):
+            job = self._job_of(peer, msg.job_id)
+            if job is not None and msg.partition in job.owners:
+                self._to_executor(job.owners[msg.partition], p.encode(msg))
+        elif isinstance(msg, (p.Commit, p.DropOutput, p.Flush, p.InputComplete, p.JobEnd)):
+            self._on_job_control(peer, msg)
+        else:
+            self.drop(peer.hex(), f"unexpected {msg.TYPE} on control")
+
+    def _job_of(self, peer: bytes, job_id: str) -> NodeJob | None:
+        job = self.jobs.get(job_id)
+        if job is None or job.master != peer:
+            self.drop(peer.hex(), "message for a job this peer does not own")
+            return None
+        return job
+
+    def _job_start(self, peer: bytes, msg: p.JobStart) -> p.Ack:
+        if msg.job_id in self.jobs:
+            return p.Ack(seq=msg.seq)
+        if self.builtin_hashes and msg.sha256 not in self.builtin_hashes:
+            return p.Ack(seq=msg.seq, ok=False,
+                         error=f"node {self.name} runs only built-in jobs (--builtin-only)")
+        mine = sorted(part for part, node in msg.partition_map.items() if node == self.node_id)
+        owners = {part: i % len(self.executors) for i, part in enumerate(mine)}
+        endpoints = {part: msg.shuffle_endpoints.get(node, "")
+                     for part, node in msg.partition_map.items()}
+        if any(not e for e in endpoints.values()):
+            return p.Ack(seq=msg.seq, ok=False, error="partition map names an unknown node")
+        job = NodeJob(job_id=msg.job_id, master=peer, spec=msg, owners=owners,
+                      last_lease=time.monotonic())
+        self.jobs[msg.job_id] = job
+        for e in self.executors:
+            parts = [part for part, idx in owners.items() if idx == e.index]
+            self._to_executor(e.index, p.encode(p.ExecJob(
+                job_id=msg.job_id, job_name=msg.job_name, source=msg.source, sha256=msg.sha256,
+                tokenizer=msg.tokenizer, num_partitions=msg.num_partitions, partitions=parts,
+                shuffle_endpoints=endpoints, flush_key_limit=msg.flush_key_limit)))
+        log.info("job %s started by a master; reducing partitions %s", msg.job_id, mine)
+        return p.Ack(seq=msg.seq)
+
+    def _on_job_control(self, peer: bytes, msg: Any) -> None:
+        job = self.jobs.get(msg.job_id)
+        if job is None:
+            # Idempotent: a re-sent JobEnd or a late message for a finished job.
+            self._reply(peer, p.Ack(seq=msg.seq))
+            return
+        if job.master != peer:
+            self.drop(peer.hex(), "control message for a job this peer does not own")
+            return
+        if isinstance(msg, p.Commit):
+            by_exec: dict[int, dict[int, list[int]]] = {}
+            for part, man in msg.manifest.items():
+                if part in job.owners:
+                    by_exec.setdefault(job.owners[part], {})[part] = man
+            for idx, man in by_exec.items():
+                self._to_executor(idx, p.encode(p.Commit(
+                    seq=msg.seq, job_id=msg.job_id, output_id=msg.output_id, tasks=msg.tasks,
+                    manifest=man, epoch=msg.epoch)))
+        elif isinstance(msg, p.JobEnd):
+            self._end_job(job, msg.reason)
+        else:
+            for e in self.executors:
+                self._to_executor(e.index, p.encode(msg))
+        self._reply(peer, p.Ack(seq=msg.seq))
+
+    def _end_job(self, job: NodeJob, reason: str) -> None:
+        self.jobs.pop(job.job_id, None)
+        if job.job_id in self.rr:
+            self.rr.remove(job.job_id)
+        for e in self.executors:
+            self._to_executor(e.index, p.encode(p.ExecJobEnd(job_id=job.job_id)))
+        log.info("job %s ended (%s)", job.job_id, reason)
+
+    def _expire_leases(self, now: float) -> None:
+        for job in list(self.jobs.values()):
+            if now - job.last_lease > self.opts.lease_timeout_s:
+                log.warning("job %s: its master stopped renewing the lease; dropping it",
+                            job.job_id)
+                self._end_job(job, "lease expired")
+
+    # ---------------------------------------------------------------- tasks
+    def _pull_tasks(self) -> None:
+        while True:
+            try:
+                frames = self.task_sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                msg, _ = p.decode(frames)
+            except ProtocolError as exc:
+                self.drop("task socket", str(exc))
+                continue
+            if not isinstance(msg, p.MapTask):
+                self.drop("task socket", f"unexpected {msg.TYPE}")
+                continue
+            job = self.jobs.get(msg.job_id)
+            if job is None:
+                self.drop("task socket", "map task for an unknown job")
+                continue
+            job.queue.append(frames)
+            if job.job_id not in self.rr:
+                self.rr.append(job.job_id)
+
+    def _dispatch(self) -> None:
+        """Give queued tasks to executors with room, round-robin across jobs."""
+        while self.rr:
+            free = [e for e in self.executors if e.ready and len(e.tasks) < EXECUTOR_TASK_DEPTH]
+            if not free:
+                return
+            e = min(free, key=lambda x: len(x.tasks))
+            job_id = self.rr.popleft()
+            job = self.jobs.get(job_id)
+            if job is None or not job.queue:
+                continue
+            frames = job.queue.popleft()
+            msg = p.decode_header(frames[0].buffer)
+            assert isinstance(msg, p.MapTask)
+            e.tasks.append((job_id, msg.task_id, msg.attempt))
+            self._to_executor(e.index, frames)
+            if job.queue:
+                self.rr.append(job_id)
+
+    def _to_executor(self, index: int, frames: list[Any]) -> None:
+        e = self.executors[index]
+        if not send_nowait(self.exec_sock, [e.identity, *frames]):
+            log.warning("executor %d unreachable; message dropped", index)
+
+    # ---------------------------------------------------------------- shuffle
+    def _on_shuffle(self, frames: list[Any]) -> None:
+        try:
+            msg, _ = p.decode(frames[:1])
+        except ProtocolError as exc:
+            self.drop("shuffle socket", str(exc))
+            return
+        if not isinstance(msg, p.ShuffleChunk) or len(frames) != 2:
+            self.drop("shuffle socket", "not a shuffle chunk")
+            return
+        job = self.jobs.get(msg.job_id)
+        if job is None or msg.partition not in job.owners:
+            self.drop("shuffle socket", "chunk for an unknown job or partition")
+            return
+        self._to_executor(job.owners[msg.partition], frames)
+
+    # ---------------------------------------------------------------- executors
+    def _on_executor(self, frames: list[Any]) -> None:
+        ident = frames[0].bytes
+        try:
+            msg, payload = p.decode(frames[1:])
+        except ProtocolError as exc:
+            self.drop("executor", str(exc))
+            return
+        e = next((x for x in self.executors if x.identity == ident), None)
+        if e is None:
+            return
+        if isinstance(msg, p.ExecutorReady):
+            e.ready = True
+            return
+        if isinstance(msg, (p.TaskExecuted, p.TaskFailedReport)):
+            key = (msg.job_id, msg.task_id, msg.attempt)
+            if key in e.tasks:
+                e.tasks.remove(key)
+            if isinstance(msg, p.TaskExecuted):
+                self.tasks_done += 1
+                self.bytes_processed += msg.nbytes
+                send_nowait(self.events, p.encode_topic(p.TOPIC_PROGRESS, p.Progress(
+                    job_id=msg.job_id, node_id=self.node_id, task_id=msg.task_id,
+                    attempt=msg.attempt, nbytes=msg.nbytes)))
+            else:
+                send_nowait(self.events, p.encode_topic(p.TOPIC_ERROR, p.ErrorEvent(
+                    job_id=msg.job_id, node_id=self.node_id, task_id=msg.task_id,
+                    attempt=msg.attempt, exc_type=msg.exc_type, message=msg.message,
+                    traceback=msg.traceback)))
+        job = self.jobs.get(getattr(msg, "job_id", ""))
+        if job is None:
+            return
+        if not send_nowait(self.control, [job.master, *frames[1:]]):
+            log.warning("job %s: master unreachable; report dropped", job.job_id)
+
+    def _check_executors(self) -> None:
+        for e in self.executors:
+            if e.process.is_alive() or self._stop:
+                continue
+            log.error("executor %d died (exit %s); replacing it", e.index, e.process.exitcode)
+            for job_id, task_id, attempt in e.tasks:
+                job = self.jobs.get(job_id)
+                if job is not None:
+                    send_nowait(self.control, [job.master, *p.encode(p.TaskFailedReport(
+                        job_id=job_id, node_id=self.node_id, task_id=task_id,
+                        attempt=attempt, exc_type="ExecutorCrashed",
+                        message=f"executor exited with code {e.process.exitcode}"))])
+            mp = multiprocessing.get_context("spawn")
+            new = self._spawn_executor(mp, e.index)
+            self.executors[e.index] = new
+
+    def _heartbeat(self) -> None:
+        busy = sum(1 for e in self.executors if e.tasks)
+        send_nowait(self.events, p.encode_topic(p.TOPIC_HEARTBEAT, p.Heartbeat(
+            node_id=self.node_id, incarnation=self.incarnation, slots=self.slots, busy=busy,
+            tasks_done=self.tasks_done, jobs=list(self.jobs))))
+
+    def _status(self, seq: int) -> p.StatusReply:
+        return p.StatusReply(
+            seq=seq, node_id=self.node_id, name=self.name, incarnation=self.incarnation,
+            pymr_version=__version__, slots=self.slots,
+            busy=sum(1 for e in self.executors if e.tasks), tasks_done=self.tasks_done,
+            bytes_processed=self.bytes_processed, uptime_s=time.monotonic() - self.started,
+            jobs=list(self.jobs),
+            addresses=[self.endpoints.control] if self.endpoints else [])

@@ -1,0 +1,528 @@
+"""Every wire message pymr sends, and the only module that speaks msgpack.
+
+A message is a multipart ZeroMQ message: a msgpack header frame (a map with the
+protocol version ``v``, the type ``t`` and the fields), then raw bulk frames
+(split bytes, shuffle chunks) that are never re-encoded. ``decode`` raises only
+``ProtocolError``; receive loops log it once per peer and reason and drop the
+message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import msgpack
+
+from .errors import ProtocolError
+
+PROTOCOL_VERSION = 1
+
+#: Largest header frame we accept; bulk data travels in payload frames.
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+#: Largest single frame a socket accepts (ZMQ_MAXMSGSIZE); splits and chunks stay below.
+MAX_FRAME_BYTES = 256 * 1024 * 1024
+#: Nesting limit for decoded headers: no legitimate message is deeper than this.
+MAX_DEPTH = 8
+
+_TYPES: dict[str, type[Message]] = {}
+
+
+class Message:
+    """Base of all messages: a frozen dataclass with a ``TYPE`` name."""
+
+    TYPE: ClassVar[str] = ""
+    _FIELD_TYPES: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+
+    def to_fields(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+
+def _register(cls: type[Message]) -> type[Message]:
+    if cls.TYPE in _TYPES:
+        raise RuntimeError(f"duplicate message type {cls.TYPE}")
+    cls._FIELD_TYPES = typing.get_type_hints(cls)
+    _TYPES[cls.TYPE] = cls
+    return cls
+
+
+def message(cls: type) -> type:
+    """Decorator: a frozen, slotted dataclass registered as a wire message."""
+    dc = dataclass(frozen=True, slots=True)(cls)
+    return _register(dc)
+
+
+# ---------------------------------------------------------------- control: hello
+
+
+@message
+class Hello(Message):
+    """Master or observer -> node: who are you? Sent before anything else."""
+
+    TYPE: ClassVar[str] = "hello"
+    seq: int
+    client_id: str
+    pymr_version: str
+    unicode_version: str
+
+
+@message
+class HelloReply(Message):
+    """Node -> client: identity, capacity and the endpoints to connect to."""
+
+    TYPE: ClassVar[str] = "hello_reply"
+    seq: int
+    node_id: str
+    name: str
+    incarnation: str
+    pymr_version: str
+    unicode_version: str
+    slots: int
+    task_endpoint: str
+    shuffle_endpoint: str
+    events_endpoint: str
+    builtin_only: bool = False
+
+
+@message
+class Ack(Message):
+    """Receiver -> sender of an acked control message: ``seq`` arrived and was applied."""
+
+    TYPE: ClassVar[str] = "ack"
+    seq: int
+    ok: bool = True
+    error: str = ""
+
+
+# ---------------------------------------------------------------- control: job lifecycle
+
+
+@message
+class JobStart(Message):
+    """Master -> node: the job spec, its program, and where every partition is reduced."""
+
+    TYPE: ClassVar[str] = "job_start"
+    seq: int
+    job_id: str
+    job_name: str
+    source: str
+    sha256: str
+    tokenizer: str
+    num_partitions: int
+    #: partition -> node id of its reducer
+    partition_map: dict[int, str]
+    #: node id -> that node's shuffle endpoint
+    shuffle_endpoints: dict[str, str]
+    epoch: int = 1
+    flush_key_limit: int = 2_000_000
+
+
+@message
+class MapTask(Message):
+    """Master -> node (task PUSH/PULL): run map+combine on one split.
+
+    Either ``path``/``offset``/``length`` name a byte range to read locally, or
+    the split bytes ride as the payload frame (``path`` empty).
+    """
+
+    TYPE: ClassVar[str] = "map_task"
+    job_id: str
+    task_id: int
+    attempt: int
+    path: str = ""
+    offset: int = 0
+    length: int = 0
+    alone: bool = False
+
+
+@message
+class TaskExecuted(Message):
+    """Node -> master: a task was processed (frees credit); its output is not flushed yet."""
+
+    TYPE: ClassVar[str] = "task_executed"
+    job_id: str
+    node_id: str
+    task_id: int
+    attempt: int
+    nbytes: int
+
+
+@message
+class TaskFailedReport(Message):
+    """Node -> master (and on PUB as ``error``): a task raised or its executor crashed."""
+
+    TYPE: ClassVar[str] = "task_failed"
+    job_id: str
+    node_id: str
+    task_id: int
+    attempt: int
+    exc_type: str
+    message: str
+    traceback: str = ""
+
+
+@message
+class Flush(Message):
+    """Master -> node: executors flush combined map outputs now (all tasks executed)."""
+
+    TYPE: ClassVar[str] = "flush"
+    seq: int
+    job_id: str
+
+
+@message
+class OutputDone(Message):
+    """Node -> master: a map output (one flush of a task set) was sent to the reducers.
+
+    ``manifest`` maps every partition to ``[chunks, records, checksum]``.
+    ``tasks`` is a list of ``[task_id, attempt]``.
+    """
+
+    TYPE: ClassVar[str] = "output_done"
+    job_id: str
+    node_id: str
+    output_id: str
+    tasks: list[list[int]]
+    manifest: dict[int, list[int]]
+    words: int = 0
+    bad_bytes: int = 0
+
+
+@message
+class Commit(Message):
+    """Master -> reducer node: this output counts for these tasks, for these partitions."""
+
+    TYPE: ClassVar[str] = "commit"
+    seq: int
+    job_id: str
+    output_id: str
+    tasks: list[int]
+    #: partition -> [chunks, records, checksum], only the partitions this node reduces
+    manifest: dict[int, list[int]]
+    epoch: int = 1
+
+
+@message
+class DropOutput(Message):
+    """Master -> reducer node: this output will never be committed; free its chunks."""
+
+    TYPE: ClassVar[str] = "drop_output"
+    seq: int
+    job_id: str
+    output_id: str
+
+
+@message
+class InputComplete(Message):
+    """Master -> node: the job has exactly ``num_tasks`` map tasks."""
+
+    TYPE: ClassVar[str] = "input_complete"
+    seq: int
+    job_id: str
+    num_tasks: int
+
+
+@message
+class PartitionComplete(Message):
+    """Reducer node -> master: every task is merged into this partition."""
+
+    TYPE: ClassVar[str] = "partition_complete"
+    job_id: str
+    node_id: str
+    partition: int
+    records: int
+    total: int
+    chunks: int
+
+
+@message
+class FetchPartition(Message):
+    """Master -> reducer node: send sorted chunks ``start`` .. ``start+count-1``."""
+
+    TYPE: ClassVar[str] = "fetch_partition"
+    job_id: str
+    partition: int
+    start: int
+    count: int
+
+
+@message
+class PartitionData(Message):
+    """Reducer node -> master: one sorted chunk of a partition, as the payload frame."""
+
+    TYPE: ClassVar[str] = "partition_data"
+    job_id: str
+    partition: int
+    seq: int
+    last: bool
+
+
+@message
+class Lease(Message):
+    """Master -> node, every second: the job is still wanted."""
+
+    TYPE: ClassVar[str] = "lease"
+    job_id: str
+
+
+@message
+class JobEnd(Message):
+    """Master -> node: the job is over (done, failed or cancelled); free everything."""
+
+    TYPE: ClassVar[str] = "job_end"
+    seq: int
+    job_id: str
+    reason: str = "done"
+
+
+@message
+class StatusRequest(Message):
+    """Observer -> node: report your state."""
+
+    TYPE: ClassVar[str] = "status_request"
+    seq: int
+
+
+@message
+class StatusReply(Message):
+    """Node -> observer: counters for ``pymr status``."""
+
+    TYPE: ClassVar[str] = "status_reply"
+    seq: int
+    node_id: str
+    name: str
+    incarnation: str
+    pymr_version: str
+    slots: int
+    busy: int
+    tasks_done: int
+    bytes_processed: int
+    uptime_s: float
+    jobs: list[str] = field(default_factory=list)
+    addresses: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- shuffle
+
+
+@message
+class ShuffleChunk(Message):
+    """Mapper -> reducer node (shuffle PUSH/PULL): one numbered chunk, payload frame."""
+
+    TYPE: ClassVar[str] = "shuffle_chunk"
+    job_id: str
+    output_id: str
+    partition: int
+    seq: int
+    epoch: int = 1
+
+
+# ---------------------------------------------------------------- node <-> executor
+
+
+@message
+class ExecutorReady(Message):
+    """Executor -> its daemon: started and connected."""
+
+    TYPE: ClassVar[str] = "executor_ready"
+    index: int
+    pid: int
+
+
+@message
+class ExecJob(Message):
+    """Daemon -> executor: a job starts; ``partitions`` are the ones this executor reduces."""
+
+    TYPE: ClassVar[str] = "exec_job"
+    job_id: str
+    job_name: str
+    source: str
+    sha256: str
+    tokenizer: str
+    num_partitions: int
+    partitions: list[int]
+    shuffle_endpoints: dict[int, str]
+    flush_key_limit: int = 2_000_000
+
+
+@message
+class ExecJobEnd(Message):
+    """Daemon -> executor: drop every trace of the job."""
+
+    TYPE: ClassVar[str] = "exec_job_end"
+    job_id: str
+
+
+@message
+class ExecStop(Message):
+    """Daemon -> executor: exit now."""
+
+    TYPE: ClassVar[str] = "exec_stop"
+
+
+# ---------------------------------------------------------------- events (PUB)
+
+
+@message
+class Heartbeat(Message):
+    """Node -> PUB ``hb``: alive, and how busy."""
+
+    TYPE: ClassVar[str] = "heartbeat"
+    node_id: str
+    incarnation: str
+    slots: int
+    busy: int
+    tasks_done: int
+    jobs: list[str] = field(default_factory=list)
+
+
+@message
+class Progress(Message):
+    """Node -> PUB ``progress``: a task finished."""
+
+    TYPE: ClassVar[str] = "progress"
+    job_id: str
+    node_id: str
+    task_id: int
+    attempt: int
+    nbytes: int
+
+
+@message
+class ErrorEvent(Message):
+    """Node -> PUB ``error``: a task raised (observers; the master has the report)."""
+
+    TYPE: ClassVar[str] = "error"
+    job_id: str
+    node_id: str
+    task_id: int
+    attempt: int
+    exc_type: str
+    message: str
+    traceback: str = ""
+
+
+TOPIC_HEARTBEAT = b"hb"
+TOPIC_PROGRESS = b"progress"
+TOPIC_ERROR = b"error"
+
+
+# ---------------------------------------------------------------- codec
+
+
+def encode(msg: Message, *payload: bytes | bytearray | memoryview) -> list[Any]:
+    """Header frame, then the payload frames untouched (send with ``copy=False``)."""
+    header = {"v": PROTOCOL_VERSION, "t": msg.TYPE}
+    header.update(msg.to_fields())
+    return [msgpack.packb(header, use_bin_type=True), *payload]
+
+
+def encode_topic(topic: bytes, msg: Message) -> list[Any]:
+    """A PUB message: short topic frame first."""
+    return [topic, *encode(msg)]
+
+
+def _check_depth(obj: Any, depth: int = 0) -> None:
+    if depth > MAX_DEPTH:
+        raise ProtocolError("message nested too deeply")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_depth(k, depth + 1)
+            _check_depth(v, depth + 1)
+    elif isinstance(obj, list):
+        for v in obj:
+            _check_depth(v, depth + 1)
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin is None:
+        if hint is bool:
+            return isinstance(value, bool)
+        if hint is int:
+            return isinstance(value, int) and not isinstance(value, bool)
+        if hint is float:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, hint)
+    args = typing.get_args(hint)
+    if origin is list:
+        return isinstance(value, list) and all(_conforms(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(
+            _conforms(k, args[0]) and _conforms(v, args[1]) for k, v in value.items())
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        return any(_conforms(value, a) for a in args)
+    return isinstance(value, origin)
+
+
+def decode_header(frame: bytes | memoryview) -> Message:
+    """Decode and validate one header frame; raises only ``ProtocolError``."""
+    if len(frame) > MAX_HEADER_BYTES:
+        raise ProtocolError("header frame too large")
+    try:
+        raw = msgpack.unpackb(
+            frame, raw=False, strict_map_key=False, use_list=True,
+            max_bin_len=MAX_HEADER_BYTES,
+            max_str_len=MAX_HEADER_BYTES, max_array_len=1_000_000, max_map_len=1_000_000,
+            max_ext_len=0)
+    except Exception as exc:  # msgpack raises many types on junk
+        raise ProtocolError(f"undecodable header: {type(exc).__name__}") from exc
+    if not isinstance(raw, dict):
+        raise ProtocolError("header is not a map")
+    _check_depth(raw)
+    version = raw.pop("v", None)
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {version!r}, expected {PROTOCOL_VERSION}")
+    name = raw.pop("t", None)
+    cls = _TYPES.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ProtocolError(f"unknown message type {name!r}")
+    hints = cls._FIELD_TYPES
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in raw:
+            value = raw.pop(f.name)
+            if not _conforms(value, hints[f.name]):
+                raise ProtocolError(f"{name}: field {f.name} has the wrong type")
+            kwargs[f.name] = value
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ProtocolError(f"{name}: missing field {f.name}")
+    # Unknown extra fields are ignored: newer peers may add fields with defaults.
+    try:
+        return cls(**kwargs)
+    except Exception as exc:
+        raise ProtocolError(f"{name}: {exc}") from exc
+
+
+def decode(frames: list[Any]) -> tuple[Message, list[Any]]:
+    """``(message, payload frames)``; raises only ``ProtocolError``."""
+    if not frames:
+        raise ProtocolError("empty message")
+    first = frames[0]
+    buf = first.buffer if hasattr(first, "buffer") else first
+    return decode_header(buf), list(frames[1:])
+
+
+def message_types() -> dict[str, type[Message]]:
+    """Every registered message type, for tests."""
+    return dict(_TYPES)
+
+
+def pack_records(records: Any) -> bytes:
+    """Bulk records (lists/dicts of bytes and ints) for a payload frame."""
+    return msgpack.packb(records, use_bin_type=True)
+
+
+def unpack_records(data: bytes | memoryview) -> Any:
+    """Inverse of ``pack_records``; raises ``ProtocolError`` on junk."""
+    try:
+        return msgpack.unpackb(data, raw=True, strict_map_key=False, use_list=True)
+    except Exception as exc:
+        raise ProtocolError(f"undecodable records: {type(exc).__name__}") from exc

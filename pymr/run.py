@@ -1,0 +1,38 @@
+"""The library API behind ``pymr job``: run a job on given nodes or an embedded cluster."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+from .cluster import LocalCluster
+from .config import JobOptions
+from .inputs import InputFile
+from .jobs import JobSpec
+from .master import JobSummary, Master, Reporter
+from .security import ClusterKey
+
+log = logging.getLogger(__name__)
+
+Consumer = Callable[[Iterator[tuple[bytes, int]], JobSummary], None]
+
+
+def run_job(spec: JobSpec, inputs: list[InputFile], opts: JobOptions, consume: Consumer, *,
+            local_nodes: int = 1, slots: int = 0, endpoints: list[str] | None = None,
+            key: ClusterKey | None = None, reporter: Reporter | None = None) -> JobSummary:
+    """Run one job; ``consume`` gets the sorted records and the summary.
+
+    With ``endpoints`` (and the cluster ``key``) the job runs on those nodes;
+    otherwise on an embedded cluster of ``local_nodes`` nodes that read their
+    splits from the input files by offset and stop when the job ends.
+    """
+    if endpoints:
+        if key is None:
+            raise ValueError("connecting to nodes needs the cluster key")
+        master = Master(key, endpoints, spec, inputs, opts, local_reads=False,
+                        reporter=reporter)
+        return master.run(consume)
+    with LocalCluster(nodes=local_nodes, slots=slots) as cluster:
+        master = Master(cluster.key, cluster.control_endpoints, spec, inputs, opts,
+                        local_reads=True, reporter=reporter)
+        return master.run(consume)

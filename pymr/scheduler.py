@@ -1,0 +1,212 @@
+"""The master's task ledger: credits, attempts, retries and commits, with no sockets.
+
+The master's loop turns socket traffic into calls here and does what the return
+values say. Everything about *which* task runs *where* and *which output
+counts* is decided here, so it can be tested with plain scripts of events.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Task:
+    task_id: int
+    size: int
+    attempts: int = 0                 # attempts started (failures count, losses do not)
+    failures: int = 0
+    next_attempt: int = 1
+    running: dict[int, str] = field(default_factory=dict)   # attempt -> node id
+    executed: dict[int, str] = field(default_factory=dict)  # attempt -> node id (unflushed)
+    committed: str | None = None      # output id
+    last_error: tuple[str, int, str, str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    task_id: int
+    attempt: int
+    node_id: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitDecision:
+    commit: bool
+    rerun: tuple[int, ...] = ()
+
+
+class JobFailedError(Exception):
+    """Raised by the scheduler when a task exhausted its attempts."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        super().__init__(f"task {task.task_id} failed")
+
+
+class Scheduler:
+    """Credit-based assignment of map tasks to nodes, and the commit rule."""
+
+    def __init__(self, node_slots: dict[str, int], *, prefetch: int = 1,
+                 byte_budget: int = 256 << 20, max_attempts: int = 4) -> None:
+        self.node_slots = dict(node_slots)
+        self.prefetch = prefetch
+        self.byte_budget = byte_budget
+        self.max_attempts = max_attempts
+        self.tasks: list[Task] = []
+        self.queue: list[int] = []           # task ids waiting to (re)run, FIFO
+        self.in_flight: dict[str, int] = {n: 0 for n in node_slots}
+        self.bytes_in_flight = 0
+        self.input_done = False
+        self.committed_count = 0
+
+    # ---------------------------------------------------------------- nodes
+    def credit(self, node_id: str) -> int:
+        """Tasks this node may still receive: slots plus a small prefetch."""
+        slots = self.node_slots.get(node_id, 0)
+        return max(0, slots + self.prefetch * slots - self.in_flight.get(node_id, 0))
+
+    def add_node(self, node_id: str, slots: int) -> None:
+        self.node_slots[node_id] = slots
+        self.in_flight.setdefault(node_id, 0)
+
+    def remove_node(self, node_id: str) -> list[int]:
+        """A node is gone: its running and unflushed attempts run again elsewhere."""
+        self.node_slots.pop(node_id, None)
+        self.in_flight.pop(node_id, None)
+        requeue = []
+        for t in self.tasks:
+            lost = [a for a, n in t.running.items() if n == node_id]
+            for a in lost:
+                del t.running[a]
+                self.bytes_in_flight -= t.size
+            gone = [a for a, n in t.executed.items() if n == node_id]
+            for a in gone:
+                del t.executed[a]
+            if (lost or gone) and t.committed is None and not t.running and not t.executed \
+                    and t.task_id not in self.queue:
+                requeue.append(t.task_id)
+        self.queue.extend(requeue)
+        return requeue
+
+    # ---------------------------------------------------------------- tasks
+    def add_task(self, size: int) -> int:
+        task = Task(task_id=len(self.tasks), size=size)
+        self.tasks.append(task)
+        self.queue.append(task.task_id)
+        return task.task_id
+
+    def finish_input(self) -> None:
+        self.input_done = True
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.tasks)
+
+    def wants_input(self) -> bool:
+        """True when a new split would be dispatched at once (so read it now)."""
+        return (not self.input_done and not self.queue and self._has_room())
+
+    def _has_room(self) -> bool:
+        return self.bytes_in_flight < self.byte_budget and any(
+            self.credit(n) > 0 for n in self.node_slots)
+
+    def assign(self) -> list[Assignment]:
+        """Hand queued tasks to the nodes with the most credit left."""
+        out: list[Assignment] = []
+        while self.queue and self.bytes_in_flight < self.byte_budget:
+            nodes = [n for n in self.node_slots if self.credit(n) > 0]
+            if not nodes:
+                break
+            node = max(nodes, key=lambda n: (self.credit(n), n))
+            task = self.tasks[self.queue.pop(0)]
+            attempt = task.next_attempt
+            task.next_attempt += 1
+            task.attempts += 1
+            task.running[attempt] = node
+            self.in_flight[node] += 1
+            self.bytes_in_flight += task.size
+            out.append(Assignment(task.task_id, attempt, node, task.size))
+        return out
+
+    def _release(self, task: Task, attempt: int) -> str | None:
+        node = task.running.pop(attempt, None)
+        if node is not None:
+            if node in self.in_flight:
+                self.in_flight[node] -= 1
+            self.bytes_in_flight -= task.size
+        return node
+
+    def on_executed(self, task_id: int, attempt: int, node_id: str) -> None:
+        task = self._task(task_id)
+        if task is None:
+            return
+        if self._release(task, attempt) is not None:
+            task.executed[attempt] = node_id
+
+    def on_failed(self, task_id: int, attempt: int, node_id: str, *, lost: bool,
+                  error: tuple[str, int, str, str, str] | None = None) -> None:
+        """A task attempt failed: retry it, or raise ``JobFailedError`` when out of attempts."""
+        task = self._task(task_id)
+        if task is None:
+            return
+        ran = self._release(task, attempt) is not None
+        was_executed = task.executed.pop(attempt, None) is not None
+        if not (ran or was_executed) or task.committed is not None:
+            return
+        if not lost:
+            task.failures += 1
+            task.last_error = error
+            if task.failures >= self.max_attempts:
+                raise JobFailedError(task)
+        if not task.running and not task.executed and task_id not in self.queue:
+            self.queue.insert(0, task_id)
+
+    def on_output(self, output_id: str, tasks: list[tuple[int, int]]) -> CommitDecision:
+        """The commit rule: an output counts only if none of its tasks is committed yet."""
+        known = [(self.tasks[t], a) for t, a in tasks if 0 <= t < len(self.tasks)]
+        if len(known) != len(tasks) or not known:
+            return CommitDecision(False)
+        if any(t.committed is not None for t, _ in known):
+            rerun = []
+            for t, a in known:
+                t.executed.pop(a, None)
+                if t.committed is None and not t.running and not t.executed \
+                        and t.task_id not in self.queue:
+                    self.queue.append(t.task_id)
+                    rerun.append(t.task_id)
+            return CommitDecision(False, tuple(rerun))
+        for t, a in known:
+            t.committed = output_id
+            t.executed.pop(a, None)
+            self.committed_count += 1
+        return CommitDecision(True)
+
+    def uncommit(self, output_id: str) -> list[int]:
+        """A committed output was lost (its mapper died): run its task set again."""
+        rerun = [t.task_id for t in self.tasks if t.committed == output_id]
+        for tid in rerun:
+            self.tasks[tid].committed = None
+            self.committed_count -= 1
+            if tid not in self.queue:
+                self.queue.append(tid)
+        return rerun
+
+    def _task(self, task_id: int) -> Task | None:
+        return self.tasks[task_id] if 0 <= task_id < len(self.tasks) else None
+
+    # ---------------------------------------------------------------- phases
+    def all_executed(self) -> bool:
+        """Input read and every uncommitted task has run (its output may be unflushed)."""
+        return self.input_done and not self.queue and all(
+            t.committed is not None or (not t.running and t.executed) for t in self.tasks)
+
+    def all_committed(self) -> bool:
+        return self.input_done and self.committed_count == len(self.tasks)
+
+    def running_count(self) -> int:
+        return sum(len(t.running) for t in self.tasks)

@@ -1,0 +1,231 @@
+"""Tokenizers: the word rule, and the fast combiner that the map hot loop uses.
+
+The word rule is literal and whole-text (see FAQ, "Word rule"): decode UTF-8 with
+``errors="replace"``, ``str.lower()`` the whole text, take the matches of
+:data:`WORD_PATTERN`; keys are the words encoded as UTF-8.  :func:`reference_count` is that
+rule written plainly.  :class:`Combiner` produces exactly the same counts, faster: the per-byte
+work stays in C (``bytes.translate``, ``bytes.split``, dict counting) and the Python-level
+normalisation runs once per distinct *raw* key per :meth:`Combiner.finish`, not per token.
+
+Why the fast path is exact
+--------------------------
+Splits are cut right after an ASCII whitespace byte (or at a file end), and every boundary the
+fast path introduces is an ASCII byte that is neither a word character nor ``'``.  At an ASCII
+byte
+
+* the UTF-8 decoder is in its initial state (an ASCII byte is never part of a multi-byte
+  sequence and ends any truncated one), so decoding, and the number of replacements, is the
+  concatenation / sum of the pieces;
+* ``str.lower()`` is per character, except for U+03A3 GREEK CAPITAL LETTER SIGMA, whose final
+  or medial form depends on context (the only context-dependent mapping in CPython);
+* the regex cannot match across the byte (it is not ``\\w``, ``'`` or ``’``, and lowering does
+  not change ASCII punctuation), so the matches of the whole are the matches of the pieces.
+
+The sigma context skips case-ignorable characters (``.`` ``:`` ``'`` ``^`` combining marks,
+...), some of which the fast path turns into key boundaries; it stops at any character that is
+neither cased nor case-ignorable, and all six ASCII whitespace bytes are such characters.  So
+every run of non-whitespace bytes that contains ``b"\\xce\\xa3"`` goes through the plain rule,
+and only those: text without a capital sigma pays one ``bytes.find``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import re
+from collections.abc import Iterable
+
+try:  # the C helper behind Counter.update; a plain dict avoids Counter's Python wrapper
+    from collections import _count_elements
+except ImportError:  # pragma: no cover - other interpreters
+
+    def _count_elements(mapping: dict[bytes, int], iterable: Iterable[bytes]) -> None:
+        get = mapping.get
+        for item in iterable:
+            mapping[item] = get(item, 0) + 1
+
+
+log = logging.getLogger(__name__)
+
+WORD_PATTERN: str = r"\w+(?:['’]\w+)*"
+TOKENIZERS: tuple[str, ...] = ("words", "whitespace")
+
+_WORD_RE = re.compile(WORD_PATTERN)
+_REPLACEMENT = "\ufffd"
+_REPLACEMENT_UTF8 = _REPLACEMENT.encode()
+_CAPITAL_SIGMA = "\u03a3".encode()  # b"\xce\xa3": the only context-dependent lowering
+_ASCII_WS = b" \n\t\r\x0b\x0c"  # what bytes.split() splits on; commonest first for rfind
+_ASCII_WS_RE = re.compile(rb"[ \n\t\r\x0b\x0c]")
+
+# Bounded so that a long-lived executor with many flushes cannot grow without limit.
+_CACHE_MAX_KEYS = 1 << 16
+
+
+def _make_table() -> bytes:
+    """Lower A-Z, keep ASCII word bytes and ``'``, blank other ASCII, keep bytes >= 0x80.
+
+    Word bytes are derived from the pattern itself so the table cannot drift from the rule.
+    """
+    table = bytearray(range(256))
+    for b in range(128):
+        ch = chr(b).lower()
+        if not (ch == "'" or _WORD_RE.fullmatch(ch)):
+            table[b] = 0x20
+        else:
+            table[b] = ord(ch)
+    return bytes(table)
+
+
+_TABLE = _make_table()
+
+
+def _check_tokenizer(tokenizer: str) -> None:
+    if tokenizer not in TOKENIZERS:
+        raise ValueError(f"unknown tokenizer {tokenizer!r}; expected one of {', '.join(TOKENIZERS)}")
+
+
+def _as_bytes(data: bytes | bytearray | memoryview) -> bytes:
+    """One copy at most: translate/split need ``bytes`` (bytearray.split gives unhashable keys)."""
+    return data if type(data) is bytes else bytes(data)
+
+
+def _bad_in_decoded(raw: bytes, text: str) -> int:
+    """Replacements the decoder inserted: U+FFFD in the output minus those encoded in the input.
+
+    Every ``EF BF BD`` in the input decodes to a genuine U+FFFD: ``EF`` is not a continuation
+    byte, so no earlier sequence can swallow it.
+    """
+    n = text.count(_REPLACEMENT)
+    return n - raw.count(_REPLACEMENT_UTF8) if n else 0
+
+
+def count_bad_sequences(data: bytes | bytearray | memoryview) -> int:
+    """Number of invalid UTF-8 sequences that decoding with ``errors="replace"`` replaces."""
+    data = _as_bytes(data)
+    return _bad_in_decoded(data, data.decode("utf-8", "replace"))
+
+
+def _plain_words(data: bytes) -> list[bytes]:
+    """The word rule on one text, as UTF-8 keys."""
+    return [w.encode() for w in _WORD_RE.findall(data.decode("utf-8", "replace").lower())]
+
+
+def reference_count(
+    data: bytes | bytearray | memoryview, tokenizer: str = "words"
+) -> collections.Counter[bytes]:
+    """The plain rule on a whole text, single pass: for tests and baselines."""
+    _check_tokenizer(tokenizer)
+    data = _as_bytes(data)
+    if tokenizer == "words":
+        return collections.Counter(_plain_words(data))
+    return collections.Counter(t.decode("utf-8", "replace").encode() for t in data.split())
+
+
+def _normalise_word_key(key: bytes) -> tuple[tuple[bytes, ...], int]:
+    """Final words and bad-sequence count of one raw ``words`` key (module-level so tests can
+    count calls)."""
+    text = key.decode("utf-8", "replace")
+    words = tuple(w.encode() for w in _WORD_RE.findall(text.lower()))
+    return words, _bad_in_decoded(key, text)
+
+
+def _normalise_ws_key(key: bytes) -> tuple[tuple[bytes, ...], int]:
+    """Final token and bad-sequence count of one raw non-ASCII ``whitespace`` token."""
+    text = key.decode("utf-8", "replace")
+    return (text.encode(),), _bad_in_decoded(key, text)
+
+
+class Combiner:
+    """One per executor per job: counts raw byte tokens of many splits, normalises once per
+    distinct key at finish()."""
+
+    def __init__(self, tokenizer: str = "words") -> None:
+        _check_tokenizer(tokenizer)
+        self.tokenizer = tokenizer
+        self._raw: dict[bytes, int] = {}  # fast-path raw keys -> count
+        self._plain: dict[bytes, int] = {}  # final words from capital-sigma runs -> count
+        self._bad = 0  # bad sequences found by the plain path since the last finish()
+        # raw key -> (final words, bad sequences); survives finish() so that repeated
+        # flushes of the same executor do not normalise the same frequent keys again.
+        self._cache: dict[bytes, tuple[tuple[bytes, ...], int]] = {}
+        self._words = tokenizer == "words"
+
+    def add(self, data: bytes | bytearray | memoryview) -> None:
+        """Count the tokens of one split (cut right after ASCII whitespace or at a file end)."""
+        data = _as_bytes(data)
+        if not self._words:
+            _count_elements(self._raw, data.split())
+            return
+        _count_elements(self._raw, data.translate(_TABLE).split())
+        pos = data.find(_CAPITAL_SIGMA)
+        if pos >= 0:
+            self._redo_sigma_runs(data, pos)
+
+    def _redo_sigma_runs(self, data: bytes, pos: int) -> None:
+        """Move every whitespace-delimited run holding a capital sigma from the raw counts to
+        the plain rule, whose lowering sees the run's full context."""
+        raw = self._raw
+        plain = self._plain
+        table = _TABLE
+        end = 0
+        while pos >= 0:
+            start = end  # runs never overlap: the previous one ended at whitespace
+            for ws in _ASCII_WS:  # the scanned ranges are disjoint across runs: O(n) total
+                k = data.rfind(ws, start, pos)
+                if k >= 0:
+                    start = k + 1
+            m = _ASCII_WS_RE.search(data, pos + 2)
+            end = m.start() if m is not None else len(data)
+            run = data[start:end]
+            for key in run.translate(table).split():  # undo what add() counted for the run
+                n = raw[key] - 1
+                if n:
+                    raw[key] = n
+                else:
+                    del raw[key]
+            text = run.decode("utf-8", "replace")
+            self._bad += _bad_in_decoded(run, text)
+            _count_elements(plain, [w.encode() for w in _WORD_RE.findall(text.lower())])
+            pos = data.find(_CAPITAL_SIGMA, end)
+
+    def distinct_raw(self) -> int:
+        """Number of distinct raw keys held, for a flush key limit."""
+        return len(self._raw) + len(self._plain)
+
+    def finish(self) -> tuple[dict[bytes, int], int]:
+        """Return (final word bytes -> count, bad sequences) and reset to empty."""
+        raw, plain, bad = self._raw, self._plain, self._bad
+        self._raw, self._plain, self._bad = {}, {}, 0
+        if self._words:
+            slow_keys = [k for k in raw if b"'" in k or not k.isascii()]
+            normalise = _normalise_word_key
+        else:
+            slow_keys = [k for k in raw if not k.isascii()]
+            normalise = _normalise_ws_key
+        # Pop the keys that need work first: what stays in ``raw`` is final already, and the
+        # normalised words are merged into it without being mistaken for raw keys.
+        slow = [(k, raw.pop(k)) for k in slow_keys]
+        out = raw
+        cache = self._cache
+        computed = 0
+        for key, n in slow:
+            entry = cache.get(key)
+            if entry is None:
+                entry = normalise(key)
+                computed += 1
+                if len(cache) >= _CACHE_MAX_KEYS:
+                    cache.clear()
+                cache[key] = entry
+            words, key_bad = entry
+            for w in words:
+                out[w] = out.get(w, 0) + n
+            if key_bad:
+                bad += key_bad * n
+        for w, n in plain.items():
+            out[w] = out.get(w, 0) + n
+        log.debug(
+            "combiner finish: %d words, %d raw keys normalised (%d computed), "
+            "%d sigma-run words, %d bad sequences",
+            len(out), len(slow), computed, len(plain), bad,
+        )
+        return out, bad
