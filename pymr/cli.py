@@ -93,6 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--binary", action="store_true",
                      help="count files that look binary instead of refusing them")
     job.add_argument("-q", "--quiet", action="store_true", help="no progress and no summary")
+    job.add_argument("--nodes", metavar="HOST:PORT,...",
+                     help="use these nodes (their control ports) and skip discovery")
+    job.add_argument("--discover", type=float, metavar="SECONDS",
+                     help="how long to browse for nodes (default: see 'pymr node --help')")
+    job.add_argument("--min-nodes", type=positive_int, metavar="N",
+                     help="stop browsing as soon as N nodes answered")
+    job.add_argument("--home", metavar="DIR", help="pymr state directory (default ~/.pymr, "
+                     "or $PYMR_HOME): cluster key, node id")
+    job.set_defaults(func=cmd_job)
+    from .cli_cluster import add_commands
+
+    add_commands(sub)
     return parser
 
 
@@ -103,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="pymr: %(levelname)s: %(message)s")
     try:
         args = build_parser().parse_args(argv)
-        if args.command == "job":
-            return cmd_job(args)
+        func = getattr(args, "func", None)
+        if func is not None:
+            return int(func(args))
         build_parser().print_help(sys.stderr)
         return EXIT_USAGE
     except PymrError as exc:
@@ -212,9 +225,17 @@ def cmd_job(args: argparse.Namespace) -> int:
                 os.dup2(devnull, sys.stdout.fileno())
 
     started = time.monotonic()
+    endpoints, key = None, None
+    if not args.local:
+        from .cli_cluster import discover_for_job
+
+        found = discover_for_job(args)
+        if found is not None:
+            endpoints, key = found
     try:
         summary = run_job(spec, inputs, opts, consume, local_nodes=args.local or 1,
-                          slots=args.slots or 0, reporter=progress)
+                          slots=args.slots or 0, endpoints=endpoints, key=key,
+                          reporter=progress)
     except KeyboardInterrupt:
         progress.stop()
         raise Interrupted("interrupted: the job was cancelled on every node") from None

@@ -1,20 +1,22 @@
 """The embedded local cluster: node daemons on 127.0.0.1 started by ``pymr job``.
 
-They run the same daemon code as LAN nodes, in their own processes, with a
-fresh cluster key per run, and stop when the job ends (also on error and
-Ctrl-C), leaving no process behind.
+They run the same daemon code as LAN nodes, in their own processes (started as
+``python -m pymr._embedded_node`` so a caller's script is never re-imported),
+with a fresh cluster key per run handed over on stdin (never in argv), and stop
+when the job ends, also on error and Ctrl-C, leaving no process behind.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import multiprocessing
 import os
-import signal
+import select
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
-from typing import Any
 
-from .config import NodeOptions
 from .errors import ClusterLost
 from .security import ClusterKey
 
@@ -22,29 +24,13 @@ log = logging.getLogger(__name__)
 
 #: How long an embedded node may take to start its executors and bind.
 START_TIMEOUT_S = 60.0
-
-
-def _node_main(opts: NodeOptions, public: bytes, secret: bytes, node_id: str, conn: Any,
-               log_level: int) -> None:
-    """Entry point of an embedded node process."""
-    from .node import NodeDaemon
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the master's to handle
-    logging.basicConfig(level=log_level, format="%(levelname)s node: %(message)s")
-    daemon = NodeDaemon(opts, ClusterKey(public, secret), node_id=node_id)
-    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
-    try:
-        ep = daemon.start()
-        conn.send({"control": ep.control})
-        conn.close()
-        daemon.run()
-    finally:
-        daemon.close()
+#: How long a node may take to stop after SIGTERM before it is killed.
+STOP_TIMEOUT_S = 10.0
 
 
 @dataclass
 class LocalNode:
-    process: Any
+    process: subprocess.Popen[bytes]
     control: str
 
 
@@ -69,44 +55,60 @@ class LocalCluster:
         return [n.control for n in self.nodes]
 
     def start(self) -> None:
-        mp = multiprocessing.get_context("spawn")
-        pending = []
-        level = logging.getLogger().level or logging.WARNING
+        level = logging.getLogger().getEffectiveLevel()
+        procs: list[subprocess.Popen[bytes]] = []
         try:
             for i in range(self.count):
-                parent, child = mp.Pipe(duplex=False)
-                opts = NodeOptions(name=f"local{i}", slots=self.slots, host="127.0.0.1",
-                                   embedded=True)
-                proc = mp.Process(target=_node_main, name=f"pymr-node-{i}",
-                                  args=(opts, self.key.public, self.key.secret, f"local{i}",
-                                        child, level))
-                proc.start()
-                child.close()
-                pending.append((proc, parent))
-            for proc, conn in pending:
-                if not conn.poll(START_TIMEOUT_S):
-                    raise ClusterLost("an embedded node did not start in time")
-                try:
-                    info = conn.recv()
-                except EOFError as exc:
-                    raise ClusterLost(f"an embedded node failed to start (exit code "
-                                      f"{proc.exitcode}); run with --debug for details") from exc
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "pymr._embedded_node"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+                procs.append(proc)
+                config = {"name": f"local{i}", "node_id": f"local{i}", "slots": self.slots,
+                          "public": self.key.public.decode(), "secret": self.key.secret.decode(),
+                          "log_level": level}
+                assert proc.stdin is not None
+                proc.stdin.write(json.dumps(config).encode() + b"\n")
+                proc.stdin.close()
+            deadline = time.monotonic() + START_TIMEOUT_S
+            for proc in procs:
+                line = self._read_line(proc, deadline)
+                info = json.loads(line)
                 self.nodes.append(LocalNode(proc, info["control"]))
         except BaseException:
-            for proc, _ in pending:
-                if proc not in [n.process for n in self.nodes]:
-                    self.nodes.append(LocalNode(proc, ""))
+            known = {id(n.process) for n in self.nodes}
+            self.nodes.extend(LocalNode(pr, "") for pr in procs if id(pr) not in known)
             self.close()
             raise
 
+    @staticmethod
+    def _read_line(proc: subprocess.Popen[bytes], deadline: float) -> bytes:
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        buf = b""
+        while not buf.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ClusterLost("an embedded node did not start in time")
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    raise ClusterLost(f"an embedded node failed to start (exit code "
+                                      f"{proc.wait()}); run with --debug for details")
+                buf += chunk
+        return buf
+
     def close(self) -> None:
         for n in self.nodes:
-            if n.process.is_alive():
+            if n.process.poll() is None:
                 n.process.terminate()
         for n in self.nodes:
-            n.process.join(timeout=10)
-            if n.process.is_alive():
+            try:
+                n.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
                 log.warning("embedded node %s did not stop; killing it", n.process.pid)
                 n.process.kill()
-                n.process.join(timeout=5)
+                n.process.wait(timeout=5)
+            if n.process.stdout is not None:
+                n.process.stdout.close()
         self.nodes = []

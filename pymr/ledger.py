@@ -174,7 +174,7 @@ class ReducerLedger:
                       pair.manifest.chunks, output_id, partition)
             return
         if seq in pair.chunks:
-            pass
+            return  # duplicate: the first copy wins, the checksum judges it
         pair.chunks[seq] = payload
         pair.nbytes += len(payload)
         self._bytes += len(payload)
@@ -248,7 +248,6 @@ class ReducerLedger:
             log.info("partition %d: tasks %s rebound from output %s to %s", partition,
                      sorted(task_set), holder, output_id)
             self._forget(held, part)
-            part.dropped.add(holder)
 
         if pair is None:
             pair = _Pair(output_id, partition)

@@ -77,6 +77,8 @@ class NodeLink:
     task: zmq.Socket | None = None
     events: zmq.Socket | None = None
     shuffle_endpoint: str = ""
+    last_seen: float = 0.0
+    heard_heartbeat: bool = False
 
 
 @dataclass
@@ -202,6 +204,7 @@ class Master:
                            f"Unicode {UNICODE_VERSION}: install the same version everywhere")
         assert self.ctx is not None
         link.node_id, link.name, link.slots = msg.node_id, msg.name, msg.slots
+        link.last_seen = time.monotonic()
         link.shuffle_endpoint = msg.shuffle_endpoint
         link.local = self.local_reads
         link.task = make_socket(self.ctx, zmq.PUSH, sndhwm=4)
@@ -263,9 +266,23 @@ class Master:
                     break
                 msg, payload = self._recv(sock)
                 if msg is not None:
-                    self._handle(self.by_socket[sock], msg, payload)
+                    link = self.by_socket[sock]
+                    link.last_seen = time.monotonic()
+                    if isinstance(msg, p.Heartbeat):
+                        link.heard_heartbeat = True
+                    self._handle(link, msg, payload)
+        self._check_liveness()
         if self.failure is not None:
             raise self.failure
+
+    def _check_liveness(self) -> None:
+        """A node silent past the death timeout (timer starts at its first heartbeat)."""
+        now = time.monotonic()
+        for link in self.links.values():
+            if link.heard_heartbeat and now - link.last_seen > self.opts.death_timeout_s:
+                self.failure = ClusterLost(
+                    f"node {link.name} stopped responding for {self.opts.death_timeout_s:.0f} s; "
+                    "the job was cancelled (run it again)")
 
     # ---------------------------------------------------------------- job start
     def _start_job(self) -> None:
@@ -376,6 +393,9 @@ class Master:
             self._on_output(msg)
         elif isinstance(msg, p.PartitionComplete):
             self.partition_done[msg.partition] = msg
+        elif isinstance(msg, p.PartitionLost):
+            self.failure = JobError(f"node {link.name} lost the data of partition "
+                                    f"{msg.partition} ({msg.reason}); run the job again")
         elif isinstance(msg, p.PartitionData):
             self._on_partition_data(msg, payload)
         elif isinstance(msg, (p.Heartbeat, p.ErrorEvent, p.HelloReply)):

@@ -108,6 +108,7 @@ class NodeDaemon:
             return f"tcp://{host}:{base + offset}" if base else f"tcp://{host}:*"
 
         self.exec_sock = make_socket(self.ctx, zmq.ROUTER, sndhwm=0, rcvhwm=0)
+        self.exec_sock.router_handover = True  # a replacement executor reuses the identity
         secure_bind(self.exec_sock, self.exec_endpoint, self.auth)
         self.task_sock = make_socket(self.ctx, zmq.PULL, rcvhwm=4)
         task = secure_bind(self.task_sock, ep(0), self.auth)
@@ -264,13 +265,19 @@ class NodeDaemon:
                       last_lease=time.monotonic())
         self.jobs[msg.job_id] = job
         for e in self.executors:
-            parts = [part for part, idx in owners.items() if idx == e.index]
-            self._to_executor(e.index, p.encode(p.ExecJob(
-                job_id=msg.job_id, job_name=msg.job_name, source=msg.source, sha256=msg.sha256,
-                tokenizer=msg.tokenizer, num_partitions=msg.num_partitions, partitions=parts,
-                shuffle_endpoints=endpoints, flush_key_limit=msg.flush_key_limit)))
+            self._to_executor(e.index, p.encode(self._exec_job(msg, owners, e.index)))
         log.info("job %s started by a master; reducing partitions %s", msg.job_id, mine)
         return p.Ack(seq=msg.seq)
+
+    @staticmethod
+    def _exec_job(msg: p.JobStart, owners: dict[int, int], index: int,
+                  map_only: bool = False) -> p.ExecJob:
+        parts = [] if map_only else [part for part, idx in owners.items() if idx == index]
+        endpoints = {part: msg.shuffle_endpoints[node] for part, node in msg.partition_map.items()}
+        return p.ExecJob(
+            job_id=msg.job_id, job_name=msg.job_name, source=msg.source, sha256=msg.sha256,
+            tokenizer=msg.tokenizer, num_partitions=msg.num_partitions, partitions=parts,
+            shuffle_endpoints=endpoints, flush_key_limit=msg.flush_key_limit)
 
     def _on_job_control(self, peer: bytes, msg: Any) -> None:
         job = self.jobs.get(msg.job_id)
@@ -388,6 +395,9 @@ class NodeDaemon:
             return
         if isinstance(msg, p.ExecutorReady):
             e.ready = True
+            for job in self.jobs.values():  # a replacement executor: give it the jobs
+                self._to_executor(e.index, p.encode(self._exec_job(job.spec, job.owners,
+                                                                   e.index, map_only=True)))
             return
         if isinstance(msg, (p.TaskExecuted, p.TaskFailedReport)):
             key = (msg.job_id, msg.task_id, msg.attempt)
@@ -415,6 +425,12 @@ class NodeDaemon:
             if e.process.is_alive() or self._stop:
                 continue
             log.error("executor %d died (exit %s); replacing it", e.index, e.process.exitcode)
+            for job in self.jobs.values():
+                for part, idx in job.owners.items():
+                    if idx == e.index:
+                        send_nowait(self.control, [job.master, *p.encode(p.PartitionLost(
+                            job_id=job.job_id, node_id=self.node_id, partition=part,
+                            reason=f"executor exited with code {e.process.exitcode}"))])
             for job_id, task_id, attempt in e.tasks:
                 job = self.jobs.get(job_id)
                 if job is not None:

@@ -241,6 +241,17 @@ class PartitionComplete(Message):
 
 
 @message
+class PartitionLost(Message):
+    """Reducer node -> master: an executor holding this partition crashed."""
+
+    TYPE: ClassVar[str] = "partition_lost"
+    job_id: str
+    node_id: str
+    partition: int
+    reason: str = ""
+
+
+@message
 class FetchPartition(Message):
     """Master -> reducer node: send sorted chunks ``start`` .. ``start+count-1``."""
 

@@ -1,0 +1,40 @@
+"""``python -m pymr._embedded_node``: one node of the embedded cluster.
+
+Reads its configuration (with the run's fresh key) as one JSON line on stdin,
+prints its control endpoint as one JSON line on stdout, serves until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+
+
+def main() -> int:
+    from .config import NodeOptions
+    from .node import NodeDaemon
+    from .security import ClusterKey
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the job process's to handle
+    config = json.loads(sys.stdin.readline())
+    logging.basicConfig(level=config.get("log_level", logging.WARNING),
+                        format="pymr node: %(levelname)s: %(message)s")
+    opts = NodeOptions(name=config["name"], slots=config["slots"], host="127.0.0.1",
+                       embedded=True)
+    key = ClusterKey(config["public"].encode(), config["secret"].encode())
+    daemon = NodeDaemon(opts, key, node_id=config["node_id"])
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+    try:
+        endpoints = daemon.start()
+        sys.stdout.write(json.dumps({"control": endpoints.control}) + "\n")
+        sys.stdout.flush()
+        daemon.run()
+    finally:
+        daemon.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
