@@ -306,7 +306,7 @@ def _zipf_table(rng: random.Random, vocab: list[str], size: int) -> list[str]:
     scale = size / sum(weights)
     out: list[str] = []
     rand = rng.random
-    for form, w in zip(vocab, weights):
+    for form, w in zip(vocab, weights, strict=True):
         n = int(w * scale + rand())
         if n:
             out.extend([form] * n) if n > 1 else out.append(form)
@@ -332,8 +332,9 @@ def build_pool(rng: random.Random, vocab: list[str], pool_bytes: int) -> list[by
     combos = [p.replace("%", "%%") + "%s" + s.replace("%", "%%") + g
               for p, s, g in zip(rng.choices(_table(_PREFIXES), k=n_combos),
                                  rng.choices(_table(_SUFFIXES), k=n_combos),
-                                 rng.choices(_table(_SEPARATORS), k=n_combos))]
-    decorated = [f % t for f, t in zip(itertools.cycle(combos), tokens)]
+                                 rng.choices(_table(_SEPARATORS), k=n_combos),
+                                 strict=True)]
+    decorated = [f % t for f, t in zip(itertools.cycle(combos), tokens)]  # noqa: B905
     n_lines = n_tokens // 8 + 1
     per_line = rng.choices(_WORDS_PER_LINE, weights=_WORDS_PER_LINE_WEIGHTS, k=n_lines)
     ends = rng.choices(_table(_LINE_ENDS), k=n_lines)
@@ -342,7 +343,7 @@ def build_pool(rng: random.Random, vocab: list[str], pool_bytes: int) -> list[by
     lines: list[bytes] = []
     pos = 0
     total = 0
-    for n, end, cap in zip(per_line, ends, caps):
+    for n, end, cap in zip(per_line, ends, caps, strict=True):
         if pos >= n_tokens or total >= pool_bytes:
             break
         # drop the separator after the last token of the line

@@ -13,18 +13,30 @@ import sys
 
 
 def main() -> int:
+    import os
+    import tempfile
+
+    from ._exec_entry import spawn_executors
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the job process's to handle
+    config = json.loads(sys.stdin.readline())
+    # Executors first, before the heavy imports: their start-up overlaps ours.
+    run_dir = tempfile.mkdtemp(prefix=f"pymr-node-{config['node_id']}-")
+    os.chmod(run_dir, 0o700)
+    procs = spawn_executors(config["slots"], config["node_id"], f"ipc://{run_dir}/exec.sock",
+                            config["public"].encode(), config["secret"].encode(), 5,
+                            config.get("log_level", logging.WARNING))
+
     from .config import NodeOptions
     from .node import NodeDaemon
     from .security import ClusterKey
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the job process's to handle
-    config = json.loads(sys.stdin.readline())
     logging.basicConfig(level=config.get("log_level", logging.WARNING),
                         format="pymr node: %(levelname)s: %(message)s")
     opts = NodeOptions(name=config["name"], slots=config["slots"], host="127.0.0.1",
                        embedded=True)
     key = ClusterKey(config["public"].encode(), config["secret"].encode())
-    daemon = NodeDaemon(opts, key, node_id=config["node_id"])
+    daemon = NodeDaemon(opts, key, node_id=config["node_id"], run_dir=run_dir, executors=procs)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     try:
         endpoints = daemon.start()

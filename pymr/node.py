@@ -9,7 +9,6 @@ partition, reports to the master that owns the job. Sends never block.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import secrets
 import shutil
@@ -27,7 +26,7 @@ from . import __version__
 from . import protocol as p
 from .config import UNICODE_VERSION, NodeOptions
 from .errors import ProtocolError
-from .executor import executor_main
+from ._exec_entry import spawn_executors
 from .jobs import builtin_hashes
 from .security import Authenticator, ClusterKey, secure_bind
 from .transport import LogOnce, make_socket, send_nowait
@@ -36,6 +35,17 @@ log = logging.getLogger(__name__)
 
 #: Map tasks an executor holds at once (one running, one waiting in its socket).
 EXECUTOR_TASK_DEPTH = 2
+
+
+def make_run_dir(node_id: str) -> str:
+    """A private directory for this node run's local sockets and temp files."""
+    path = tempfile.mkdtemp(prefix=f"pymr-node-{node_id}-")
+    os.chmod(path, 0o700)
+    return path
+
+
+def exec_endpoint(run_dir: str) -> str:
+    return f"ipc://{run_dir}/exec.sock"
 
 
 @dataclass
@@ -70,7 +80,8 @@ class NodeEndpoints:
 class NodeDaemon:
     """One per machine (or several per machine in the embedded cluster and tests)."""
 
-    def __init__(self, opts: NodeOptions, key: ClusterKey, node_id: str | None = None) -> None:
+    def __init__(self, opts: NodeOptions, key: ClusterKey, node_id: str | None = None,
+                 run_dir: str | None = None, executors: list[Any] | None = None) -> None:
         self.opts = opts
         self.key = key
         self.node_id = node_id or secrets.token_hex(4)
@@ -85,9 +96,9 @@ class NodeDaemon:
         self.executors: list[ExecutorSlot] = []
         self.drop = LogOnce(log)
         self._stop = False
-        self.run_dir = Path(tempfile.mkdtemp(prefix=f"pymr-node-{self.node_id}-"))
-        os.chmod(self.run_dir, 0o700)
-        self.exec_endpoint = f"ipc://{self.run_dir}/exec.sock"
+        self.run_dir = Path(run_dir or make_run_dir(self.node_id))
+        self.exec_endpoint = exec_endpoint(str(self.run_dir))
+        self._prespawned = executors or []
         self.ctx: zmq.Context | None = None
         self.auth: Authenticator | None = None
         self.endpoints: NodeEndpoints | None = None
@@ -96,9 +107,12 @@ class NodeDaemon:
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> NodeEndpoints:
         """Start executors (before any zmq object exists), then bind everything."""
-        mp = multiprocessing.get_context("spawn")
-        for i in range(self.slots):
-            self.executors.append(self._spawn_executor(mp, i))
+        procs = self._prespawned or spawn_executors(
+            self.slots, self.node_id, self.exec_endpoint, self.key.public, self.key.secret,
+            self.opts.nice, logging.getLogger().getEffectiveLevel())
+        self.executors = [ExecutorSlot(index=i, identity=f"e{i}".encode(), process=proc)
+                          for i, proc in enumerate(procs)]
+        self.slots = len(self.executors)
         self.ctx = zmq.Context()
         self.auth = Authenticator(self.ctx, self.key).start()
         host = self.opts.host
@@ -122,12 +136,10 @@ class NodeDaemon:
         self._wait_executors_ready()
         return self.endpoints
 
-    def _spawn_executor(self, mp: Any, index: int) -> ExecutorSlot:
-        proc = mp.Process(
-            target=executor_main, name=f"pymr-executor-{index}",
-            args=(index, self.node_id, self.exec_endpoint, self.key.public, self.key.secret,
-                  os.getpid(), self.opts.nice, logging.getLogger().level or logging.WARNING))
-        proc.start()
+    def _spawn_executor(self, index: int) -> ExecutorSlot:
+        proc = spawn_executors(1, self.node_id, self.exec_endpoint, self.key.public,
+                               self.key.secret, self.opts.nice,
+                               logging.getLogger().getEffectiveLevel(), first_index=index)[0]
         return ExecutorSlot(index=index, identity=f"e{index}".encode(), process=proc)
 
     def _wait_executors_ready(self, timeout_s: float = 60.0) -> None:
@@ -178,7 +190,7 @@ class NodeDaemon:
                     log.info("embedded node: its job process is gone, stopping")
                     return
                 next_beat = now + self.opts.heartbeat_interval_s
-            events = dict(poller.poll(max(1, int((next_beat - now) * 1000))))
+            events = dict(poller.poll(max(1, min(100, int((next_beat - now) * 1000)))))
             if self.exec_sock in events:
                 for _ in range(1000):
                     try:
@@ -438,8 +450,7 @@ class NodeDaemon:
                         job_id=job_id, node_id=self.node_id, task_id=task_id,
                         attempt=attempt, exc_type="ExecutorCrashed",
                         message=f"executor exited with code {e.process.exitcode}"))])
-            mp = multiprocessing.get_context("spawn")
-            new = self._spawn_executor(mp, e.index)
+            new = self._spawn_executor(e.index)
             self.executors[e.index] = new
 
     def _heartbeat(self) -> None:

@@ -28,13 +28,13 @@ MAX_FRAME_BYTES = 256 * 1024 * 1024
 MAX_DEPTH = 8
 
 _TYPES: dict[str, type[Message]] = {}
+_HINTS: dict[str, dict[str, Any]] = {}
 
 
 class Message:
     """Base of all messages: a frozen dataclass with a ``TYPE`` name."""
 
     TYPE: ClassVar[str] = ""
-    _FIELD_TYPES: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -46,7 +46,6 @@ class Message:
 def _register(cls: type[Message]) -> type[Message]:
     if cls.TYPE in _TYPES:
         raise RuntimeError(f"duplicate message type {cls.TYPE}")
-    cls._FIELD_TYPES = typing.get_type_hints(cls)
     _TYPES[cls.TYPE] = cls
     return cls
 
@@ -495,7 +494,9 @@ def decode_header(frame: bytes | memoryview) -> Message:
     cls = _TYPES.get(name) if isinstance(name, str) else None
     if cls is None:
         raise ProtocolError(f"unknown message type {name!r}")
-    hints = cls._FIELD_TYPES
+    hints = _HINTS.get(name)
+    if hints is None:  # resolved lazily: get_type_hints for every type costs start-up time
+        hints = _HINTS[name] = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name in raw:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
-from zmq.auth.thread import ThreadAuthenticator
 
 from .errors import ConfigError, SecurityError, TransportError
 
@@ -130,6 +129,8 @@ class Authenticator:
     """This process's ZAP handler; must be alive before anything binds."""
 
     def __init__(self, ctx: zmq.Context, key: ClusterKey) -> None:
+        from zmq.auth.thread import ThreadAuthenticator  # imports asyncio: only binders pay
+
         self.key = key
         self._auth = ThreadAuthenticator(ctx, log=logging.getLogger(__name__ + ".zap"))
         self._check = _MemberCheck(key.public)

@@ -1,0 +1,196 @@
+"""Shared test helpers: reference answers, generated text, and /proc process inspection.
+
+Everything here is plain functions so that unit and integration tests (and the
+fixtures in ``conftest.py``) can use them without a fixture.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parent.parent
+GEN_TEXT = ROOT / "bench" / "gen_text.py"
+
+#: Environment variable carrying a per-test tag into every process a test starts, so that
+#: processes orphaned by a crashed parent are still found (they keep their environment).
+PROC_TAG_VAR = "PYMR_TEST_PROC_TAG"
+
+
+# ------------------------------------------------------------------ reference answers
+
+
+def expected_tsv(counts: collections.Counter[bytes] | dict[bytes, int]) -> bytes:
+    """The exact bytes ``pymr job wordcount`` must print: count desc, then word asc (bytes)."""
+    rows = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return b"".join(b"%s\t%d\n" % (w, c) for w, c in rows)
+
+
+def reference_for_files(paths: Iterable[Path | str], tokenizer: str = "words"
+                        ) -> collections.Counter[bytes]:
+    """Whole-file rule per file, summed: files are never joined into one token."""
+    from pymr.tokenize import reference_count
+
+    total: collections.Counter[bytes] = collections.Counter()
+    for path in paths:
+        total.update(reference_count(Path(path).read_bytes(), tokenizer))
+    return total
+
+
+def _load_gen_text() -> ModuleType:
+    mod = sys.modules.get("pymr_bench_gen_text")
+    if mod is None:
+        spec = importlib.util.spec_from_file_location("pymr_bench_gen_text", GEN_TEXT)
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["pymr_bench_gen_text"] = mod
+        spec.loader.exec_module(mod)
+    return mod
+
+
+def generate_text(path: Path | str, size: int, seed: int = 1) -> Path:
+    """Seeded multilingual text of exactly ``size`` bytes (bench/gen_text.py)."""
+    _load_gen_text().generate(str(path), size, seed)
+    return Path(path)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a ``python -m pymr`` child: this checkout first on the path."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env.pop("PYTHONHASHSEED", None)
+    env.update(extra)
+    return env
+
+
+# ------------------------------------------------------------------ /proc inspection
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (state is [0], ppid [1], pgrp [2])."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    return raw[raw.rfind(")") + 2:].split()
+
+
+def all_pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children (zombies included) of ``pid``."""
+    out = []
+    for other in all_pids():
+        fields = _stat_fields(other)
+        if fields is not None and int(fields[1]) == pid:
+            out.append(other)
+    return out
+
+
+def descendants_of(pid: int) -> list[int]:
+    """Children, grandchildren, ... of ``pid`` (one /proc scan)."""
+    parents: dict[int, list[int]] = collections.defaultdict(list)
+    for other in all_pids():
+        fields = _stat_fields(other)
+        if fields is not None:
+            parents[int(fields[1])].append(other)
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def process_state(pid: int) -> str | None:
+    fields = _stat_fields(pid)
+    return fields[0] if fields is not None else None
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group ``pgid``."""
+    out = []
+    for pid in all_pids():
+        fields = _stat_fields(pid)
+        if fields is not None and int(fields[2]) == pgid and fields[0] != "Z":
+            out.append(pid)
+    return out
+
+
+def tagged_processes(tag: str) -> list[int]:
+    """Live processes whose environment carries ``PROC_TAG_VAR=tag`` (never this process)."""
+    needle = f"{PROC_TAG_VAR}={tag}".encode()
+    me = os.getpid()
+    out = []
+    for pid in all_pids():
+        if pid == me:
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        if needle in env.split(b"\0") and process_state(pid) not in (None, "Z"):
+            out.append(pid)
+    return out
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def open_fds(pid: int) -> dict[int, str]:
+    out = {}
+    base = f"/proc/{pid}/fd"
+    for name in os.listdir(base):
+        try:
+            out[int(name)] = os.readlink(f"{base}/{name}")
+        except OSError:
+            pass
+    return out
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    except OSError:
+        return "?"
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float, interval_s: float = 0.05
+               ) -> object:
+    """Poll ``predicate`` until it returns a true value or the deadline passes.
+
+    Returns the last value (falsy on timeout). Polling /proc is the only way to observe
+    another process's state here, so the interval is a poll period, not a synchronisation
+    sleep: nothing depends on the period being long enough.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval_s)
+
+
+def describe(pids: Iterable[int]) -> str:
+    return ", ".join(f"{pid} [{process_state(pid)}] {cmdline(pid)!r}" for pid in pids)
