@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -183,6 +184,10 @@ def cmd_job(args: argparse.Namespace) -> int:
     from .output import atomic_output, check_output_path, write_json, write_tsv
     from .run import run_job
 
+    # Ctrl-C and SIGTERM cancel the job cleanly, even when started with SIGINT ignored
+    # (a background job of a non-interactive shell).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate)
     spec = builtin_spec(args.job)
     if args.output:
         check_output_path(args.output, args.force)
@@ -248,6 +253,10 @@ def cmd_job(args: argparse.Namespace) -> int:
     if not args.quiet:
         _show_result(summary, top, stdout_tty and not args.output, stdout_tty)
     return EXIT_OK
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _first(records: Iterator[tuple[bytes, int]], n: int) -> Iterator[tuple[bytes, int]]:

@@ -28,6 +28,14 @@ START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 
 
+def _child_env() -> dict[str, str]:
+    """The environment of a node process: this very pymr importable, whatever the cwd."""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
 @dataclass
 class LocalNode:
     process: subprocess.Popen[bytes]
@@ -60,7 +68,7 @@ class LocalCluster:
         try:
             for i in range(self.count):
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "pymr._embedded_node"],
+                    [sys.executable, "-m", "pymr._embedded_node"], env=_child_env(),
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
                 procs.append(proc)
                 config = {"name": f"local{i}", "node_id": f"local{i}", "slots": self.slots,
