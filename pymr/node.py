@@ -28,7 +28,7 @@ from .config import UNICODE_VERSION, NodeOptions
 from .errors import ProtocolError
 from ._exec_entry import spawn_executors
 from .jobs import builtin_hashes
-from .security import Authenticator, ClusterKey, secure_bind
+from .security import Authenticator, ClusterKey, prove_rejects_strangers, secure_bind
 from .transport import LogOnce, make_socket, send_nowait
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,7 @@ class NodeDaemon:
         self.events = make_socket(self.ctx, zmq.PUB, sndhwm=1000)
         events = secure_bind(self.events, ep(3), self.auth)
         self.endpoints = NodeEndpoints(control, task, shuffle, events)
+        prove_rejects_strangers(self.ctx, control, self.auth)
         self._wait_executors_ready()
         return self.endpoints
 

@@ -116,7 +116,11 @@ class _MemberCheck:
         self.public = public
         self.refused = 0
 
+    self_test_key: bytes = b""
+
     def callback(self, domain: str, key: bytes) -> bool:
+        if key == self.self_test_key:
+            return False  # our own start-up check: expected, not worth a warning
         ok = key == self.public
         if not ok:
             self.refused += 1
@@ -181,3 +185,38 @@ def secure_connect(sock: zmq.Socket, endpoint: str, key: ClusterKey) -> None:
         sock.connect(endpoint)
     except zmq.ZMQError as exc:
         raise TransportError(f"cannot connect to {endpoint}: {exc.strerror}") from exc
+
+
+def prove_rejects_strangers(ctx: zmq.Context, endpoint: str, auth: Authenticator,
+                            timeout_s: float = 5.0) -> None:
+    """Connect to our own ``endpoint`` with a random key: the handshake must fail.
+
+    Guards against the silent failure mode of CURVE (no ZAP handler means any key
+    is accepted). Raises ``SecurityError`` if a stranger gets in.
+    """
+    from zmq.utils.monitor import recv_monitor_message
+
+    stranger = ClusterKey.generate()
+    server_key = auth.key.public
+    auth._check.self_test_key = stranger.public
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED
+                                      | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                                      | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                                      | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+    try:
+        sock.curve_serverkey = server_key
+        sock.curve_publickey = stranger.public
+        sock.curve_secretkey = stranger.secret
+        sock.connect(endpoint)
+        if not monitor.poll(int(timeout_s * 1000)):
+            raise SecurityError("could not check that strangers are refused (no handshake)")
+        event = recv_monitor_message(monitor)["event"]
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            raise SecurityError("a client with a foreign key was accepted: refusing to serve")
+    finally:
+        sock.disable_monitor()
+        monitor.close(linger=0)
+        sock.close(linger=0)
+
