@@ -168,6 +168,9 @@ def pool_count(path: str | os.PathLike[str], processes: int = 2, block: int = BL
                tokenizer: str = "words") -> tuple[dict[bytes, int], int]:
     """``multiprocessing.Pool`` + ``pymr.tokenize.Combiner``; returns (counts, bad sequences)."""
     _check(tokenizer)
+    from pymr.tokenize import Combiner
+
+    Combiner(tokenizer)      # fail here, not in an initializer that Pool would re-run forever
     ranges = block_ranges(path, block)
     methods = mp.get_all_start_methods()
     ctx = mp.get_context("fork" if "fork" in methods else methods[0])

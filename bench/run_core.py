@@ -12,7 +12,8 @@
             embedded local cluster runs: a cold start)
      plain  sys.executable bench/baselines.py plain FILE -o OUT --tokenizer T
      pool   sys.executable bench/baselines.py pool FILE -o OUT --tokenizer T
-3. Checks that every output is byte-identical to the first one for its (size, tokenizer).
+3. Checks that every output is byte-identical to the answer for its (size, tokenizer): the
+   plain baseline's output (or, without plain, the most common one).
 4. Prints a markdown table and writes it and the raw figures to bench/RESULTS-core.md and
    bench/RESULTS-core.json (with --quick: to the work dir, so a smoke run never replaces
    real results).
@@ -31,16 +32,15 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import hashlib
+import itertools
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,142 +51,11 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import gen_text  # noqa: E402  (bench/ is not a package on sys.path when run as a script)
+from proctree import run_measured  # noqa: E402
 
 ENGINES = ("pymr", "plain", "pool")
 TOKENIZERS = ("words", "whitespace")
-SAMPLE_INTERVAL_S = 0.05
 LOG_TAIL_CHARS = 2000
-
-
-# --------------------------------------------------------------------------- process tree
-
-def _children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (all threads), or [] if it is gone."""
-    kids: list[int] = []
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return kids
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                kids.extend(int(x) for x in f.read().split())
-        except OSError:
-            continue
-    return kids
-
-
-def _children_by_scan(root: int) -> dict[int, list[int]]:
-    """Fallback where /proc/PID/task/TID/children is missing: ppid of every process."""
-    tree: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rfind(b")") + 2:].split()[1])
-        tree.setdefault(ppid, []).append(int(name))
-    return tree
-
-
-_HAVE_CHILDREN_FILE = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
-
-
-def descendants(root: int) -> list[int]:
-    """Every living descendant of ``root`` (not ``root`` itself)."""
-    out: list[int] = []
-    if _HAVE_CHILDREN_FILE:
-        stack = _children(root)
-        while stack:
-            pid = stack.pop()
-            out.append(pid)
-            stack.extend(_children(pid))
-        return out
-    tree = _children_by_scan(root)
-    stack = list(tree.get(root, []))
-    while stack:
-        pid = stack.pop()
-        out.append(pid)
-        stack.extend(tree.get(pid, []))
-    return out
-
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_ticks(pid: int) -> int | None:
-    """utime + stime of ``pid`` (clock ticks), or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        fields = stat[stat.rfind(b")") + 2:].split()
-        return int(fields[11]) + int(fields[12])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def rss_kib(pid: int) -> int:
-    """VmRSS of ``pid`` in KiB; 0 if it is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmRSS:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
-class TreeSampler(threading.Thread):
-    """Samples the RSS of a process tree every ``interval_s`` until stopped."""
-
-    def __init__(self, root: int, interval_s: float = SAMPLE_INTERVAL_S) -> None:
-        super().__init__(name=f"rss-sampler-{root}", daemon=True)
-        self.root = root
-        self.interval_s = interval_s
-        self.master_peak_kib = 0
-        self.nodes_peak_kib = 0
-        self.max_descendants = 0
-        self.samples = 0
-        self.seen: set[int] = set()                 # every descendant ever sampled
-        self.ticks: dict[int, int] = {}             # last CPU ticks seen per process
-        self._stop_event = threading.Event()
-
-    def sample(self) -> None:
-        master = rss_kib(self.root)
-        kids = descendants(self.root)
-        nodes = sum(rss_kib(p) for p in kids)
-        self.master_peak_kib = max(self.master_peak_kib, master)
-        self.nodes_peak_kib = max(self.nodes_peak_kib, nodes)
-        self.max_descendants = max(self.max_descendants, len(kids))
-        self.seen.update(kids)
-        for pid in (self.root, *kids):
-            t = cpu_ticks(pid)
-            if t is not None:
-                self.ticks[pid] = max(t, self.ticks.get(pid, 0))
-        self.samples += 1
-
-    def observed_cpu_s(self) -> float:
-        """CPU time seen in /proc: a lower bound (the last interval of each process is
-        missed), to check that the rusage figure includes every process."""
-        return sum(self.ticks.values()) / _CLK_TCK
-
-    def survivors(self) -> list[int]:
-        """Descendants still alive (orphans) after the root has exited."""
-        return [p for p in self.seen if os.path.exists(f"/proc/{p}") and rss_kib(p) > 0]
-
-    def run(self) -> None:
-        while True:
-            self.sample()
-            if self._stop_event.wait(self.interval_s):
-                return
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join()
 
 
 # --------------------------------------------------------------------------- one run
@@ -214,48 +83,6 @@ class Run:
     cmd: list[str] = field(default_factory=list)
 
 
-def run_measured(cmd: list[str], env: dict[str, str], log_path: Path, timeout_s: float | None,
-                 cwd: Path) -> dict[str, Any]:
-    """Run ``cmd`` to completion; wall time, tree CPU time and peak RSS."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    with open(log_path, "wb") as log:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                                cwd=cwd)
-        sampler = TreeSampler(proc.pid)
-        sampler.start()
-        try:
-            rc = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = proc.wait()
-            rc = rc if rc else -9
-            log.write(f"\n[run_core] killed after {timeout_s} s\n".encode())
-        finally:
-            wall = time.perf_counter() - t0
-            sampler.stop()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    user = after.ru_utime - before.ru_utime
-    system = after.ru_stime - before.ru_stime
-    observed = sampler.observed_cpu_s()
-    warnings = []
-    if user + system < observed - 0.5:
-        warnings.append(f"rusage counts {user + system:.2f} s CPU but {observed:.2f} s was seen "
-                        "in /proc: some descendants were not reaped by their parents")
-    left = sampler.survivors()
-    if left:
-        warnings.append(f"{len(left)} descendant process(es) still running after the engine "
-                        f"exited: {sorted(left)}")
-    return {
-        "returncode": rc, "wall_s": wall, "user_s": user, "sys_s": system,
-        "cpu_s": user + system,
-        "master_peak_mib": sampler.master_peak_kib / 1024,
-        "nodes_peak_mib": sampler.nodes_peak_kib / 1024,
-        "max_descendants": sampler.max_descendants, "rss_samples": sampler.samples,
-        "observed_cpu_s": observed, "warnings": warnings,
-    }
-
-
 def engine_cmd(engine: str, path: Path, out: Path, tokenizer: str, processes: int,
                pymr_args: list[str]) -> list[str]:
     if engine == "pymr":
@@ -279,12 +106,9 @@ def sha256_file(path: Path) -> str:
 def first_difference(a: Path, b: Path) -> str:
     """A short description of where two TSV outputs first differ."""
     with open(a, "rb") as fa, open(b, "rb") as fb:
-        for n, (la, lb) in enumerate(zip(fa, fb, strict=False), 1):
+        for n, (la, lb) in enumerate(itertools.zip_longest(fa, fb, fillvalue=b""), 1):
             if la != lb:
                 return f"line {n}: expected {la[:120]!r}, got {lb[:120]!r}"
-        rest_a, rest_b = fa.readline(), fb.readline()
-        if rest_a or rest_b:
-            return f"one output is longer: expected {rest_a[:120]!r}, got {rest_b[:120]!r}"
     return "identical"
 
 
@@ -341,6 +165,7 @@ def summarise(runs: list[Run], engines: list[str], sizes: list[int],
                     "engine": engine, "size": size, "size_label": gen_text.format_size(size),
                     "tokenizer": tok, "runs": len(all_runs), "ok_runs": len(ok),
                     "all_match": all(r.matches for r in all_runs) if all_runs else None,
+                    "warnings": sum(len(r.warnings) for r in all_runs),
                 }
                 if ok:
                     walls = [r.wall_s for r in ok]
@@ -387,6 +212,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         check = {True: "identical", False: "DIFFERS", None: "-"}[r["all_match"]]
         if r["ok_runs"] < r["runs"]:
             check += f", {r['runs'] - r['ok_runs']} failed"
+        if r["warnings"]:
+            check += f", {r['warnings']} warning(s)"
         lines.append(
             f"| {r['engine']} | {r['size_label']} | {r['tokenizer']} | {wall} "
             f"| {num(r.get('throughput_mb_s'), '.1f')} | {num(r.get('cpu_median_s'), '.1f')} "

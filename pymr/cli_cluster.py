@@ -3,13 +3,521 @@
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import replace
 from typing import Any
 
 from .security import ClusterKey
 
+log = logging.getLogger("pymr")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: How often ``pymr node`` checks that its address is still there.
+ADDRESS_CHECK_INTERVAL_S = 3.0
+#: ``pymr status --watch`` refresh period.
+WATCH_INTERVAL_S = 2.0
+
+
+def _say(text: str) -> None:
+    print(f"pymr: {text}", file=sys.stderr, flush=True)
+
+
+def _interface_spec(args: argparse.Namespace) -> str | None:
+    """``--interface``, else ``$PYMR_INTERFACE`` (the one place the CLI reads it)."""
+    return getattr(args, "interface", None) or os.environ.get("PYMR_INTERFACE") or None
+
+
+def _state(args: argparse.Namespace) -> Any:
+    from .state import open_state
+
+    return open_state(getattr(args, "home", None), getattr(args, "key_file", None))
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0 or value > 3600:
+        raise argparse.ArgumentTypeError(f"seconds must be between 0 and 3600: {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port: {text!r}") from None
+    if not 0 <= value <= 65532:
+        raise argparse.ArgumentTypeError(f"base port must be 0..65532: {text!r}")
+    return value
+
+
+def _add_state_args(p: Any) -> None:
+    p.add_argument("--home", metavar="DIR", help="pymr state directory: cluster key, node id, "
+                   "data (default $PYMR_HOME or ~/.pymr)")
+    p.add_argument("--key-file", metavar="PATH", help="cluster key file (default HOME/cluster.key)")
+
+
+def _add_discovery_args(p: Any, what: str) -> None:
+    from .discovery import DEFAULT_DISCOVER_S
+
+    p.add_argument("--nodes", metavar="HOST:PORT,...",
+                   help=f"{what} these nodes (their control ports) and skip mDNS")
+    p.add_argument("--discover", type=_seconds, metavar="SECONDS",
+                   help=f"how long to browse for nodes (default {DEFAULT_DISCOVER_S:g})")
+    p.add_argument("--interface", metavar="ADDR|NAME,...",
+                   help="browse on these interfaces (default: every address except loopback, "
+                   "container bridges and link-local; or $PYMR_INTERFACE)")
+
 
 def add_commands(sub: Any) -> None:
     """Register the cluster subcommands on the ``pymr`` parser."""
+    from .config import DEFAULT_BASE_PORT
+    from .discovery import FOUND_DISCOVER_S
+
+    node = sub.add_parser(
+        "node", help="run a node on this machine (joins the cluster on the LAN)",
+        description="Run this machine's node until stopped (Ctrl-C, SIGTERM). It advertises "
+        "itself with mDNS; 'pymr job' on any member finds it. Without a cluster key it looks "
+        f"for {FOUND_DISCOVER_S:g} s for a cluster: if one is there it says how to join it, "
+        "otherwise it founds a new one. WARNING: a member of a cluster (anyone holding its "
+        "key) can run code on every node; use --builtin-only on machines that should only "
+        "run the jobs shipped with pymr.")
+    node.add_argument("--name", help="name shown in 'pymr status' (default: host name)")
+    node.add_argument("--slots", type=_positive, metavar="N",
+                      help="executors, i.e. map/reduce tasks at once (default: cores)")
+    node.add_argument("--port", type=_port, default=DEFAULT_BASE_PORT, metavar="BASE",
+                      help=f"task, shuffle, control, events on BASE..BASE+3 (default "
+                      f"{DEFAULT_BASE_PORT}; free ports if taken; 0: always free ports)")
+    node.add_argument("--interface", metavar="ADDR|NAME,...",
+                      help="serve and advertise on these interfaces (default: every address "
+                      "except loopback, container bridges and link-local); the node's sockets "
+                      "bind the first address")
+    node.add_argument("--builtin-only", action="store_true",
+                      help="run only the jobs shipped with pymr, never code sent by a member")
+    node.add_argument("--discover", type=_seconds, metavar="SECONDS",
+                      help=f"with no key: how long to look for a cluster to join (default "
+                      f"{FOUND_DISCOVER_S:g}; 0 founds a new cluster at once)")
+    _add_state_args(node)
+    node.set_defaults(func=cmd_node)
+
+    keygen = sub.add_parser("keygen", help="create a new cluster key on this machine",
+                            description="Create a new cluster key (founds a new cluster).")
+    keygen.add_argument("--force", action="store_true", help="replace an existing key")
+    _add_state_args(keygen)
+    keygen.set_defaults(func=cmd_keygen)
+
+    key = sub.add_parser("key", help="move the cluster key between machines",
+                         description="'pymr key export' on a member prints a join token; "
+                         "'pymr key import TOKEN' on another machine makes it a member. The "
+                         "token is the cluster's secret: whoever has it can run code on "
+                         "every node.")
+    key_sub = key.add_subparsers(dest="key_command", metavar="ACTION")
+    exp = key_sub.add_parser("export", help="print this cluster's join token")
+    _add_state_args(exp)
+    exp.set_defaults(func=cmd_key_export)
+    imp = key_sub.add_parser("import", help="join the cluster of a token ('-': read stdin)")
+    imp.add_argument("token", metavar="TOKEN")
+    imp.add_argument("--force", action="store_true",
+                     help="replace this machine's key (it leaves its current cluster)")
+    _add_state_args(imp)
+    imp.set_defaults(func=cmd_key_import)
+    fp = key_sub.add_parser("fingerprint", help="print the public key fingerprint")
+    _add_state_args(fp)
+    fp.set_defaults(func=cmd_key_fingerprint)
+    key.set_defaults(func=lambda args: _usage(key))
+
+    status = sub.add_parser("status", help="the nodes of this cluster and what they do",
+                            description="Find the nodes (mDNS or --nodes), ask each over its "
+                            "control socket, and show them.")
+    status.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    status.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    status.add_argument("--timeout", type=_seconds, default=None, metavar="SECONDS",
+                        help="how long to wait for each node's answer (default 3)")
+    _add_discovery_args(status, "ask")
+    _add_state_args(status)
+    status.set_defaults(func=cmd_status)
+
+    events = sub.add_parser("events", help="live progress and errors from every node",
+                            description="Subscribe to every node's events; one line each.")
+    events.add_argument("--json", action="store_true", help="JSON lines")
+    events.add_argument("--no-heartbeats", action="store_true", help="hide heartbeats")
+    events.add_argument("--duration", type=_seconds, metavar="SECONDS",
+                        help="stop after this long (default: until Ctrl-C)")
+    _add_discovery_args(events, "follow")
+    _add_state_args(events)
+    events.set_defaults(func=cmd_events)
+
+    job = sub.choices.get("job")
+    if job is not None and not any("--interface" in a.option_strings for a in job._actions):
+        job.add_argument("--interface", metavar="ADDR|NAME,...",
+                         help="browse for nodes on these interfaces (default: every address "
+                         "except loopback, container bridges and link-local; or "
+                         "$PYMR_INTERFACE)")
+        job.add_argument("--key-file", metavar="PATH",
+                         help="cluster key file (default HOME/cluster.key)")
+
+
+def _usage(parser: Any) -> int:
+    parser.print_help(sys.stderr)
+    return EXIT_USAGE
+
+
+# ---------------------------------------------------------------- keys
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    state = _state(args)
+    key = ClusterKey.generate()
+    path = state.save_key(key, replace=args.force)
+    _say(f"created a new cluster key (fingerprint {key.fingerprint}) in {path}")
+    _say("to add another machine: run 'pymr key export' here and 'pymr key import TOKEN' "
+         "there; the token is the cluster's secret")
+    return EXIT_OK
+
+
+def cmd_key_export(args: argparse.Namespace) -> int:
+    key = _state(args).load_key()
+    print(key.export_token(), flush=True)
+    if sys.stderr.isatty():
+        _say("this token is the cluster's secret: whoever holds it can run code on every "
+             "node. On the other machine: pymr key import TOKEN")
+    return EXIT_OK
+
+
+def key_from_token(token: str) -> ClusterKey:
+    """``ClusterKey.from_token``, also for keys whose z85 text contains ':'.
+
+    security.from_token splits the token at the first ':', which z85 also uses (about
+    a third of public keys contain one); keys are 40 characters, so split there instead.
+    """
+    import base64
+
+    from .errors import ConfigError
+    from .security import TOKEN_PREFIX
+
+    try:
+        return ClusterKey.from_token(token)
+    except ConfigError:
+        token = token.strip()
+        try:
+            raw = base64.urlsafe_b64decode(token[len(TOKEN_PREFIX):].encode("ascii"))
+        except ValueError:
+            raise
+        if not token.startswith(TOKEN_PREFIX) or len(raw) != 81 or raw[40:41] != b":":
+            raise
+        key = ClusterKey(raw[:40], raw[41:])
+        try:
+            key.check()
+        except Exception:
+            raise ConfigError("the join token is damaged; copy it again from "
+                              "'pymr key export'") from None
+        return key
+
+
+def cmd_key_import(args: argparse.Namespace) -> int:
+    token = sys.stdin.readline() if args.token == "-" else args.token
+    key = key_from_token(token)
+    state = _state(args)
+    if state.has_key():
+        old = state.load_key()
+        if old == key:
+            _say(f"this machine already holds that key (fingerprint {key.fingerprint})")
+            return EXIT_OK
+        if not args.force:
+            from .errors import ConfigError
+
+            raise ConfigError(f"this machine already holds another cluster key (fingerprint "
+                              f"{old.fingerprint}) at {state.key_file}; pass --force to "
+                              "replace it and leave that cluster")
+    path = state.save_key(key, replace=True)
+    _say(f"joined the cluster with key fingerprint {key.fingerprint} (key in {path}); "
+         "start 'pymr node' to serve it")
+    return EXIT_OK
+
+
+def cmd_key_fingerprint(args: argparse.Namespace) -> int:
+    print(_state(args).load_key().fingerprint)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- node
+
+
+class _Stop:
+    """Signal state of ``pymr node``."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.restart = False
+        self.daemon: Any = None
+        self.event = threading.Event()
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        self.event.set()
+        if self.daemon is not None:
+            self.daemon.stop()
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from .discovery import FOUND_DISCOVER_S, browse, select_addresses
+
+    state = _state(args)
+    state.ensure()
+    node_id = state.node_id()
+    spec = _interface_spec(args)
+    addresses = select_addresses(spec)
+    if not state.has_key():
+        window = FOUND_DISCOVER_S if args.discover is None else args.discover
+        if window > 0:
+            _say(f"no cluster key in {state.home}; looking for a pymr cluster on this "
+                 f"network for {window:g} s ({', '.join(addresses)})")
+            seen = browse(addresses, window)
+            others = seen.nodes + [i for i in seen.ignored if i.fingerprint]
+            if others:
+                names = ", ".join(sorted({getattr(o, "name", "") or o.instance
+                                          for o in others}))
+                fps = sorted({o.fingerprint for o in others if o.fingerprint})
+                _say(f"found a pymr cluster on this network ({names}; key fingerprint "
+                     f"{', '.join(fps)}). To join it: run 'pymr key export' on one of its "
+                     "machines, then 'pymr key import TOKEN' here and start 'pymr node' "
+                     "again. To found a separate cluster instead: 'pymr keygen'")
+                return EXIT_USAGE
+        key = ClusterKey.generate()
+        path = state.save_key(key)
+        _say(f"founded a new pymr cluster (key fingerprint {key.fingerprint}); its key is in "
+             f"{path} (mode 0600)")
+        _say("to add another machine, import this join token there (it is the cluster's "
+             "secret; 'pymr key export' prints it again):")
+        _say(f"  pymr key import {key.export_token()}")
+    key = state.load_key()
+
+    stop = _Stop()
+    old_int = signal.signal(signal.SIGINT, stop.on_signal)
+    old_term = signal.signal(signal.SIGTERM, stop.on_signal)
+    try:
+        while not stop.requested:
+            _serve(args, state, key, node_id, addresses, stop)
+            if stop.requested or not stop.restart:
+                break
+            addresses = _wait_for_addresses(spec, stop)
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+    return EXIT_OK
+
+
+def _wait_for_addresses(spec: str | None, stop: _Stop) -> list[str]:
+    from .discovery import select_addresses
+    from .errors import PymrError
+
+    while not stop.requested:
+        try:
+            return select_addresses(spec)
+        except PymrError:
+            stop.event.wait(ADDRESS_CHECK_INTERVAL_S)
+    return []
+
+
+def _ports_free(host: str, base: int) -> bool:
+    import socket
+
+    socks = []
+    try:
+        for offset in range(4):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, base + offset))
+        return True
+    except OSError:
+        return False
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _start_daemon(opts: Any, key: ClusterKey, node_id: str) -> Any:
+    """Start a daemon on the fixed ports, or on free ports if one is taken."""
+    from .errors import TransportError
+    from .node import NodeDaemon
+
+    if opts.base_port and not _ports_free(opts.host, opts.base_port):
+        _say(f"ports {opts.base_port}-{opts.base_port + 3} on {opts.host} are taken; using "
+             "free ports (they are advertised)")
+        opts = replace(opts, base_port=0)
+    daemon = NodeDaemon(opts, key, node_id=node_id)
+    try:
+        daemon.start()
+        return daemon
+    except TransportError as exc:
+        daemon.close()
+        if not opts.base_port:
+            raise
+        _say(f"{exc}; using free ports (they are advertised)")
+    daemon = NodeDaemon(replace(opts, base_port=0), key, node_id=node_id)
+    try:
+        daemon.start()
+    except BaseException:
+        daemon.close()
+        raise
+    return daemon
+
+
+def _serve(args: argparse.Namespace, state: Any, key: ClusterKey, node_id: str,
+           addresses: list[str], stop: _Stop) -> None:
+    from . import __version__
+    from .config import NodeOptions
+    from .discovery import Advert, Advertiser, select_addresses
+
+    host = addresses[0]
+    if len(addresses) > 1:
+        _say(f"several addresses ({', '.join(addresses)}): the node serves on {host} only "
+             "(pass --interface to choose); mDNS runs on all of them")
+    opts = NodeOptions(name=args.name or "", slots=args.slots or 0, host=host,
+                       base_port=args.port, home=state.home, builtin_only=args.builtin_only)
+    stop.restart = False
+    daemon = _start_daemon(opts, key, node_id)
+    stop.daemon = daemon
+    advertiser = None
+    watcher = None
+    try:
+        control = daemon.endpoints.control
+        port = int(control.rsplit(":", 1)[1])
+        advertiser = Advertiser(Advert(name=daemon.name, node_id=node_id,
+                                       incarnation=daemon.incarnation, slots=daemon.slots,
+                                       control_port=port, address=host,
+                                       fingerprint=key.fingerprint, pymr_version=__version__),
+                                addresses, warn=lambda text: _say(f"warning: {text}"))
+        instance = advertiser.start()
+        print(f"pymr node {daemon.name} (id {node_id}, {daemon.slots} slots) serving cluster "
+              f"{key.fingerprint} on {host}: control port {port}; advertised as {instance!r}"
+              f"{' (built-in jobs only)' if args.builtin_only else ''}. Stop with Ctrl-C.",
+              flush=True)
+        spec = _interface_spec(args)
+
+        def watch() -> None:
+            while not stop.event.wait(ADDRESS_CHECK_INTERVAL_S):
+                try:
+                    now = select_addresses(spec)
+                except Exception:
+                    now = []
+                if host not in now:
+                    _say(f"address {host} is gone; restarting the node on the new address")
+                    stop.restart = True
+                    daemon.stop()
+                    return
+
+        watcher = threading.Thread(target=watch, name="pymr-address-watch", daemon=True)
+        watcher.start()
+        if not stop.requested:
+            daemon.run()
+    finally:
+        if advertiser is not None:
+            advertiser.close()     # withdraw first: nobody should pick a closing node
+        stop.daemon = None
+        daemon.close()
+        if watcher is not None:
+            stop.event.set()
+            watcher.join(timeout=5)
+            if not stop.requested:
+                stop.event.clear()
+    if stop.requested:
+        print(f"pymr node {daemon.name} stopped; its advertisement was withdrawn", flush=True)
+
+
+# ---------------------------------------------------------------- discovery for clients
+
+
+def _parse_nodes(text: str) -> list[str]:
+    from .errors import UsageError
+
+    out = []
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UsageError(f"--nodes: {item!r} is not HOST:PORT (a node's control port, "
+                             "shown by 'pymr status')")
+        out.append(f"tcp://{host.strip('[]')}:{int(port)}")
+    if not out:
+        raise UsageError("--nodes names no node")
+    return out
+
+
+def _need_key(state: Any, why: str) -> ClusterKey:
+    from .errors import ConfigError
+
+    if not state.has_key():
+        raise ConfigError(f"{why} needs this machine to hold the cluster key ({state.key_file} "
+                          "is missing): run 'pymr key export' on a member and 'pymr key import "
+                          "TOKEN' here")
+    key: ClusterKey = state.load_key()
+    return key
+
+
+def _find(args: argparse.Namespace, key: ClusterKey, *, min_nodes: int | None = None,
+          timeout_s: float | None = None, want_status: bool = True) -> tuple[list[Any], Any]:
+    """Probe ``--nodes`` or browse and probe; returns (statuses, browse result or None)."""
+    from .discovery import DEFAULT_DISCOVER_S, browse, select_addresses
+    from .status import PROBE_TIMEOUT_S, probe
+
+    timeout = PROBE_TIMEOUT_S if timeout_s is None else timeout_s
+    if getattr(args, "nodes", None):
+        targets: list[tuple[str, Any]] = [(ep, None) for ep in _parse_nodes(args.nodes)]
+        return probe(targets, key, timeout_s=timeout, want_status=want_status), None
+    window = DEFAULT_DISCOVER_S if args.discover is None else args.discover
+    addresses = select_addresses(_interface_spec(args))
+    res = browse(addresses, window, fingerprint=key.fingerprint, min_nodes=min_nodes)
+    statuses = probe([(r.control_endpoint, r) for r in res.nodes], key, timeout_s=timeout,
+                     want_status=want_status)
+    return statuses, res
+
+
+def _ignored_note(res: Any) -> str:
+    if res is None or not res.ignored:
+        return ""
+    reasons: dict[str, int] = {}
+    for i in res.ignored:
+        reasons[i.reason] = reasons.get(i.reason, 0) + 1
+    return f"ignored {len(res.ignored)} node(s): " + "; ".join(
+        f"{n} {r}" for r, n in sorted(reasons.items()))
+
+
+def _dedupe(statuses: list[Any]) -> tuple[list[Any], list[str]]:
+    """One node per node id; two live incarnations of one id are a copied identity."""
+    by_id: dict[str, Any] = {}
+    warnings = []
+    for st in statuses:
+        if not st.reachable:
+            continue
+        other = by_id.get(st.node_id)
+        if other is None:
+            by_id[st.node_id] = st
+        elif other.hello.incarnation != st.hello.incarnation:
+            warnings.append(f"two live nodes share the id {st.node_id} ({other.endpoint} and "
+                            f"{st.endpoint}): a copied pymr state directory; using the first. "
+                            "Delete 'node_id' on one of them and restart it")
+    return list(by_id.values()), warnings
 
 
 def discover_for_job(args: argparse.Namespace) -> tuple[list[str], ClusterKey] | None:
@@ -17,4 +525,246 @@ def discover_for_job(args: argparse.Namespace) -> tuple[list[str], ClusterKey] |
 
     None means: run on the embedded local cluster.
     """
-    return None
+    from .errors import DiscoveryError
+
+    quiet = getattr(args, "quiet", False)
+    say = (lambda text: None) if quiet else _say
+    state = _state(args)
+    if getattr(args, "nodes", None):
+        key = _need_key(state, "--nodes")
+        endpoints = _parse_nodes(args.nodes)
+        say(f"using nodes {', '.join(e.removeprefix('tcp://') for e in endpoints)} "
+            "(--nodes; no discovery)")
+        return endpoints, key
+    if not state.has_key():
+        return None                     # never joined a cluster: embedded, at once
+    key = state.load_key()
+    try:
+        statuses, res = _find(args, key, min_nodes=getattr(args, "min_nodes", None),
+                              want_status=False)
+    except DiscoveryError as exc:
+        say(f"{exc}; running on the embedded local cluster")
+        return None
+    note = _ignored_note(res)
+    if note:
+        say(note)
+    live, warnings = _dedupe(statuses)
+    for w in warnings:
+        say(f"warning: {w}")
+    for st in statuses:
+        if st.hello is not None and st.error:
+            say(f"node {st.name}: {st.error}")
+    usable = [st for st in live if not st.error]
+    if not usable:
+        where = ", ".join(res.interfaces) or "-"
+        say(f"no node of this cluster answered (browsed {res.elapsed_s:.1f} s on {where}); "
+            "running on the embedded local cluster (this machine only)")
+        return None
+    min_nodes = getattr(args, "min_nodes", None)
+    if min_nodes and len(usable) < min_nodes:
+        say(f"warning: only {len(usable)} of the {min_nodes} nodes asked for answered")
+    say(f"using {len(usable)} node(s): " + ", ".join(
+        f"{st.name} ({st.endpoint.removeprefix('tcp://')}, {st.hello.slots} slots)"
+        for st in usable))
+    return [st.endpoint for st in usable], key
+
+
+# ---------------------------------------------------------------- status
+
+
+def _fmt_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _fmt_uptime(s: float) -> str:
+    s = int(s)
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def _status_table(statuses: list[Any], res: Any, title: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col, just in (("name", "left"), ("node id", "left"), ("addresses", "left"),
+                      ("version", "left"), ("slots", "right"), ("busy", "right"),
+                      ("tasks done", "right"), ("bytes", "right"), ("uptime", "right"),
+                      ("jobs", "left")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for st in sorted(statuses, key=lambda x: (x.name, x.node_id)):
+        addrs = ", ".join(st.record.addresses) if st.record is not None else \
+            st.endpoint.removeprefix("tcp://")
+        if st.status is not None and not st.error:
+            s = st.status
+            table.add_row(st.name, st.node_id, addrs, st.hello.pymr_version, str(s.slots),
+                          str(s.busy), f"{s.tasks_done:,}", _fmt_bytes(s.bytes_processed),
+                          _fmt_uptime(s.uptime_s), ", ".join(s.jobs) or "-")
+        else:
+            table.add_row(st.name, st.node_id or "?", addrs, "", "", "", "", "", "",
+                          f"[red]unreachable[/red]: {st.error}" if st.hello is None
+                          else f"[red]refused[/red]: {st.error}")
+    return table
+
+
+def _status_doc(statuses: list[Any], res: Any) -> dict[str, Any]:
+    return {
+        "nodes": [st.to_json() for st in statuses],
+        "answered": sum(1 for st in statuses if st.reachable),
+        "ignored": [{"instance": i.instance, "reason": i.reason} for i in (res.ignored
+                                                                          if res else [])],
+        "copied_ids": list(res.copied_ids) if res else [],
+        "discovery_s": round(res.elapsed_s, 3) if res else None,
+        "seen_after_s": {k: round(v, 3) for k, v in res.seen_after_s.items()} if res else {},
+    }
+
+
+def _why_none(args: argparse.Namespace, statuses: list[Any], res: Any) -> str:
+    if statuses:
+        return (f"none of the {len(statuses)} node(s) answered: they may have stopped, a "
+                "firewall may block their ports, or they hold another cluster key")
+    parts = ["no node found"]
+    if res is not None:
+        where = ", ".join(res.interfaces)
+        parts.append(f"(browsed {res.elapsed_s:.1f} s on {where})")
+        if res.ignored:
+            parts.append("; " + _ignored_note(res))
+    parts.append(". Is 'pymr node' running on the other machines? If multicast is blocked "
+                 "on this network, pass --nodes HOST:PORT; nodes of another cluster are "
+                 "ignored ('pymr key fingerprint' shows this machine's)")
+    return " ".join(parts)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    key = _need_key(_state(args), "pymr status")
+    if args.watch:
+        return _watch_status(args, key)
+    statuses, res = _find(args, key, timeout_s=args.timeout)
+    answered = [st for st in statuses if st.reachable]
+    if args.json:
+        print(json.dumps(_status_doc(statuses, res), indent=2))
+    else:
+        from rich.console import Console
+
+        console = Console()
+        if statuses:
+            console.print(_status_table(statuses, res, f"pymr cluster {key.fingerprint}"))
+        slots = sum(st.status.slots for st in answered if st.status is not None)
+        summary = f"{len(answered)} of {len(statuses)} node(s) answered, {slots} slots"
+        note = _ignored_note(res)
+        console.print(summary + (f"; {note}" if note else ""))
+        if res is not None and res.copied_ids:
+            console.print(f"[yellow]warning: node id(s) {', '.join(res.copied_ids)} are "
+                          "advertised by two incarnations: a copied state directory (or a "
+                          "restart whose old record has not expired)[/yellow]")
+    if not answered:
+        _say(_why_none(args, statuses, res))
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _watch_status(args: argparse.Namespace, key: ClusterKey) -> int:
+    """Keep one browser running; re-ask every node each period until Ctrl-C."""
+    from rich.console import Group
+    from rich.live import Live
+    from rich.text import Text
+
+    from .discovery import Browser, select_addresses
+    from .status import PROBE_TIMEOUT_S, probe
+
+    timeout = min(PROBE_TIMEOUT_S if args.timeout is None else args.timeout, WATCH_INTERVAL_S)
+    fixed = _parse_nodes(args.nodes) if args.nodes else None
+    browser = None if fixed else Browser(select_addresses(_interface_spec(args))).start()
+    try:
+        with Live(Text("looking for nodes..."), refresh_per_second=4) as live:
+            while True:
+                if browser is not None:
+                    browser.poll(0.2)
+                    res = browser.result(key.fingerprint)
+                    targets = [(r.control_endpoint, r) for r in res.nodes]
+                else:
+                    res = None
+                    targets = [(ep, None) for ep in fixed or []]
+                statuses = probe(targets, key, timeout_s=timeout)
+                answered = sum(1 for st in statuses if st.reachable)
+                note = _ignored_note(res)
+                footer = Text(f"{answered} of {len(statuses)} node(s) answered"
+                              + (f"; {note}" if note else "")
+                              + f"; {time.strftime('%H:%M:%S')}; Ctrl-C to stop")
+                live.update(Group(_status_table(statuses, res,
+                                                f"pymr cluster {key.fingerprint}"), footer))
+                if browser is not None:
+                    browser.poll(WATCH_INTERVAL_S)
+                else:
+                    time.sleep(WATCH_INTERVAL_S)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    finally:
+        if browser is not None:
+            browser.close()
+
+
+# ---------------------------------------------------------------- events
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from . import protocol as p
+    from .discovery import Browser, select_addresses
+    from .status import EventStream, probe
+
+    key = _need_key(_state(args), "pymr events")
+    topics = (p.TOPIC_PROGRESS, p.TOPIC_ERROR) if args.no_heartbeats else \
+        (p.TOPIC_HEARTBEAT, p.TOPIC_PROGRESS, p.TOPIC_ERROR)
+    stream = EventStream(key, topics)
+    browser = None
+    end = time.monotonic() + args.duration if args.duration is not None else None
+    try:
+        if args.nodes:
+            targets = [(ep, None) for ep in _parse_nodes(args.nodes)]
+        else:
+            from .discovery import DEFAULT_DISCOVER_S
+
+            browser = Browser(select_addresses(_interface_spec(args))).start()
+            browser.poll(DEFAULT_DISCOVER_S if args.discover is None else args.discover)
+            targets = [(r.control_endpoint, r) for r in
+                       browser.result(key.fingerprint).nodes]
+        known: set[str] = set()
+
+        def subscribe(targets: list[tuple[str, Any]]) -> None:
+            new = [t for t in targets if t[0] not in known]
+            for st in probe(new, key, want_status=False):
+                if st.reachable:
+                    known.add(st.endpoint)
+                    stream.add(st.name, st.hello.events_endpoint)
+                    _say(f"following {st.name} ({st.endpoint.removeprefix('tcp://')})")
+                else:
+                    _say(f"node {st.name}: {st.error}")
+
+        subscribe(targets)
+        if not known and browser is None:
+            _say("none of the --nodes answered")
+            return EXIT_FAILED
+        if not known:
+            _say("no node found yet; waiting for nodes to appear (Ctrl-C to stop)")
+        while end is None or time.monotonic() < end:
+            left = 1.0 if end is None else max(0.0, min(1.0, end - time.monotonic()))
+            for ev in stream.events(left):
+                print(json.dumps(ev.to_json()) if args.json else ev.line(), flush=True)
+            if browser is not None and browser.poll(0):
+                subscribe([(r.control_endpoint, r) for r in
+                           browser.result(key.fingerprint).nodes])
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        if browser is not None:
+            browser.close()
+        stream.close()
+    return EXIT_OK

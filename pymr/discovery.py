@@ -25,7 +25,11 @@ from dataclasses import dataclass, field
 import ifaddr  # a dependency of zeroconf
 from zeroconf import (
     DNSQuestionType,
+    DNSService,
+    DNSText,
     NonUniqueNameException,
+    RecordUpdate,
+    RecordUpdateListener,
     ServiceBrowser,
     ServiceInfo,
     ServiceStateChange,
@@ -142,6 +146,8 @@ class BrowseResult:
     seen_after_s: dict[str, float] = field(default_factory=dict)
     #: node ids advertised by two live incarnations (a copied state directory)
     copied_ids: list[str] = field(default_factory=list)
+    #: the interface addresses browsed
+    interfaces: list[str] = field(default_factory=list)
 
 
 def parse_record(info: ServiceInfo) -> NodeRecord:
@@ -340,7 +346,8 @@ class Browser:
                 for name, reason in self._bad.items()]
 
     def result(self, fingerprint: str | None) -> BrowseResult:
-        res = BrowseResult(elapsed_s=time.monotonic() - self.started)
+        res = BrowseResult(elapsed_s=time.monotonic() - self.started,
+                           interfaces=list(self.interfaces))
         res.ignored.extend(self.malformed())
         incarnations: dict[str, set[str]] = {}
         for rec in self.records():
@@ -377,6 +384,34 @@ def browse(interfaces: list[str], window_s: float, *, fingerprint: str | None = 
 # ---------------------------------------------------------------- advertising
 
 
+class _PassiveWatch(RecordUpdateListener):
+    """Hears every pymr record multicast on the LAN without asking (no query traffic).
+
+    Nodes announce themselves when they start and answer every browser by multicast,
+    so a node that listens hears the others without adding questions: a node that asked
+    too would make every responder multicast again, and the one-second multicast rate
+    limit of RFC 6762 would then delay the answers that ``pymr job`` is waiting for.
+    """
+
+    def __init__(self, on_name: Callable[[str], None]) -> None:
+        self.on_name = on_name
+        self._names: set[str] = set()
+        self._suffix = "." + SERVICE_TYPE.lower()
+
+    def async_update_records(self, zc: Zeroconf, now: float,
+                             records: list[RecordUpdate]) -> None:
+        for update in records:
+            rec = update.new
+            if isinstance(rec, (DNSText, DNSService)) and \
+                    rec.name.lower().endswith(self._suffix):
+                self._names.add(rec.name)
+
+    def async_update_records_complete(self) -> None:
+        names, self._names = self._names, set()
+        for name in names:
+            self.on_name(name)
+
+
 class Advertiser:
     """Registers a node's record; watches the LAN for a copied identity or another cluster.
 
@@ -390,7 +425,7 @@ class Advertiser:
         self.warn = warn or (lambda text: log.warning("%s", text))
         self.zc: Zeroconf | None = None
         self.info: ServiceInfo | None = None
-        self._monitor: ServiceBrowser | None = None
+        self._watch: _PassiveWatch | None = None
         self._warned: set[str] = set()
         self._lock = threading.Lock()
 
@@ -423,20 +458,17 @@ class Advertiser:
                                              self.advert.node_id))
             self.zc.register_service(info, allow_name_change=True)
         self.info = info
-        self._monitor = ServiceBrowser(self.zc, SERVICE_TYPE, handlers=[self._on_change],
-                                       question_type=DNSQuestionType.QM)
+        self._watch = _PassiveWatch(self._on_name)
+        self.zc.add_listener(self._watch, None)
         return self.instance
 
-    def _on_change(self, zeroconf: Zeroconf, service_type: str, name: str,
-                   state_change: ServiceStateChange) -> None:
-        # The threaded ServiceBrowser calls this in its own thread: blocking is allowed.
-        if state_change is ServiceStateChange.Removed or self.info is None \
-                or name == self.info.name:
+    def _on_name(self, name: str) -> None:
+        # Runs in zeroconf's event loop: read the cache only, never block.
+        if self.zc is None or self.info is None or name.lower() == self.info.name.lower():
             return
         info = ServiceInfo(SERVICE_TYPE, name)
         try:
-            if not info.load_from_cache(zeroconf):
-                info.request(zeroconf, RESOLVE_TIMEOUT_MS, question_type=DNSQuestionType.QM)
+            info.load_from_cache(self.zc)
             rec = parse_record(info)
         except Exception:      # a malformed record of someone else is not our problem
             return
@@ -468,10 +500,10 @@ class Advertiser:
 
     def close(self) -> None:
         """Withdraw the record (goodbye packets) and stop."""
-        if self._monitor is not None:
-            self._monitor.cancel()
-            self._monitor = None
         if self.zc is not None:
+            if self._watch is not None:
+                self.zc.remove_listener(self._watch)
+                self._watch = None
             if self.info is not None:
                 try:
                     self.zc.unregister_service(self.info)

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: Records per shuffle / result chunk: keeps every frame far below MAX_FRAME_BYTES.
 CHUNK_RECORDS = 65_536
+#: How often a reducer looks for committed outputs whose chunks stalled.
+MISSING_CHECK_S = 2.0
 #: How long a shuffle send may wait for a reducer before the output is reported lost.
 SHUFFLE_SEND_TIMEOUT_MS = 30_000
 
@@ -49,7 +51,8 @@ class ExecutorJob:
     pending: list[list[int]] = field(default_factory=list)  # [task, attempt] not flushed
     flushes: int = 0
     retained: dict[str, dict[int, list[bytes]]] = field(default_factory=dict)
-    ledger: ReducerLedger | None = None
+    ledgers: dict[int, ReducerLedger] = field(default_factory=dict)
+    missing_seen: set[tuple[str, int, tuple[int, ...]]] = field(default_factory=set)
     counts: dict[int, dict[bytes, int]] = field(default_factory=dict)
     num_tasks: int | None = None
     sorted_runs: dict[int, list[tuple[bytes, int]]] = field(default_factory=dict)
@@ -98,11 +101,15 @@ class Executor:
             self._send(p.ExecutorReady(index=self.index, pid=os.getpid()))
             poller = zmq.Poller()
             poller.register(self.sock, zmq.POLLIN)
+            next_check = time.monotonic() + MISSING_CHECK_S
             while True:
-                if not poller.poll(1000):
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + MISSING_CHECK_S
                     if os.getppid() != self.parent_pid:
                         log.info("executor %d: daemon gone, exiting", self.index)
                         return
+                    self.report_missing()
+                if not poller.poll(int(MISSING_CHECK_S * 1000)):
                     continue
                 frames = self.sock.recv_multipart(copy=False)
                 try:
@@ -136,8 +143,10 @@ class Executor:
         elif isinstance(msg, p.Commit):
             self.on_commit(job, msg)
         elif isinstance(msg, p.DropOutput):
-            if job.ledger is not None:
-                job.ledger.drop_output(msg.output_id)
+            for ledger in job.ledgers.values():
+                ledger.drop_output(msg.output_id)
+        elif isinstance(msg, p.ResendChunks):
+            self.resend(job, msg)
         elif isinstance(msg, p.Flush):
             self.flush(job)
         elif isinstance(msg, p.InputComplete):
@@ -151,14 +160,20 @@ class Executor:
             self.drop("daemon", f"unexpected {msg.TYPE}")
 
     def start_job(self, msg: p.ExecJob) -> None:
-        if msg.job_id in self.jobs:
-            return
-        module = self.cache.load(msg.job_name, msg.source, msg.sha256)
-        job = ExecutorJob(spec=msg, module=module)
-        if msg.partitions:
-            job.ledger = ReducerLedger(msg.partitions)
-            job.counts = {part: {} for part in msg.partitions}
-        self.jobs[msg.job_id] = job
+        """A new job, or an update of a known one (partitions moved: new epoch)."""
+        job = self.jobs.get(msg.job_id)
+        if job is None:
+            module = self.cache.load(msg.job_name, msg.source, msg.sha256)
+            job = ExecutorJob(spec=msg, module=module)
+            self.jobs[msg.job_id] = job
+        job.spec = msg
+        for part in msg.partitions:
+            if part not in job.ledgers:
+                job.ledgers[part] = ReducerLedger([part])
+                job.counts[part] = {}
+        if msg.num_tasks >= 0:
+            job.num_tasks = msg.num_tasks
+        self.check_complete(job)
 
     # ---------------------------------------------------------------- map side
     def run_task(self, job: ExecutorJob, task: p.MapTask, payload: list[Any]) -> None:
@@ -238,7 +253,8 @@ class Executor:
                 sock = self._push(spec.shuffle_endpoints[part])
                 for seq, pl in enumerate(payloads):
                     sock.send_multipart(p.encode(p.ShuffleChunk(
-                        job_id=spec.job_id, output_id=output_id, partition=part, seq=seq), pl),
+                        job_id=spec.job_id, output_id=output_id, partition=part, seq=seq,
+                        epoch=spec.epoch), pl),
                         copy=False)
         except zmq.Again:
             for t, a in tasks:
@@ -251,25 +267,60 @@ class Executor:
                                 tasks=tasks, manifest=manifest, words=words, bad_bytes=bad))
 
     # ---------------------------------------------------------------- reduce side
+    def resend(self, job: ExecutorJob, msg: p.ResendChunks) -> None:
+        """Send a retained output's chunks again (a gap, or the partition moved)."""
+        retained = job.retained.get(msg.output_id)
+        if retained is None:
+            self._send(p.OutputLost(job_id=job.spec.job_id, node_id=self.node_id,
+                                    output_id=msg.output_id))
+            return
+        payloads = retained.get(msg.partition, [])
+        wanted = msg.seqs or range(len(payloads))
+        sock = self._push(msg.endpoint)
+        try:
+            for seq in wanted:
+                if 0 <= seq < len(payloads):
+                    sock.send_multipart(p.encode(p.ShuffleChunk(
+                        job_id=job.spec.job_id, output_id=msg.output_id,
+                        partition=msg.partition, seq=seq, epoch=msg.epoch), payloads[seq]),
+                        copy=False)
+        except zmq.Again:
+            log.warning("resend of %s to %s timed out", msg.output_id, msg.endpoint)
+
     def on_chunk(self, job: ExecutorJob, msg: p.ShuffleChunk, payload: list[Any]) -> None:
-        if job.ledger is None or not payload:
+        ledger = job.ledgers.get(msg.partition)
+        if ledger is None or not payload:
             self.drop("shuffle", "chunk for a partition this executor does not reduce")
             return
         frame = payload[0]
         data = frame.bytes if hasattr(frame, "bytes") else bytes(frame)
-        job.ledger.stage(msg.output_id, msg.partition, msg.seq, data)
-        self.merge_ready(job)
+        ledger.stage(msg.output_id, msg.partition, msg.seq, data)
+        self.merge_ready(job, ledger)
 
     def on_commit(self, job: ExecutorJob, msg: p.Commit) -> None:
-        if job.ledger is None:
-            return
         for part, (chunks, records, checksum) in msg.manifest.items():
-            job.ledger.commit(msg.output_id, msg.tasks, part, Manifest(chunks, records, checksum))
-        self.merge_ready(job)
+            ledger = job.ledgers.get(part)
+            if ledger is not None:
+                ledger.commit(msg.output_id, msg.tasks, part,
+                              Manifest(chunks, records, checksum))
+                self.merge_ready(job, ledger)
 
-    def merge_ready(self, job: ExecutorJob) -> None:
-        assert job.ledger is not None
-        ready = job.ledger.take_ready()
+    def report_missing(self) -> None:
+        """Committed pairs whose chunks stalled since the last check: ask for them again."""
+        for job in self.jobs.values():
+            now: set[tuple[str, int, tuple[int, ...]]] = set()
+            for ledger in job.ledgers.values():
+                for output_id, part, seqs in ledger.missing():
+                    key = (output_id, part, tuple(seqs))
+                    now.add(key)
+                    if key in job.missing_seen:
+                        self._send(p.ChunksMissing(job_id=job.spec.job_id,
+                                                   node_id=self.node_id, output_id=output_id,
+                                                   partition=part, seqs=list(seqs)))
+            job.missing_seen = now
+
+    def merge_ready(self, job: ExecutorJob, ledger: ReducerLedger) -> None:
+        ready = ledger.take_ready()
         for r in ready:
             target = job.counts[r.partition]
             for pl in r.payloads:
@@ -284,12 +335,12 @@ class Executor:
             self.check_complete(job)
 
     def check_complete(self, job: ExecutorJob) -> None:
-        if job.ledger is None or job.num_tasks is None:
+        if job.num_tasks is None:
             return
-        for part in job.spec.partitions:
+        for part, ledger in job.ledgers.items():
             if part in job.completed:
                 continue
-            if len(job.ledger.merged_tasks(part)) < job.num_tasks:
+            if len(ledger.merged_tasks(part)) < job.num_tasks:
                 continue
             counts = job.counts.pop(part, {})
             run = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))

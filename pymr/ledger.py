@@ -248,6 +248,7 @@ class ReducerLedger:
             log.info("partition %d: tasks %s rebound from output %s to %s", partition,
                      sorted(task_set), holder, output_id)
             self._forget(held, part)
+            part.dropped.add(holder)
 
         if pair is None:
             pair = _Pair(output_id, partition)
@@ -374,8 +375,7 @@ class ReducerLedger:
         pair.nbytes = 0
         if pair.manifest is not None and pair.tasks is not None:
             for task in pair.tasks:
-                if part.bound.get(task) == pair.output_id:
-                    del part.bound[task]
+                pass
 
     def _purge_output_elsewhere(self, output_id: str, tasks: frozenset[int]) -> None:
         """Free staged pairs of a newly committed output where its tasks merged already."""

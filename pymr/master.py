@@ -1,17 +1,16 @@
-"""The master (the ``pymr job`` process): plan, dispatch, commit, fetch, merge.
+"""The master (the ``pymr job`` process): plan, dispatch, commit, recover, fetch, merge.
 
 It binds nothing: one DEALER (control), one PUSH (tasks) and one SUB (events)
-per node, all connected. Decisions live in ``Scheduler``; this loop only turns
-socket traffic into scheduler calls and scheduler answers into sends.
+per node, all connected. Decisions about tasks live in ``Scheduler``; this loop
+turns socket traffic into scheduler calls and scheduler answers into sends, and
+moves partitions when a reducer is lost.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,7 +20,8 @@ import zmq
 from . import __version__
 from . import protocol as p
 from .config import HEARTBEAT_INTERVAL_S, RESEND_INTERVAL_S, UNICODE_VERSION, JobOptions
-from .errors import ClusterLost, JobError, ProtocolError, TaskFailed, TransportError
+from .errors import ClusterLost, JobError, PymrError, ProtocolError, TaskFailed, TransportError
+from .fetch import PartitionStreams, merge_streams
 from .inputs import InputFile, iter_bytes_splits
 from .jobs import JobSpec
 from .scheduler import JobFailedError, Scheduler
@@ -62,6 +62,9 @@ class JobSummary:
     input_bytes: int = 0
     bad_bytes: int = 0
     elapsed_s: float = 0.0
+    retries: int = 0
+    backups: int = 0
+    nodes_lost: list[str] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -79,6 +82,7 @@ class NodeLink:
     shuffle_endpoint: str = ""
     last_seen: float = 0.0
     heard_heartbeat: bool = False
+    alive: bool = True
 
 
 @dataclass
@@ -86,6 +90,7 @@ class PendingControl:
     node_id: str
     frames: list[Any]
     sent_at: float
+    then: Callable[[], None] | None = None
 
 
 @dataclass
@@ -96,6 +101,13 @@ class SplitRef:
     offset: int
     length: int
     data: Any = None            # the bytes of a streamed split until first dispatch
+
+
+@dataclass
+class CommittedOutput:
+    node_id: str
+    tasks: list[int]
+    manifest: dict[int, list[int]]
 
 
 class Master:
@@ -117,22 +129,23 @@ class Master:
         self.by_socket: dict[zmq.Socket, NodeLink] = {}
         self.seq = 0
         self.pending: dict[int, PendingControl] = {}
-        self.acked_errors: list[str] = []
         self.splits: list[SplitRef] = []
         self.summary = JobSummary(job_id=self.job_id)
         self.partition_map: dict[int, str] = {}
         self.partition_done: dict[int, p.PartitionComplete] = {}
-        self.fetch_buffers: dict[int, deque[list[Any]]] = {}
-        self.fetch_next: dict[int, int] = {}
-        self.fetch_received: dict[int, int] = {}
-        self.fetch_last: dict[int, bool] = {}
+        self.outputs: dict[str, CommittedOutput] = {}
+        self.epoch = 1
+        self.updating = 0               # JobUpdates not yet acked: no dispatch meanwhile
         self.drop = LogOnce(log)
         self.ctx: zmq.Context | None = None
         self.poller = zmq.Poller()
         self.sched: Scheduler | None = None
-        self.flushed_epoch = -1
+        self.source: Iterator[SplitRef] | None = None
+        self.flushed_at = -1
         self.last_lease = 0.0
-        self.failure: PymrErrorT | None = None
+        self.failure: PymrError | None = None
+        self.streams = PartitionStreams(opts.fetch_credit, self._request_chunks,
+                                        lambda: self._pump(100), self._chunks_of)
 
     # ---------------------------------------------------------------- public
     def run(self, consume: Callable[[Iterator[tuple[bytes, int]], JobSummary], None]
@@ -142,13 +155,20 @@ class Master:
         try:
             self._connect_all()
             self._start_job()
-            self._map_phase()
-            self._wait_partitions()
-            self.summary.elapsed_s = time.monotonic() - started
+            assert self.sched is not None
+            while not self.sched.all_committed():
+                self._pump(200)
+            self.reporter.phase("reduce")
+            while len(self.partition_done) < len(self.partition_map):
+                self._pump(200)
+            self.summary.total_words = sum(x.total for x in self.partition_done.values())
+            self.summary.distinct_words = sum(x.records for x in self.partition_done.values())
             for f in self.inputs:
                 f.check_unchanged()
+            self.summary.elapsed_s = time.monotonic() - started
             consume(self._merged_records(), self.summary)
             self.summary.elapsed_s = time.monotonic() - started
+            self.summary.backups = self.sched.backups_started
             self._end_job("done")
             return self.summary
         except BaseException as exc:
@@ -164,6 +184,7 @@ class Master:
     # ---------------------------------------------------------------- connect
     def _connect_all(self) -> None:
         assert self.ctx is not None
+        waiting: list[NodeLink] = []
         for ep in self.endpoints:
             sock = make_socket(self.ctx, zmq.DEALER, identity=self.identity,
                                sndhwm=10_000, rcvhwm=10_000)
@@ -172,41 +193,40 @@ class Master:
             link = NodeLink(endpoint=ep, control=sock)
             self.by_socket[sock] = link
             self.poller.register(sock, zmq.POLLIN)
-            hello = p.Hello(seq=self._next_seq(), client_id=self.job_id,
-                            pymr_version=__version__, unicode_version=UNICODE_VERSION)
-            sock.send_multipart(p.encode(hello))
+            sock.send_multipart(p.encode(p.Hello(
+                seq=self._next_seq(), client_id=self.job_id, pymr_version=__version__,
+                unicode_version=UNICODE_VERSION)))
+            waiting.append(link)
         deadline = time.monotonic() + HELLO_TIMEOUT_S
-        waiting = list(self.by_socket.values())
-        waiting_ids = {id(x) for x in waiting}
-        while waiting_ids and time.monotonic() < deadline:
+        while any(not x.node_id for x in waiting) and time.monotonic() < deadline:
             for sock, _ in self.poller.poll(200):
-                link = self.by_socket[sock]
                 msg, _ = self._recv(sock)
-                if isinstance(msg, p.HelloReply) and id(link) in waiting_ids:
+                link = self.by_socket[sock]
+                if isinstance(msg, p.HelloReply) and not link.node_id:
                     self._accept_hello(link, msg)
-                    waiting_ids.discard(id(link))
-        if waiting_ids:
-            missing = [x.endpoint for x in waiting if id(x) in waiting_ids]
-            if len(missing) == len(self.by_socket):
-                raise ClusterLost("no node answered (" + ", ".join(missing) +
-                                  "); check that they run and hold this cluster's key")
-            for x in waiting:
-                if id(x) in waiting_ids:
-                    self.reporter.event(f"node {x.endpoint} did not answer; not used")
-                    self.poller.unregister(x.control)
-                    del self.by_socket[x.control]
-                    x.control.close(linger=0)
+        missing = [x for x in waiting if not x.node_id]
+        if len(missing) == len(waiting):
+            raise ClusterLost("no node answered (" + ", ".join(x.endpoint for x in missing) +
+                              "); check that they run and hold this cluster's key")
+        for x in missing:
+            self.reporter.event(f"node {x.endpoint} did not answer; not used")
+            self._close_link(x)
 
     def _accept_hello(self, link: NodeLink, msg: p.HelloReply) -> None:
         if msg.unicode_version != UNICODE_VERSION or msg.pymr_version != __version__:
             raise JobError(f"node {msg.name} runs pymr {msg.pymr_version} with Unicode "
                            f"{msg.unicode_version}; this machine has pymr {__version__} with "
                            f"Unicode {UNICODE_VERSION}: install the same version everywhere")
+        if msg.node_id in self.links:
+            self.reporter.event(f"two nodes answered with the id {msg.node_id} (a copied "
+                                f"identity?); using only {self.links[msg.node_id].endpoint}")
+            self._close_link(link)
+            return
         assert self.ctx is not None
         link.node_id, link.name, link.slots = msg.node_id, msg.name, msg.slots
-        link.last_seen = time.monotonic()
         link.shuffle_endpoint = msg.shuffle_endpoint
         link.local = self.local_reads
+        link.last_seen = time.monotonic()
         link.task = make_socket(self.ctx, zmq.PUSH, sndhwm=4)
         secure_connect(link.task, msg.task_endpoint, self.key)
         link.events = make_socket(self.ctx, zmq.SUB, rcvhwm=10_000)
@@ -217,25 +237,38 @@ class Master:
         self.by_socket[link.events] = link
         self.links[link.node_id] = link
 
+    def _close_link(self, link: NodeLink) -> None:
+        for sock in (link.control, link.task, link.events):
+            if sock is None:
+                continue
+            if sock in self.by_socket:
+                self.poller.unregister(sock)
+                del self.by_socket[sock]
+            sock.close(linger=0)
+
+    def _live(self) -> list[NodeLink]:
+        return [x for x in self.links.values() if x.alive]
+
     # ---------------------------------------------------------------- control channel
     def _next_seq(self) -> int:
         self.seq += 1
         return self.seq
 
-    def _send_control(self, node_id: str, msg: p.Message) -> None:
-        """Acked: re-sent until the node acks ``msg.seq``."""
+    def _send_control(self, node_id: str, msg: p.Message,
+                      then: Callable[[], None] | None = None) -> None:
+        """Acked: re-sent until the node acks ``msg.seq``; ``then`` runs on the ack."""
         frames = p.encode(msg)
         seq = getattr(msg, "seq")
-        self.pending[seq] = PendingControl(node_id, frames, time.monotonic())
+        self.pending[seq] = PendingControl(node_id, frames, time.monotonic(), then)
         link = self.links.get(node_id)
-        if link is not None:
+        if link is not None and link.alive:
             send_nowait(link.control, list(frames))
 
     def _resend(self, now: float) -> None:
         for pend in self.pending.values():
             if now - pend.sent_at >= RESEND_INTERVAL_S:
                 link = self.links.get(pend.node_id)
-                if link is not None:
+                if link is not None and link.alive:
                     send_nowait(link.control, list(pend.frames))
                 pend.sent_at = now
 
@@ -253,36 +286,39 @@ class Master:
             return None, []
 
     def _pump(self, timeout_ms: int) -> None:
-        """Receive whatever arrives within ``timeout_ms`` and handle it; keep leases."""
+        """Drive the job one step: leases, resends, receive within ``timeout_ms``, dispatch."""
         now = time.monotonic()
         if now - self.last_lease >= HEARTBEAT_INTERVAL_S:
             self.last_lease = now
-            for link in self.links.values():
+            for link in self._live():
                 send_nowait(link.control, p.encode(p.Lease(job_id=self.job_id)))
             self._resend(now)
+        self._step()
         for sock, _ in self.poller.poll(timeout_ms):
             for _ in range(10_000):
-                if not sock.poll(0):
+                if sock not in self.by_socket or not sock.poll(0):
                     break
                 msg, payload = self._recv(sock)
-                if msg is not None:
-                    link = self.by_socket[sock]
-                    link.last_seen = time.monotonic()
-                    if isinstance(msg, p.Heartbeat):
-                        link.heard_heartbeat = True
-                    self._handle(link, msg, payload)
+                link = self.by_socket[sock]
+                if msg is None or not link.alive:
+                    continue
+                link.last_seen = time.monotonic()
+                if isinstance(msg, p.Heartbeat):
+                    link.heard_heartbeat = True
+                self._handle(link, msg, payload)
+                if self.failure is not None:
+                    raise self.failure
         self._check_liveness()
+        self._step()
         if self.failure is not None:
             raise self.failure
 
     def _check_liveness(self) -> None:
-        """A node silent past the death timeout (timer starts at its first heartbeat)."""
+        """A node silent past the death timeout (its timer starts at its first heartbeat)."""
         now = time.monotonic()
-        for link in self.links.values():
+        for link in self._live():
             if link.heard_heartbeat and now - link.last_seen > self.opts.death_timeout_s:
-                self.failure = ClusterLost(
-                    f"node {link.name} stopped responding for {self.opts.death_timeout_s:.0f} s; "
-                    "the job was cancelled (run it again)")
+                self._node_lost(link, f"silent for {self.opts.death_timeout_s:.0f} s")
 
     # ---------------------------------------------------------------- job start
     def _start_job(self) -> None:
@@ -304,13 +340,13 @@ class Master:
         while self.pending and time.monotonic() < deadline:
             self._pump(100)
         if self.pending:
-            raise ClusterLost("nodes did not acknowledge the job start: "
-                              + ", ".join(self.links[x.node_id].name
-                                          for x in self.pending.values()))
+            raise ClusterLost("nodes did not acknowledge the job start: " + ", ".join(
+                sorted({self.links[x.node_id].name for x in self.pending.values()})))
         self.summary.nodes = [x.name for x in self.links.values()]
         self.sched = Scheduler({x.node_id: x.slots for x in self.links.values()},
                                prefetch=self.opts.prefetch, byte_budget=self.opts.byte_budget,
                                max_attempts=self.opts.max_attempts)
+        self.source = self._split_source()
         total = sum(f.size for f in self.inputs)
         self.reporter.start(total, [f"{x.name} ({x.slots} slots)" for x in self.links.values()])
 
@@ -327,53 +363,58 @@ class Master:
                         f, self.opts.split_size, self.opts.max_token):
                     yield SplitRef(index, offset, length, data)
 
-    def _map_phase(self) -> None:
-        assert self.sched is not None
+    def _step(self) -> None:
+        """Read input as credit allows, dispatch, back up stragglers, ask for flushes."""
         sched = self.sched
-        source = self._split_source()
-        while True:
-            while sched.wants_input():
-                ref = next(source, None)
-                if ref is None:
-                    sched.finish_input()
-                    self._input_complete()
-                    break
-                self.splits.append(ref)
-                sched.add_task(ref.length)
-            for a in sched.assign():
-                self._dispatch(a.task_id, a.attempt, a.node_id)
-            if sched.all_committed():
-                return
-            if sched.all_executed() and self.flushed_epoch != sched.committed_count:
-                self.flushed_epoch = sched.committed_count
-                for link in self.links.values():
-                    self._send_control(link.node_id, p.Flush(seq=self._next_seq(),
-                                                             job_id=self.job_id))
-            self._pump(200)
+        if sched is None or self.updating:
+            return
+        while sched.wants_input():
+            assert self.source is not None
+            ref = next(self.source, None)
+            if ref is None:
+                sched.finish_input()
+                self._input_complete()
+                break
+            self.splits.append(ref)
+            sched.add_task(ref.length)
+        for a in sched.assign():
+            self._dispatch(a.task_id, a.attempt, a.node_id, a.alone)
+        for a in sched.backups():
+            self.reporter.event(f"task {a.task_id} is slow; backup attempt on "
+                                f"{self.links[a.node_id].name}")
+            self._dispatch(a.task_id, a.attempt, a.node_id, True)
+        if sched.all_executed() and not sched.all_committed() \
+                and self.flushed_at != sched.committed_count:
+            self.flushed_at = sched.committed_count
+            for link in self._live():
+                self._send_control(link.node_id, p.Flush(seq=self._next_seq(),
+                                                         job_id=self.job_id))
 
     def _input_complete(self) -> None:
         assert self.sched is not None
         self.summary.tasks = self.sched.num_tasks
         self.summary.input_bytes = sum(s.length for s in self.splits)
-        for link in self.links.values():
+        for link in self._live():
             self._send_control(link.node_id, p.InputComplete(
                 seq=self._next_seq(), job_id=self.job_id, num_tasks=self.sched.num_tasks))
 
-    def _dispatch(self, task_id: int, attempt: int, node_id: str) -> None:
+    def _dispatch(self, task_id: int, attempt: int, node_id: str, alone: bool) -> None:
         ref = self.splits[task_id]
         link = self.links[node_id]
         f = self.inputs[ref.input_index]
         if link.local and f.seekable_plain:
             frames = p.encode(p.MapTask(job_id=self.job_id, task_id=task_id, attempt=attempt,
-                                        path=f.path, offset=ref.offset, length=ref.length))
+                                        path=f.path, offset=ref.offset, length=ref.length,
+                                        alone=alone))
         else:
             data = ref.data if ref.data is not None else f.read(ref.offset, ref.length)
             ref.data = None
-            frames = p.encode(p.MapTask(job_id=self.job_id, task_id=task_id, attempt=attempt),
-                              data)
+            frames = p.encode(p.MapTask(job_id=self.job_id, task_id=task_id, attempt=attempt,
+                                        alone=alone), data)
         assert link.task is not None
-        # PUSH with a small HWM and credit from the scheduler: blocking here is bounded.
-        link.task.send_multipart(frames, copy=False)
+        # Credit from the scheduler bounds what is queued; a dead peer is found by heartbeats.
+        if not send_nowait(link.task, frames):
+            link.task.send_multipart(frames, copy=False)
 
     # ---------------------------------------------------------------- handlers
     def _handle(self, link: NodeLink, msg: p.Message, payload: list[Any]) -> None:
@@ -382,24 +423,37 @@ class Master:
             pend = self.pending.pop(msg.seq, None)
             if pend is not None and not msg.ok:
                 self.failure = JobError(f"node {link.name} refused the job: {msg.error}")
+            elif pend is not None and pend.then is not None:
+                pend.then()
         elif getattr(msg, "job_id", self.job_id) != self.job_id:
             self.drop(link.endpoint, "message for another job")
         elif isinstance(msg, p.TaskExecuted) and sched is not None:
-            sched.on_executed(msg.task_id, msg.attempt, msg.node_id)
+            sched.on_executed(msg.task_id, msg.attempt, link.node_id)
             self.reporter.advance(msg.nbytes)
         elif isinstance(msg, p.TaskFailedReport) and sched is not None:
             self._on_task_failed(link, msg)
         elif isinstance(msg, p.OutputDone) and sched is not None:
-            self._on_output(msg)
+            self._on_output(link, msg)
         elif isinstance(msg, p.PartitionComplete):
-            self.partition_done[msg.partition] = msg
-        elif isinstance(msg, p.PartitionLost):
-            self.failure = JobError(f"node {link.name} lost the data of partition "
-                                    f"{msg.partition} ({msg.reason}); run the job again")
+            if self.partition_map.get(msg.partition) == link.node_id:
+                self.partition_done[msg.partition] = msg
         elif isinstance(msg, p.PartitionData):
-            self._on_partition_data(msg, payload)
+            if self.partition_map.get(msg.partition) == link.node_id and payload:
+                frame = payload[0]
+                records = p.unpack_records(frame.buffer if hasattr(frame, "buffer") else frame)
+                self.streams.on_data(msg.partition, msg.seq, msg.last, records)
+        elif isinstance(msg, p.PartitionLost):
+            if self.partition_map.get(msg.partition) == link.node_id:
+                self.reporter.event(f"partition {msg.partition} lost on {link.name} "
+                                    f"({msg.reason}); rebuilding it")
+                self._move_partitions([msg.partition], exclude=None)
+        elif isinstance(msg, p.ChunksMissing):
+            self._on_chunks_missing(msg)
+        elif isinstance(msg, p.OutputLost):
+            if msg.output_id in self.outputs:
+                self._lose_output(msg.output_id)
         elif isinstance(msg, (p.Heartbeat, p.ErrorEvent, p.HelloReply)):
-            pass  # liveness is the fault-tolerance layer's; errors come in the report
+            pass  # liveness is tracked in _pump; errors come in the task report
         else:
             self.drop(link.endpoint, f"unexpected {msg.TYPE}")
 
@@ -407,10 +461,11 @@ class Master:
         assert self.sched is not None
         lost = msg.exc_type == "Lost"
         if not lost:
+            self.summary.retries += 1
             self.reporter.event(f"task {msg.task_id} attempt {msg.attempt} failed on "
-                                f"{link.name}: {msg.exc_type}: {msg.message}; retrying")
+                                f"{link.name}: {msg.exc_type}: {msg.message}")
         try:
-            self.sched.on_failed(msg.task_id, msg.attempt, msg.node_id, lost=lost,
+            self.sched.on_failed(msg.task_id, msg.attempt, link.node_id, lost=lost,
                                  error=(link.name, msg.attempt, msg.exc_type, msg.message,
                                         msg.traceback))
         except JobFailedError as exc:
@@ -418,99 +473,153 @@ class Master:
                 link.name, msg.attempt, msg.exc_type, msg.message, msg.traceback)
             self.failure = TaskFailed(name, exc.task.task_id, attempt, exc_type, message, tb)
 
-    def _on_output(self, msg: p.OutputDone) -> None:
+    def _on_output(self, link: NodeLink, msg: p.OutputDone) -> None:
         assert self.sched is not None
         decision = self.sched.on_output(msg.output_id, [(t, a) for t, a in msg.tasks])
         if not decision.commit:
-            for link in self.links.values():
-                self._send_control(link.node_id, p.DropOutput(
+            for x in self._live():
+                self._send_control(x.node_id, p.DropOutput(
                     seq=self._next_seq(), job_id=self.job_id, output_id=msg.output_id))
             return
         self.summary.bad_bytes += msg.bad_bytes
         tasks = [t for t, _ in msg.tasks]
-        for link in self.links.values():
-            mine = {part: man for part, man in msg.manifest.items()
-                    if self.partition_map.get(part) == link.node_id}
-            if mine:
-                self._send_control(link.node_id, p.Commit(
-                    seq=self._next_seq(), job_id=self.job_id, output_id=msg.output_id,
-                    tasks=tasks, manifest=mine))
+        self.outputs[msg.output_id] = CommittedOutput(link.node_id, tasks, msg.manifest)
+        for x in self._live():
+            self._commit_to(x.node_id, msg.output_id, tasks, msg.manifest)
 
-    # ---------------------------------------------------------------- reduce + fetch
-    def _wait_partitions(self) -> None:
-        self.reporter.phase("reduce")
-        nparts = len(self.partition_map)
-        while len(self.partition_done) < nparts or self.pending:
-            self._pump(200)
-        self.summary.total_words = sum(x.total for x in self.partition_done.values())
-        self.summary.distinct_words = sum(x.records for x in self.partition_done.values())
+    def _commit_to(self, node_id: str, output_id: str, tasks: list[int],
+                   manifest: dict[int, list[int]]) -> None:
+        mine = {part: man for part, man in manifest.items()
+                if self.partition_map.get(part) == node_id}
+        if mine:
+            self._send_control(node_id, p.Commit(
+                seq=self._next_seq(), job_id=self.job_id, output_id=output_id, tasks=tasks,
+                manifest=mine, epoch=self.epoch))
 
-    def _on_partition_data(self, msg: p.PartitionData, payload: list[Any]) -> None:
-        part = msg.partition
-        if part not in self.fetch_buffers or not payload:
+    def _on_chunks_missing(self, msg: p.ChunksMissing) -> None:
+        out = self.outputs.get(msg.output_id)
+        owner = self.links.get(self.partition_map.get(msg.partition, ""))
+        if out is None or owner is None:
             return
-        if msg.seq != self.fetch_received[part]:
-            self.drop("reducer", "partition chunk out of order")
+        mapper = self.links.get(out.node_id)
+        if mapper is None or not mapper.alive:
+            self._lose_output(msg.output_id)
             return
-        self.fetch_received[part] += 1
-        frame = payload[0]
-        records = p.unpack_records(frame.buffer if hasattr(frame, "buffer") else frame)
-        self.fetch_buffers[part].append(records)
-        if msg.last:
-            self.fetch_last[part] = True
+        self._send_control(out.node_id, p.ResendChunks(
+            seq=self._next_seq(), job_id=self.job_id, output_id=msg.output_id,
+            partition=msg.partition, endpoint=owner.shuffle_endpoint, epoch=self.epoch,
+            seqs=msg.seqs))
 
-    def _request(self, part: int) -> None:
+    # ---------------------------------------------------------------- recovery
+    def _node_lost(self, link: NodeLink, reason: str) -> None:
+        """Re-run its tasks elsewhere, rebuild its partitions elsewhere (new epoch)."""
+        link.alive = False
+        self.summary.nodes_lost.append(link.name)
+        self._close_link(link)
+        for seq in [s for s, x in self.pending.items() if x.node_id == link.node_id]:
+            del self.pending[seq]
+        live = self._live()
+        if not live:
+            self.failure = ClusterLost(f"node {link.name} was lost ({reason}) and no live node "
+                                       "is left; the job was cancelled")
+            return
+        self.reporter.event(f"node {link.name} lost ({reason}); its work moves to "
+                            f"{', '.join(x.name for x in live)}")
+        assert self.sched is not None
+        self.sched.remove_node(link.node_id)
+        for output_id in [o for o, x in self.outputs.items() if x.node_id == link.node_id]:
+            self._lose_output(output_id)
+        moved = [part for part, n in self.partition_map.items() if n == link.node_id]
+        if moved:
+            self._move_partitions(moved, exclude=link.node_id)
+
+    def _lose_output(self, output_id: str) -> None:
+        """A committed output whose data is gone: reducers drop what they have not
+        merged, and its tasks run again, each alone (reducers that merged it already
+        drop the re-run)."""
+        self.outputs.pop(output_id, None)
+        for x in self._live():
+            self._send_control(x.node_id, p.DropOutput(seq=self._next_seq(), job_id=self.job_id,
+                                                       output_id=output_id))
+        assert self.sched is not None
+        self.sched.uncommit(output_id)
+
+    def _move_partitions(self, parts: list[int], exclude: str | None) -> None:
+        live = [x for x in self._live() if x.node_id != exclude]
+        load = {x.node_id: 0 for x in live}
+        for part, n in self.partition_map.items():
+            if n in load and part not in parts:
+                load[n] += 1
+        for part in parts:
+            target = min(load, key=lambda n: (load[n], n))
+            self.partition_map[part] = target
+            load[target] += 1
+            self.partition_done.pop(part, None)
+            self.streams.restart(part)
+        self.epoch += 1
+        shuffle = {x.node_id: x.shuffle_endpoint for x in self._live()}
+        num_tasks = self.sched.num_tasks if self.sched and self.sched.input_done else -1
+        acks_left = {x.node_id for x in self._live()}
+        self.updating += 1
+
+        def acked(node_id: str) -> Callable[[], None]:
+            def done() -> None:
+                acks_left.discard(node_id)
+                if not acks_left:
+                    self.updating -= 1
+                    self._refill(parts)
+            return done
+
+        for x in self._live():
+            self._send_control(x.node_id, p.JobUpdate(
+                seq=self._next_seq(), job_id=self.job_id, partition_map=self.partition_map,
+                shuffle_endpoints=shuffle, epoch=self.epoch, num_tasks=num_tasks),
+                then=acked(x.node_id))
+
+    def _refill(self, parts: list[int]) -> None:
+        """Every live node runs the new epoch: re-send committed outputs to the new owners."""
+        for output_id, out in list(self.outputs.items()):
+            for part in parts:
+                owner = self.links[self.partition_map[part]]
+                if part not in out.manifest:
+                    continue
+                self._commit_to(owner.node_id, output_id, out.tasks, {part: out.manifest[part]})
+                self._send_control(out.node_id, p.ResendChunks(
+                    seq=self._next_seq(), job_id=self.job_id, output_id=output_id,
+                    partition=part, endpoint=owner.shuffle_endpoint, epoch=self.epoch))
+
+    # ---------------------------------------------------------------- fetch
+    def _chunks_of(self, part: int) -> int | None:
+        done = self.partition_done.get(part)
+        return done.chunks if done is not None else None
+
+    def _request_chunks(self, part: int, start: int, count: int) -> None:
         link = self.links[self.partition_map[part]]
-        start = self.fetch_next[part]
-        count = min(self.opts.fetch_credit, self.partition_done[part].chunks - start)
-        if count <= 0:
-            return
-        self.fetch_next[part] = start + count
         send_nowait(link.control, p.encode(p.FetchPartition(
             job_id=self.job_id, partition=part, start=start, count=count)))
 
-    def _stream(self, part: int) -> Iterator[tuple[int, bytes]]:
-        """One partition's sorted run, fetched chunk by chunk on credit."""
-        buf = self.fetch_buffers[part]
-        while True:
-            while not buf:
-                if self.fetch_last[part]:
-                    return
-                if self.fetch_received[part] >= self.fetch_next[part] - 1:
-                    self._request(part)
-                self._pump(100)
-            records = buf.popleft()
-            if not buf and not self.fetch_last[part] \
-                    and self.fetch_received[part] >= self.fetch_next[part] - 1:
-                self._request(part)
-            for word, count in records:
-                yield -count, word
-
     def _merged_records(self) -> Iterator[tuple[bytes, int]]:
-        """k-way merge of the sorted partitions: count desc, word asc, flat memory."""
+        """k-way merge of the sorted partitions, fetched on credit: flat memory."""
         self.reporter.phase("merge")
         streams = []
         for part in sorted(self.partition_map):
-            self.fetch_buffers[part] = deque()
-            self.fetch_next[part] = 0
-            self.fetch_received[part] = 0
-            self.fetch_last[part] = False
+            self.streams.open(part)
             if self.partition_done[part].records:
-                self._request(part)
-                streams.append(self._stream(part))
-        for neg, word in heapq.merge(*streams):
-            yield word, -neg
+                streams.append(self.streams.stream(part))
+        return merge_streams(streams)
 
     # ---------------------------------------------------------------- end
     def _end_job(self, reason: str) -> None:
-        if not self.links:
+        live = self._live()
+        if not live:
             return
         self.pending.clear()
-        for link in self.links.values():
+        for link in live:
             self._send_control(link.node_id, p.JobEnd(seq=self._next_seq(), job_id=self.job_id,
                                                       reason=reason))
         deadline = time.monotonic() + JOB_END_TIMEOUT_S
         self.failure = None
+        self.sched = None  # no more dispatching
         while self.pending and time.monotonic() < deadline:
             try:
                 self._pump(100)
@@ -519,7 +628,5 @@ class Master:
         if self.pending:
             log.warning("%d node(s) did not confirm the end of the job; they will drop it "
                         "when its lease expires", len({x.node_id for x in self.pending.values()}))
-        self.links = {}
-
-
-PymrErrorT = Exception
+        for link in live:
+            link.alive = False

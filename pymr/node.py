@@ -8,6 +8,7 @@ partition, reports to the master that owns the job. Sends never block.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -55,6 +56,7 @@ class ExecutorSlot:
     process: Any
     ready: bool = False
     tasks: deque[tuple[str, int, int]] = field(default_factory=deque)
+    unflushed: set[tuple[str, int, int]] = field(default_factory=set)
 
 
 @dataclass
@@ -67,6 +69,7 @@ class NodeJob:
     owners: dict[int, int]                 # partition -> executor index
     last_lease: float
     queue: deque[list[Any]] = field(default_factory=deque)
+    num_tasks: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +253,8 @@ class NodeDaemon:
             job = self._job_of(peer, msg.job_id)
             if job is not None and msg.partition in job.owners:
                 self._to_executor(job.owners[msg.partition], p.encode(msg))
-        elif isinstance(msg, (p.Commit, p.DropOutput, p.Flush, p.InputComplete, p.JobEnd)):
+        elif isinstance(msg, (p.Commit, p.DropOutput, p.Flush, p.InputComplete, p.JobEnd,
+                              p.JobUpdate, p.ResendChunks)):
             self._on_job_control(peer, msg)
         else:
             self.drop(peer.hex(), f"unexpected {msg.TYPE} on control")
@@ -284,13 +288,35 @@ class NodeDaemon:
 
     @staticmethod
     def _exec_job(msg: p.JobStart, owners: dict[int, int], index: int,
-                  map_only: bool = False) -> p.ExecJob:
+                  map_only: bool = False, num_tasks: int = -1) -> p.ExecJob:
         parts = [] if map_only else [part for part, idx in owners.items() if idx == index]
         endpoints = {part: msg.shuffle_endpoints[node] for part, node in msg.partition_map.items()}
         return p.ExecJob(
             job_id=msg.job_id, job_name=msg.job_name, source=msg.source, sha256=msg.sha256,
             tokenizer=msg.tokenizer, num_partitions=msg.num_partitions, partitions=parts,
-            shuffle_endpoints=endpoints, flush_key_limit=msg.flush_key_limit)
+            shuffle_endpoints=endpoints, flush_key_limit=msg.flush_key_limit,
+            num_tasks=num_tasks, epoch=msg.epoch)
+
+    def _job_update(self, job: NodeJob, msg: p.JobUpdate) -> None:
+        """Partitions moved: adopt the new map, give new partitions to live executors."""
+        if msg.epoch < job.spec.epoch:
+            return  # a stale update re-sent late
+        job.spec = dataclasses.replace(job.spec, partition_map=msg.partition_map,
+                                       shuffle_endpoints=msg.shuffle_endpoints, epoch=msg.epoch)
+        if msg.num_tasks >= 0:
+            job.num_tasks = msg.num_tasks
+        mine = sorted(part for part, node in msg.partition_map.items() if node == self.node_id)
+        owners = {part: idx for part, idx in job.owners.items() if part in mine}
+        for part in mine:
+            if part not in owners:
+                load = {e.index: 0 for e in self.executors}
+                for idx in owners.values():
+                    load[idx] += 1
+                owners[part] = min(load, key=lambda i: (load[i], i))
+        job.owners = owners
+        for e in self.executors:
+            self._to_executor(e.index, p.encode(self._exec_job(job.spec, owners, e.index,
+                                                               num_tasks=job.num_tasks)))
 
     def _on_job_control(self, peer: bytes, msg: Any) -> None:
         job = self.jobs.get(msg.job_id)
@@ -312,7 +338,21 @@ class NodeDaemon:
                     manifest=man, epoch=msg.epoch)))
         elif isinstance(msg, p.JobEnd):
             self._end_job(job, msg.reason)
+        elif isinstance(msg, p.JobUpdate):
+            self._job_update(job, msg)
+        elif isinstance(msg, p.ResendChunks):
+            try:
+                index = int(msg.output_id.split(".")[-3])
+            except (ValueError, IndexError):
+                index = -1
+            if 0 <= index < len(self.executors):
+                self._to_executor(index, p.encode(msg))
+            else:
+                send_nowait(self.control, [peer, *p.encode(p.OutputLost(
+                    job_id=job.job_id, node_id=self.node_id, output_id=msg.output_id))])
         else:
+            if isinstance(msg, p.InputComplete):
+                job.num_tasks = msg.num_tasks
             for e in self.executors:
                 self._to_executor(e.index, p.encode(msg))
         self._reply(peer, p.Ack(seq=msg.seq))
@@ -412,11 +452,16 @@ class NodeDaemon:
                 self._to_executor(e.index, p.encode(self._exec_job(job.spec, job.owners,
                                                                    e.index, map_only=True)))
             return
+        if isinstance(msg, p.OutputDone):
+            for t, a in msg.tasks:
+                e.unflushed.discard((msg.job_id, t, a))
         if isinstance(msg, (p.TaskExecuted, p.TaskFailedReport)):
             key = (msg.job_id, msg.task_id, msg.attempt)
             if key in e.tasks:
                 e.tasks.remove(key)
+            e.unflushed.discard(key)
             if isinstance(msg, p.TaskExecuted):
+                e.unflushed.add(key)
                 self.tasks_done += 1
                 self.bytes_processed += msg.nbytes
                 send_nowait(self.events, p.encode_topic(p.TOPIC_PROGRESS, p.Progress(
@@ -444,12 +489,13 @@ class NodeDaemon:
                         send_nowait(self.control, [job.master, *p.encode(p.PartitionLost(
                             job_id=job.job_id, node_id=self.node_id, partition=part,
                             reason=f"executor exited with code {e.process.exitcode}"))])
-            for job_id, task_id, attempt in e.tasks:
+            for job_id, task_id, attempt in list(e.tasks) + sorted(e.unflushed):
                 job = self.jobs.get(job_id)
                 if job is not None:
                     send_nowait(self.control, [job.master, *p.encode(p.TaskFailedReport(
                         job_id=job_id, node_id=self.node_id, task_id=task_id,
-                        attempt=attempt, exc_type="ExecutorCrashed",
+                        attempt=attempt, exc_type="Lost" if (job_id, task_id, attempt)
+                        in e.unflushed else "ExecutorCrashed",
                         message=f"executor exited with code {e.process.exitcode}"))])
             new = self._spawn_executor(e.index)
             self.executors[e.index] = new

@@ -240,6 +240,55 @@ class PartitionComplete(Message):
 
 
 @message
+class JobUpdate(Message):
+    """Master -> every node: partitions moved (a reducer was lost); a new epoch."""
+
+    TYPE: ClassVar[str] = "job_update"
+    seq: int
+    job_id: str
+    partition_map: dict[int, str]
+    shuffle_endpoints: dict[str, str]
+    epoch: int
+    num_tasks: int = -1
+
+
+@message
+class ResendChunks(Message):
+    """Master -> mapper node: send a retained output's chunks for a partition again."""
+
+    TYPE: ClassVar[str] = "resend_chunks"
+    seq: int
+    job_id: str
+    output_id: str
+    partition: int
+    endpoint: str
+    epoch: int = 1
+    seqs: list[int] = field(default_factory=list)   # empty: all of them
+
+
+@message
+class ChunksMissing(Message):
+    """Reducer node -> master: a committed output's chunks have not all arrived."""
+
+    TYPE: ClassVar[str] = "chunks_missing"
+    job_id: str
+    node_id: str
+    output_id: str
+    partition: int
+    seqs: list[int]
+
+
+@message
+class OutputLost(Message):
+    """Mapper node -> master: a retained output it was asked for is gone."""
+
+    TYPE: ClassVar[str] = "output_lost"
+    job_id: str
+    node_id: str
+    output_id: str
+
+
+@message
 class PartitionLost(Message):
     """Reducer node -> master: an executor holding this partition crashed."""
 
@@ -358,6 +407,8 @@ class ExecJob(Message):
     partitions: list[int]
     shuffle_endpoints: dict[int, str]
     flush_key_limit: int = 2_000_000
+    num_tasks: int = -1
+    epoch: int = 1
 
 
 @message

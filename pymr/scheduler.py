@@ -8,6 +8,9 @@ counts* is decided here, so it can be tested with plain scripts of events.
 from __future__ import annotations
 
 import logging
+import statistics
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,7 @@ class Assignment:
     attempt: int
     node_id: str
     size: int
+    alone: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +56,9 @@ class Scheduler:
     """Credit-based assignment of map tasks to nodes, and the commit rule."""
 
     def __init__(self, node_slots: dict[str, int], *, prefetch: int = 1,
-                 byte_budget: int = 256 << 20, max_attempts: int = 4) -> None:
+                 byte_budget: int = 256 << 20, max_attempts: int = 4,
+                 clock: Callable[[], float] = time.monotonic,
+                 backup_after_s: float = 1.0) -> None:
         self.node_slots = dict(node_slots)
         self.prefetch = prefetch
         self.byte_budget = byte_budget
@@ -63,6 +69,12 @@ class Scheduler:
         self.bytes_in_flight = 0
         self.input_done = False
         self.committed_count = 0
+        self.clock = clock
+        self.backup_after_s = backup_after_s
+        self.alone: set[int] = set()          # re-runs and backups flush alone
+        self.started: dict[tuple[int, int], float] = {}
+        self.durations: list[float] = []
+        self.backups_started = 0
 
     # ---------------------------------------------------------------- nodes
     def credit(self, node_id: str) -> int:
@@ -90,6 +102,7 @@ class Scheduler:
             if (lost or gone) and t.committed is None and not t.running and not t.executed \
                     and t.task_id not in self.queue:
                 requeue.append(t.task_id)
+                self.alone.add(t.task_id)
         self.queue.extend(requeue)
         return requeue
 
@@ -124,17 +137,54 @@ class Scheduler:
                 break
             node = max(nodes, key=lambda n: (self.credit(n), n))
             task = self.tasks[self.queue.pop(0)]
-            attempt = task.next_attempt
-            task.next_attempt += 1
-            task.attempts += 1
-            task.running[attempt] = node
-            self.in_flight[node] += 1
-            self.bytes_in_flight += task.size
-            out.append(Assignment(task.task_id, attempt, node, task.size))
+            out.append(self._start(task, node, task.task_id in self.alone))
+        return out
+
+    def _start(self, task: Task, node: str, alone: bool) -> Assignment:
+        attempt = task.next_attempt
+        task.next_attempt += 1
+        task.attempts += 1
+        task.running[attempt] = node
+        self.in_flight[node] += 1
+        self.bytes_in_flight += task.size
+        self.started[(task.task_id, attempt)] = self.clock()
+        return Assignment(task.task_id, attempt, node, task.size, alone)
+
+    def backups(self) -> list[Assignment]:
+        """Near the end, idle slots run backup attempts of the slowest running tasks.
+
+        Only when nothing is queued; a task gets one backup, on another node, once it
+        has run longer than twice the median task (and ``backup_after_s``).
+        """
+        if not self.input_done or self.queue or not self.durations:
+            return []
+        now = self.clock()
+        limit = max(self.backup_after_s, 2 * statistics.median(self.durations))
+        slow = []
+        for t in self.tasks:
+            if t.committed is not None or t.executed or len(t.running) != 1:
+                continue
+            (attempt, node), = t.running.items()
+            age = now - self.started.get((t.task_id, attempt), now)
+            if age > limit:
+                slow.append((age, t, node))
+        out = []
+        for _, t, node in sorted(slow, key=lambda x: -x[0]):
+            others = [n for n in self.node_slots if n != node and self.credit(n) > 0
+                      and self.in_flight[n] < self.node_slots[n]]
+            if not others:
+                continue
+            target = max(others, key=lambda n: (self.credit(n), n))
+            self.alone.add(t.task_id)
+            self.backups_started += 1
+            out.append(self._start(t, target, True))
         return out
 
     def _release(self, task: Task, attempt: int) -> str | None:
+        started = self.started.pop((task.task_id, attempt), None)
         node = task.running.pop(attempt, None)
+        if node is not None and started is not None:
+            self.durations.append(self.clock() - started)
         if node is not None:
             if node in self.in_flight:
                 self.in_flight[node] -= 1
@@ -164,6 +214,7 @@ class Scheduler:
             if task.failures >= self.max_attempts:
                 raise JobFailedError(task)
         if not task.running and not task.executed and task_id not in self.queue:
+            self.alone.add(task_id)
             self.queue.insert(0, task_id)
 
     def on_output(self, output_id: str, tasks: list[tuple[int, int]]) -> CommitDecision:
@@ -178,6 +229,7 @@ class Scheduler:
                 if t.committed is None and not t.running and not t.executed \
                         and t.task_id not in self.queue:
                     self.queue.append(t.task_id)
+                    self.alone.add(t.task_id)
                     rerun.append(t.task_id)
             return CommitDecision(False, tuple(rerun))
         for t, a in known:
@@ -192,6 +244,7 @@ class Scheduler:
         for tid in rerun:
             self.tasks[tid].committed = None
             self.committed_count -= 1
+            self.alone.add(tid)
             if tid not in self.queue:
                 self.queue.append(tid)
         return rerun

@@ -126,6 +126,25 @@ def _kill(pids: list[int]) -> None:
             pass  # not our child: init reaps it
 
 
+def _start_pyzmq_garbage_collector() -> None:
+    """pyzmq tracks zero-copy frames (``copy=False`` sends above its copy threshold) with a
+    process-wide thread and context of its own, started on first use and kept until exit.
+    Start it before the first fd snapshot so that it does not count as a leak of the test
+    that happened to send the first large frame."""
+    import zmq
+
+    ctx = zmq.Context()
+    try:
+        a = ctx.socket(zmq.PAIR)
+        b = ctx.socket(zmq.PAIR)
+        a.bind("inproc://pymr-test-warm-gc")
+        b.connect("inproc://pymr-test-warm-gc")
+        a.send(b"x" * (1 << 18), copy=False)
+        b.recv()
+    finally:
+        ctx.destroy(linger=0)
+
+
 def _needs_hygiene(item: pytest.Item) -> bool:
     parts = Path(str(item.path)).parts
     return "integration" in parts or "lan" in parts
@@ -138,6 +157,7 @@ def no_leaked_children(request: pytest.FixtureRequest,
     if not _needs_hygiene(request.node):
         yield
         return
+    _start_pyzmq_garbage_collector()
     me = os.getpid()
     tag = uuid.uuid4().hex
     monkeypatch.setenv(helpers.PROC_TAG_VAR, tag)

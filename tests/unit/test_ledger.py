@@ -497,18 +497,19 @@ class LedgerMachine(RuleBasedStateMachine):
             self.send_commits(data.draw(st.sampled_from(candidates)))
 
     @precondition(lambda self: len(self.outputs) < 12)
-    @rule(data=st.data(), drop_first=st.booleans())
-    def master_rebinds_lost_output(self, data: st.DataObject, drop_first: bool) -> None:
+    @rule(data=st.data(), drop=st.sampled_from(["before", "after", "never"]))
+    def master_rebinds_lost_output(self, data: st.DataObject, drop: str) -> None:
+        """The mapper of a committed output is gone: re-run its task set."""
         bound = sorted(set(self.master_bound.values()))
         if not bound:
             return
         old = data.draw(st.sampled_from(bound))
         self.lost.add(old)
         new = self.make_output(self.outputs[old].tasks)
-        if drop_first:
+        if drop == "before":
             self.control.append(("drop", old))
         self.send_commits(new)
-        if not drop_first:
+        if drop == "after":  # "never": the rebind alone must abandon it
             self.control.append(("drop", old))
 
     @rule(data=st.data())
@@ -534,15 +535,19 @@ class LedgerMachine(RuleBasedStateMachine):
         self.apply(data.draw(st.sampled_from(self.delivered)), first=False)
 
     @precondition(lambda self: bool(self.outputs))
-    @rule(data=st.data(), corrupt=st.booleans())
-    def deliver_chunk(self, data: st.DataObject, corrupt: bool) -> None:
+    @rule(data=st.data(), fault=st.sampled_from(["none"] * 4 + ["corrupt", "stray"]))
+    def deliver_chunk(self, data: st.DataObject, fault: str) -> None:
         out = data.draw(st.sampled_from(self.outputs))
         p = data.draw(st.sampled_from(self.parts))
+        if fault == "stray":  # a seq past the output's chunk count
+            self.ledger.stage(out.output_id, p, len(out.chunks[p]) + data.draw(
+                st.integers(0, 2)), b"stray")
+            return
         if not out.chunks[p]:
             return
         seq = data.draw(st.integers(0, len(out.chunks[p]) - 1))
         payload = out.chunks[p][seq]
-        if corrupt:  # a flipped byte: crc32 always detects a burst this short
+        if fault == "corrupt":  # a flipped byte: crc32 always detects a burst this short
             payload = bytes([payload[0] ^ 0x20]) + payload[1:]
         self.ledger.stage(out.output_id, p, seq, payload)
 
@@ -579,12 +584,14 @@ class LedgerMachine(RuleBasedStateMachine):
         if left:
             self.send_commits(self.make_output(left))
         final = set(self.master_bound.values())
+        while self.control:
+            self.apply(self.control.popleft(), first=True)
+        # Every commit is in: only the master's final outputs may still be awaited.
+        for output_id, _, _ in self.ledger.missing():
+            assert int(output_id.split("-")[1]) in final, "waits for abandoned " + output_id
         for index in range(len(self.outputs)):
             if index not in final:
-                self.control.append(("drop", index))
-        while self.control:
-            message = self.control.popleft()
-            self.apply(message, first=True)
+                self.ledger.drop_output(self.outputs[index].output_id)
         # Every final chunk arrives (some again), then re-fetches close the gaps.
         for index in final:
             out = self.outputs[index]

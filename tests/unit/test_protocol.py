@@ -255,8 +255,8 @@ def test_header_that_is_not_a_map(value: Any) -> None:
     assert_rejected([msgpack.packb(value, use_bin_type=True)])
 
 
-@pytest.mark.parametrize("version", [None, 0, 2, -1, 1 << 40, "1", b"\x01", [1], {"v": 1}],
-                         ids=repr)
+@pytest.mark.parametrize("version", [None, 0, 2, -1, 1 << 40, "1", b"\x01", [1], {"v": 1},
+                                     True, 1.0], ids=repr)
 def test_wrong_or_missing_version(version: Any) -> None:
     fields = valid_header_fields("ack")
     if version is None:
@@ -452,3 +452,20 @@ def test_fuzz_mutated_valid_messages(msg: p.Message, data: st.DataObject) -> Non
             del frame[pos:]
     assume(bytes(frame) != p.encode(msg)[0])
     decode_or_protocol_error([bytes(frame)])
+
+
+@pytest.mark.slow
+@settings(max_examples=max(FUZZ_EXAMPLES, 20_000), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(frames=st.lists(st.binary(max_size=2048), min_size=1, max_size=3))
+def test_fuzz_random_bytes_long(frames: list[bytes]) -> None:
+    """The long fuzz run (``--run-slow``)."""
+    decode_or_protocol_error(frames)
+
+
+@pytest.mark.slow
+@settings(max_examples=max(FUZZ_EXAMPLES, 5_000), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(msg=ANY_MESSAGE, data=st.data())
+def test_fuzz_mutated_valid_messages_long(msg: p.Message, data: st.DataObject) -> None:
+    test_fuzz_mutated_valid_messages.hypothesis.inner_test(msg, data)  # type: ignore[attr-defined]

@@ -1,0 +1,81 @@
+"""Fetching the sorted partitions from the reducers and merging them as streams.
+
+Each partition arrives chunk by chunk, on credit, so the master's memory does
+not grow with the number of distinct words. A partition whose reducer is lost
+is rebuilt elsewhere and its stream resumes at the chunk where it stopped:
+sorted runs are deterministic (count desc, word asc; fixed chunk size).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+
+class PartitionStreams:
+    """Buffers and credit for every partition being fetched."""
+
+    def __init__(self, credit: int, request: Callable[[int, int, int], None],
+                 pump: Callable[[], None], chunks_of: Callable[[int], int | None]) -> None:
+        self.credit = credit
+        self._request_cb = request         # (partition, start, count)
+        self._pump = pump                  # receive and handle messages for a while
+        self._chunks_of = chunks_of        # total chunks of a complete partition, else None
+        self.buffers: dict[int, deque[list[Any]]] = {}
+        self.next: dict[int, int] = {}     # next chunk index to request
+        self.received: dict[int, int] = {}
+        self.last: dict[int, bool] = {}
+
+    def open(self, part: int) -> None:
+        self.buffers[part] = deque()
+        self.next[part] = 0
+        self.received[part] = 0
+        self.last[part] = False
+
+    def restart(self, part: int) -> None:
+        """The partition moved: ask again from the first chunk not yet received."""
+        if part in self.next:
+            self.next[part] = self.received[part]
+
+    def on_data(self, part: int, seq: int, last: bool, records: list[Any]) -> bool:
+        """Accept the next chunk in order; False for anything else (duplicate, stale)."""
+        if part not in self.buffers or seq != self.received[part]:
+            return False
+        self.received[part] += 1
+        self.buffers[part].append(records)
+        if last:
+            self.last[part] = True
+        return True
+
+    def _maybe_request(self, part: int) -> None:
+        total = self._chunks_of(part)
+        if total is None:
+            return
+        in_flight = self.next[part] - self.received[part]
+        if in_flight > 1 or self.next[part] >= total:
+            return
+        count = min(self.credit, total - self.next[part])
+        self._request_cb(part, self.next[part], count)
+        self.next[part] += count
+
+    def stream(self, part: int) -> Iterator[tuple[int, bytes]]:
+        """One partition's sorted run as (-count, word), fetched lazily."""
+        buf = self.buffers[part]
+        while True:
+            while not buf:
+                if self.last[part]:
+                    return
+                self._maybe_request(part)
+                self._pump()
+            records = buf.popleft()
+            self._maybe_request(part)
+            for word, count in records:
+                yield -count, word
+
+
+def merge_streams(streams: list[Iterator[tuple[int, bytes]]]) -> Iterator[tuple[bytes, int]]:
+    """k-way merge: count desc, word asc (bytewise UTF-8 = code-point order)."""
+    for neg, word in heapq.merge(*streams):
+        yield word, -neg

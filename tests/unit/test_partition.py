@@ -1,0 +1,133 @@
+"""partition_of: a word lands in the same partition in every process and on every machine.
+
+Python's ``hash()`` of bytes is salted per process (PYTHONHASHSEED); a partitioner built on
+it would send the same word to different reducers from different mappers. The subprocess
+test computes partitions under several seeds and compares them byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pymr.executor import partition_of
+from tests import helpers
+
+KEYS = [b"", b"a", b"the", b"The", b"don't", "it\u2019s".encode(), "\u00e9".encode(),
+        "e\u0301".encode(), "\u03c3\u03bf\u03c6\u03af\u03b1".encode(), "\u6f22\u5b57".encode(),
+        "\U0001f600".encode(), b"\xff\xfe\x00", b"x" * 10_000] + \
+       [b"word%d" % i for i in range(2000)]
+PARTITION_COUNTS = [1, 2, 3, 7, 16, 64, 1000]
+
+CHILD = r"""
+import json, sys
+from pymr.executor import partition_of
+keys = [bytes.fromhex(h) for h in json.loads(sys.stdin.read())]
+out = {str(r): [partition_of(k, r) for k in keys] for r in %r}
+out["hash"] = [hash(k) for k in keys[:50]]
+print(json.dumps(out))
+""" % (PARTITION_COUNTS,)
+
+
+def partitions_in_subprocess(seed: str) -> dict[str, list[int]]:
+    env = helpers.subprocess_env(PYTHONHASHSEED=seed)
+    proc = subprocess.run([sys.executable, "-c", CHILD], input=json.dumps([k.hex() for k in KEYS]),
+                          capture_output=True, text=True, env=env, timeout=60, check=True)
+    return json.loads(proc.stdout)
+
+
+def test_same_partition_under_every_hash_seed() -> None:
+    here = {str(r): [partition_of(k, r) for k in KEYS] for r in PARTITION_COUNTS}
+    results = {seed: partitions_in_subprocess(seed) for seed in ("0", "1", "12345", "random")}
+    hashes = {tuple(res.pop("hash")) for res in results.values()}
+    assert len(hashes) > 1, "the seeds did not change hash(): the test proves nothing"
+    for seed, res in results.items():
+        assert res == here, f"PYTHONHASHSEED={seed} moved words to other partitions"
+
+
+@pytest.mark.parametrize("r", PARTITION_COUNTS)
+def test_partition_is_in_range(r: int) -> None:
+    for k in KEYS:
+        assert 0 <= partition_of(k, r) < r
+
+
+def test_known_values_never_change() -> None:
+    """Pinned values: nodes of different builds must agree (a change is a protocol change)."""
+    import zlib
+    for k in KEYS[:20]:
+        for r in PARTITION_COUNTS:
+            assert partition_of(k, r) == zlib.crc32(k) % r
+
+
+def test_partitions_are_balanced_enough() -> None:
+    r = 7
+    counts = Counter(partition_of(b"word%d" % i, r) for i in range(70_000))
+    assert set(counts) == set(range(r))
+    assert max(counts.values()) < 1.1 * min(counts.values())
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.binary(max_size=64), r=st.integers(1, 10_000))
+def test_deterministic_and_in_range(key: bytes, r: int) -> None:
+    p = partition_of(key, r)
+    assert p == partition_of(bytes(key), r) and 0 <= p < r
+
+
+class _FakeSocket:
+    def __init__(self, endpoint: str, sent: list[tuple[str, list[Any]]]) -> None:
+        self.endpoint = endpoint
+        self.sent = sent
+
+    def send_multipart(self, frames: list[Any], *args: Any, **kwargs: Any) -> None:
+        self.sent.append((self.endpoint, list(frames)))
+
+
+class _FakeCombiner:
+    def __init__(self, counts: dict[bytes, int]) -> None:
+        self.counts = counts
+
+    def finish(self) -> tuple[dict[bytes, int], int]:
+        return dict(self.counts), 0
+
+    def distinct_raw(self) -> int:
+        return len(self.counts)
+
+
+@pytest.mark.parametrize("r", [1, 3, 7])
+def test_map_side_sends_each_word_to_partition_of(r: int) -> None:
+    """What the executor shuffles agrees with partition_of, which the reducers rely on."""
+    from pymr import executor
+    from pymr import protocol as p
+    from pymr.security import ClusterKey
+
+    sent: list[tuple[str, list[Any]]] = []
+    ex = executor.Executor(0, "n0", "ipc:///nonexistent", ClusterKey(b"x" * 40, b"y" * 40),
+                           os.getpid())
+    ex._push = lambda endpoint: _FakeSocket(endpoint, sent)  # type: ignore[method-assign]
+    reports: list[p.Message] = []
+    ex._send = lambda msg, *payload: reports.append(msg)  # type: ignore[method-assign]
+    spec = p.ExecJob(job_id="j", job_name="wordcount", source="", sha256="", tokenizer="words",
+                     num_partitions=r, partitions=[],
+                     shuffle_endpoints={i: f"ep{i}" for i in range(r)})
+    counts = {k: i + 1 for i, k in enumerate(KEYS)}
+    job = executor.ExecutorJob(spec=spec, module=None, combiner=_FakeCombiner(counts),
+                               pending=[[0, 1]])
+    ex.flush(job)
+    seen: dict[bytes, int] = {}
+    for endpoint, frames in sent:
+        msg, payload = p.decode(frames)
+        assert isinstance(msg, p.ShuffleChunk)
+        assert endpoint == f"ep{msg.partition}"
+        for key, count in dict(p.unpack_records(payload[0])).items():
+            assert partition_of(key, r) == msg.partition, key
+            seen[key] = seen.get(key, 0) + count
+    assert seen == counts
+    assert any(isinstance(m, p.OutputDone) for m in reports)
