@@ -82,7 +82,9 @@ cmd_up() {
         on "$host" $PYMR key import "$token" >/dev/null 2>&1
     done
     for i in $(seq 1 "$n"); do
-        on "h$i" setsid $PYMR node "$@" >"$LAB_DIR/h$i/node.log" 2>&1 < /dev/null &
+        # Not through a function: $! must be the node's own PID (ip, env and setsid exec).
+        ip netns exec "$(ns_of "h$i")" env PYMR_HOME="$LAB_DIR/h$i" setsid $PYMR node "$@" \
+            >"$LAB_DIR/h$i/node.log" 2>&1 < /dev/null &
         echo $! >"$LAB_DIR/h$i/node.pid"
     done
     # Wait until every node says it serves (bounded).

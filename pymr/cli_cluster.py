@@ -209,27 +209,28 @@ def key_from_token(token: str) -> ClusterKey:
     a third of public keys contain one); keys are 40 characters, so split there instead.
     """
     import base64
+    import binascii
 
     from .errors import ConfigError
     from .security import TOKEN_PREFIX
 
     try:
         return ClusterKey.from_token(token)
-    except ConfigError:
-        token = token.strip()
-        try:
-            raw = base64.urlsafe_b64decode(token[len(TOKEN_PREFIX):].encode("ascii"))
-        except ValueError:
-            raise
-        if not token.startswith(TOKEN_PREFIX) or len(raw) != 81 or raw[40:41] != b":":
-            raise
-        key = ClusterKey(raw[:40], raw[41:])
-        try:
-            key.check()
-        except Exception:
-            raise ConfigError("the join token is damaged; copy it again from "
-                              "'pymr key export'") from None
-        return key
+    except ConfigError as exc:
+        first = exc
+    token = token.strip()
+    try:
+        raw = base64.urlsafe_b64decode(token[len(TOKEN_PREFIX):].encode("ascii"))
+    except (binascii.Error, ValueError):
+        raise first from None
+    if not token.startswith(TOKEN_PREFIX) or len(raw) != 81 or raw[40:41] != b":":
+        raise first
+    key = ClusterKey(raw[:40], raw[41:])
+    try:
+        key.check()
+    except Exception:
+        raise first from None
+    return key
 
 
 def cmd_key_import(args: argparse.Namespace) -> int:
@@ -651,7 +652,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         from rich.console import Console
 
-        console = Console()
+        # Piped: wide enough for every column (a terminal uses its own width).
+        console = Console(width=None if sys.stdout.isatty() else 150)
         if statuses:
             console.print(_status_table(statuses, res, f"pymr cluster {key.fingerprint}"))
         slots = sum(st.status.slots for st in answered if st.status is not None)
@@ -683,6 +685,7 @@ def _watch_status(args: argparse.Namespace, key: ClusterKey) -> int:
     try:
         with Live(Text("looking for nodes..."), refresh_per_second=4) as live:
             while True:
+                targets: list[tuple[str, Any]]
                 if browser is not None:
                     browser.poll(0.2)
                     res = browser.result(key.fingerprint)
@@ -724,6 +727,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     browser = None
     end = time.monotonic() + args.duration if args.duration is not None else None
     try:
+        targets: list[tuple[str, Any]]
         if args.nodes:
             targets = [(ep, None) for ep in _parse_nodes(args.nodes)]
         else:
@@ -738,7 +742,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         def subscribe(targets: list[tuple[str, Any]]) -> None:
             new = [t for t in targets if t[0] not in known]
             for st in probe(new, key, want_status=False):
-                if st.reachable:
+                if st.reachable and st.hello is not None:
                     known.add(st.endpoint)
                     stream.add(st.name, st.hello.events_endpoint)
                     _say(f"following {st.name} ({st.endpoint.removeprefix('tcp://')})")

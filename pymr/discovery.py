@@ -463,8 +463,10 @@ class Advertiser:
         return self.instance
 
     def _on_name(self, name: str) -> None:
-        # Runs in zeroconf's event loop: read the cache only, never block.
-        if self.zc is None or self.info is None or name.lower() == self.info.name.lower():
+        # Runs in zeroconf's event loop: read the cache only, never block. Our own name is
+        # checked too: a copy of this node may advertise it (probing misses a conflict when
+        # several mDNS sockets share one host); ``check`` tells us apart by incarnation.
+        if self.zc is None or self.info is None:
             return
         info = ServiceInfo(SERVICE_TYPE, name)
         try:

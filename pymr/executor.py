@@ -32,8 +32,10 @@ log = logging.getLogger(__name__)
 CHUNK_RECORDS = 65_536
 #: How often a reducer looks for committed outputs whose chunks stalled.
 MISSING_CHECK_S = 2.0
-#: How long a shuffle send may wait for a reducer before the output is reported lost.
-SHUFFLE_SEND_TIMEOUT_MS = 30_000
+#: How long a shuffle send may wait for a reducer. A reducer that does not take a
+#: chunk in time is skipped: the output is retained, and the reducer (or the node its
+#: partition moves to) gets the chunks again when it reports them missing.
+SHUFFLE_SEND_TIMEOUT_MS = 2_000
 
 
 def partition_of(key: bytes, num_partitions: int) -> int:
@@ -248,20 +250,16 @@ class Executor:
             retained[part] = payloads
         tasks = job.pending
         job.pending = []
-        try:
-            for part, payloads in retained.items():
-                sock = self._push(spec.shuffle_endpoints[part])
+        for part, payloads in retained.items():
+            sock = self._push(spec.shuffle_endpoints[part])
+            try:
                 for seq, pl in enumerate(payloads):
                     sock.send_multipart(p.encode(p.ShuffleChunk(
                         job_id=spec.job_id, output_id=output_id, partition=part, seq=seq,
-                        epoch=spec.epoch), pl),
-                        copy=False)
-        except zmq.Again:
-            for t, a in tasks:
-                self._send(p.TaskFailedReport(
-                    job_id=spec.job_id, node_id=self.node_id, task_id=t, attempt=a,
-                    exc_type="Lost", message="a reducer did not take the shuffle data"))
-            return
+                        epoch=spec.epoch), pl), copy=False)
+            except zmq.Again:
+                log.warning("reducer of partition %d did not take output %s; it will be "
+                            "re-sent on request", part, output_id)
         job.retained[output_id] = retained
         self._send(p.OutputDone(job_id=spec.job_id, node_id=self.node_id, output_id=output_id,
                                 tasks=tasks, manifest=manifest, words=words, bad_bytes=bad))

@@ -155,8 +155,7 @@ class ReducerLedger:
             log.debug("chunk with negative seq %d of %s/%d ignored", seq, output_id,
                       partition)
             return
-        if (output_id in part.merged_outputs or output_id in part.dropped
-                or output_id in self._dropped_outputs):
+        if output_id in part.merged_outputs:
             return
         key = (output_id, partition)
         pair = self._pairs.get(key)
@@ -375,7 +374,8 @@ class ReducerLedger:
         pair.nbytes = 0
         if pair.manifest is not None and pair.tasks is not None:
             for task in pair.tasks:
-                pass
+                if part.bound.get(task) == pair.output_id:
+                    del part.bound[task]
 
     def _purge_output_elsewhere(self, output_id: str, tasks: frozenset[int]) -> None:
         """Free staged pairs of a newly committed output where its tasks merged already."""

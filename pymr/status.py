@@ -136,7 +136,7 @@ def probe(targets: list[tuple[str, NodeRecord | None]], key: ClusterKey, *,
                     st.status = msg
                 if st.hello is not None and (st.status is not None or not want_status):
                     waiting.discard(sock)
-        for sock, st in socks.items():
+        for st in socks.values():
             if st.hello is None:
                 st.error = (f"no answer in {timeout_s:g} s (stopped, unreachable, or it holds "
                             "another cluster key)")

@@ -4,7 +4,7 @@
   skipped with a reason.
 * ``text_file`` / ``text_4m``: generated multilingual text (bench/gen_text.py), made once
   per session, with cached reference answers.
-* ``no_leaked_children`` (autouse in tests/integration and tests/lan): every process a test
+* ``no_leaked_children`` (autouse in tests/integration): every process a test
   starts is gone when it ends -- no child of this process (zombies included), no process
   carrying the test's environment tag (so orphans of a crashed daemon are found too), and no
   file descriptor of this process left open.
@@ -146,8 +146,7 @@ def _start_pyzmq_garbage_collector() -> None:
 
 
 def _needs_hygiene(item: pytest.Item) -> bool:
-    parts = Path(str(item.path)).parts
-    return "integration" in parts or "lan" in parts
+    return "integration" in Path(str(item.path)).parts
 
 
 @pytest.fixture(autouse=True)

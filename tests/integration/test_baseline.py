@@ -182,4 +182,4 @@ def test_jobs_in_a_row_leave_the_nodes_at_baseline(jobs: int, text_files, tmp_pa
                 now = last.child_rss_kib.get(child)
                 if now is not None and now > rss + EXECUTOR_RSS_TOLERANCE_KIB:
                     problems.append(f"node {pid} child {child}: RSS {rss} -> {now} KiB")
-        assert not problems, "after %d jobs:\n  %s" % (jobs, "\n  ".join(problems))
+        assert not problems, f"after {jobs} jobs:\n  " + "\n  ".join(problems)

@@ -130,6 +130,7 @@ def test_output_file_is_written_atomically(capsysbinary, text_files, tmp_path: P
     assert out == b""
     expected = text_files.expected(text)
     assert target.read_bytes() == expected
+    renames = [r for r in renames if Path(r[1]) == target]
     assert len(renames) == 1
     src, dst, existed, size = renames[0]
     assert Path(dst) == target and Path(src).parent == outdir
@@ -230,7 +231,8 @@ def test_binary_file_is_refused_unless_binary(capsysbinary, write_text, tmp_path
     assert out == helpers.expected_tsv(reference_count(data))
 
 
-def test_directory_input(capsysbinary, write_text, tmp_path, text_files) -> None:
+def test_directory_input(capsysbinary, write_text, tmp_path, text_files,
+                         caplog: pytest.LogCaptureFixture) -> None:
     # Given a tree with text files, a binary file, an empty file and a symlink to outside
     outside = write_text("outside.txt", "should not be counted\n")
     root = tmp_path / "tree"
@@ -246,6 +248,8 @@ def test_directory_input(capsysbinary, write_text, tmp_path, text_files) -> None
     assert code == 0, err
     assert out == helpers.expected_tsv(helpers.reference_for_files([a, b, c]))
     assert b"should" not in out and b"binary" not in out
+    assert any("blob.bin" in r.getMessage() for r in caplog.records), \
+        "a binary file skipped inside a directory is named in a warning"
 
 
 @pytest.mark.parametrize("suffix,opener", [(".gz", gzip.open), (".bz2", bz2.open)])

@@ -102,20 +102,30 @@ def node_ids(lab: Lab, names: list[str]) -> list[str]:
 def test_every_node_discovered_within_default_window(lab: Lab) -> None:
     # Given three nodes on the LAN, when the client asks for status several times
     # with the default window, then every node is found every time.
+    # Back to back, a node has often multicast its record less than a second before
+    # (it answered the previous browser), and RFC 6762 rate limiting makes it answer
+    # only the browser's second question (sent at 1 s); with a pause first, the first
+    # question is answered.
     client = lab.hosts["client"]
     ids = set(node_ids(lab, ["n1", "n2", "n3"]))
-    times = []
-    for _ in range(5):
-        doc = client.status()
-        assert doc["exit_code"] == 0, doc["stderr"]
-        assert set(by_id(doc)) == ids
-        seen = doc["seen_after_s"]
-        assert len(seen) == 3
-        times.append(max(seen.values()))
-        assert max(seen.values()) < DEFAULT_DISCOVER_S
-    _figure("discovery_all_3_nodes_s", {"median": round(statistics.median(times), 3),
-                                        "max": round(max(times), 3), "runs": len(times),
-                                        "window_s": DEFAULT_DISCOVER_S})
+    figures = {}
+    for mode, pause_s in (("back_to_back", 0.0), ("after_1.2s_pause", 1.2)):
+        per_run, per_node = [], []
+        for _ in range(4):
+            time.sleep(pause_s)     # the scenario itself, not synchronisation
+            doc = client.status()
+            assert doc["exit_code"] == 0, doc["stderr"]
+            assert set(by_id(doc)) == ids
+            seen = doc["seen_after_s"]
+            assert len(seen) == 3
+            assert max(seen.values()) < DEFAULT_DISCOVER_S
+            per_run.append(max(seen.values()))
+            per_node.extend(seen.values())
+        figures[mode] = {"median_all_nodes_found_s": round(statistics.median(per_run), 3),
+                         "max_s": round(max(per_run), 3),
+                         "median_per_node_s": round(statistics.median(per_node), 3),
+                         "runs": len(per_run)}
+    _figure("discovery_3_nodes", dict(figures, window_s=DEFAULT_DISCOVER_S))
     # Status shows what the issue asks for.
     node = next(iter(by_id(doc).values()))
     for field in ("name", "addresses", "version", "slots", "busy", "tasks_done",
@@ -215,9 +225,11 @@ def test_sigterm_node_vanishes_from_status(lab: Lab) -> None:
     assert n4.stop_node(signal.SIGTERM) == 0
     assert "advertisement was withdrawn" in n4.node_output()
     # its processes are gone (executors included),
-    leftover = subprocess.run(["ip", "netns", "pids", n4.ns], capture_output=True,
+    def leftover() -> list[str]:
+        return subprocess.run(["ip", "netns", "pids", n4.ns], capture_output=True,
                               text=True).stdout.split()
-    assert leftover == [], leftover
+
+    wait_for(lambda: leftover() == [], 10, leftover)   # multiprocessing's tracker exits last
     # and status no longer lists it (not even as unreachable).
     doc = client.status()
     assert n4_id not in {n["node_id"] for n in doc["nodes"]}
@@ -260,7 +272,7 @@ def test_node_started_during_a_long_job_receives_tasks(lab: Lab) -> None:
     late = lab.hosts.get("late") or lab.add_host("late")
     late.pymr("key", "import", lab.token)
     src = lab.dir / "input-long.txt"
-    data = make_input(src, 50)     # ~10 MiB: about 5 s on the slowed link
+    data = make_input(src, 80)     # 16 MiB: about 8 s on the slowed link
     subprocess.run(["ip", "netns", "exec", client.ns, "tc", "qdisc", "add", "dev", "eth0",
                     "root", "tbf", "rate", "16mbit", "burst", "32kbit", "latency", "400ms"],
                    check=True)
@@ -269,8 +281,12 @@ def test_node_started_during_a_long_job_receives_tasks(lab: Lab) -> None:
         job = threading.Thread(target=lambda: result.update(r=run_private_job(
             lab, "client", src, "--split-size", "128K")))
         job.start()
-        # when a new node starts while the job runs,
+        # when a new node starts after the job has started mapping,
+        n1 = lab.hosts["n1"]
+        wait_for(lambda: any(n["jobs"] for n in n1.status("--nodes", f"{n1.address}:7372")
+                             ["nodes"] if n["reachable"]), 30)
         late.start_node("--slots", "1")
+        assert job.is_alive(), "the job ended before the new node was up: make it longer"
         job.join(timeout=180)
     finally:
         subprocess.run(["ip", "netns", "exec", client.ns, "tc", "qdisc", "del", "dev",

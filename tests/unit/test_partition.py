@@ -31,16 +31,18 @@ CHILD = r"""
 import json, sys
 from pymr.executor import partition_of
 keys = [bytes.fromhex(h) for h in json.loads(sys.stdin.read())]
-out = {str(r): [partition_of(k, r) for k in keys] for r in %r}
+counts = json.loads(sys.argv[1])
+out = {str(r): [partition_of(k, r) for k in keys] for r in counts}
 out["hash"] = [hash(k) for k in keys[:50]]
 print(json.dumps(out))
-""" % (PARTITION_COUNTS,)
+"""
 
 
 def partitions_in_subprocess(seed: str) -> dict[str, list[int]]:
     env = helpers.subprocess_env(PYTHONHASHSEED=seed)
-    proc = subprocess.run([sys.executable, "-c", CHILD], input=json.dumps([k.hex() for k in KEYS]),
-                          capture_output=True, text=True, env=env, timeout=60, check=True)
+    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(PARTITION_COUNTS)],
+                          input=json.dumps([k.hex() for k in KEYS]), capture_output=True,
+                          text=True, env=env, timeout=60, check=True)
     return json.loads(proc.stdout)
 
 
