@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import select
 import subprocess
 import sys
@@ -71,7 +72,8 @@ class LocalCluster:
                     [sys.executable, "-m", "pymr._embedded_node"], env=_child_env(),
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
                 procs.append(proc)
-                config = {"name": f"local{i}", "node_id": f"local{i}", "slots": self.slots,
+                config = {"name": f"local{i}", "node_id": f"local{i}-{secrets.token_hex(3)}",
+                          "slots": self.slots,
                           "public": self.key.public.decode(), "secret": self.key.secret.decode(),
                           "log_level": level}
                 assert proc.stdin is not None

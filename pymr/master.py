@@ -115,9 +115,11 @@ class Master:
 
     def __init__(self, key: ClusterKey, control_endpoints: list[str], spec: JobSpec,
                  inputs: list[InputFile], opts: JobOptions, *, local_reads: bool,
-                 reporter: Reporter | None = None) -> None:
+                 reporter: Reporter | None = None,
+                 discover: Callable[[], list[str]] | None = None) -> None:
         self.key = key
-        self.endpoints = control_endpoints
+        self.discover = discover        # polled for nodes that appear during the job
+        self.endpoints = list(control_endpoints)
         self.spec = spec
         self.inputs = inputs
         self.opts = opts
@@ -186,17 +188,7 @@ class Master:
         assert self.ctx is not None
         waiting: list[NodeLink] = []
         for ep in self.endpoints:
-            sock = make_socket(self.ctx, zmq.DEALER, identity=self.identity,
-                               sndhwm=10_000, rcvhwm=10_000)
-            sock.immediate = False
-            secure_connect(sock, ep, self.key)
-            link = NodeLink(endpoint=ep, control=sock)
-            self.by_socket[sock] = link
-            self.poller.register(sock, zmq.POLLIN)
-            sock.send_multipart(p.encode(p.Hello(
-                seq=self._next_seq(), client_id=self.job_id, pymr_version=__version__,
-                unicode_version=UNICODE_VERSION)))
-            waiting.append(link)
+            waiting.append(self._connect(ep))
         deadline = time.monotonic() + HELLO_TIMEOUT_S
         while any(not x.node_id for x in waiting) and time.monotonic() < deadline:
             for sock, _ in self.poller.poll(200):
@@ -236,6 +228,54 @@ class Master:
         self.poller.register(link.events, zmq.POLLIN)
         self.by_socket[link.events] = link
         self.links[link.node_id] = link
+
+    def _connect(self, endpoint: str) -> NodeLink:
+        assert self.ctx is not None
+        sock = make_socket(self.ctx, zmq.DEALER, identity=self.identity,
+                           sndhwm=10_000, rcvhwm=10_000)
+        sock.immediate = False
+        secure_connect(sock, endpoint, self.key)
+        link = NodeLink(endpoint=endpoint, control=sock)
+        self.by_socket[sock] = link
+        self.poller.register(sock, zmq.POLLIN)
+        sock.send_multipart(p.encode(p.Hello(
+            seq=self._next_seq(), client_id=self.job_id, pymr_version=__version__,
+            unicode_version=UNICODE_VERSION)))
+        return link
+
+    def _join_new_nodes(self) -> None:
+        """Nodes that appeared during the job: hello, then JobStart, then map tasks."""
+        assert self.discover is not None
+        known = {x.endpoint for x in self.by_socket.values()} | set(self.endpoints)
+        for endpoint in self.discover():
+            if endpoint not in known:
+                self.endpoints.append(endpoint)
+                self._connect(endpoint)
+
+    def _late_hello(self, link: NodeLink, msg: p.HelloReply) -> None:
+        if msg.node_id in self.links and self.links[msg.node_id].alive:
+            self._close_link(link)
+            return
+        try:
+            self._accept_hello(link, msg)
+        except JobError as exc:
+            self.reporter.event(f"node {msg.name} not used: {exc}")
+            self._close_link(link)
+            return
+        shuffle = {x.node_id: x.shuffle_endpoint for x in self._live()}
+
+        def joined() -> None:
+            if self.sched is not None and link.alive:
+                self.sched.add_node(link.node_id, link.slots)
+                self.summary.nodes.append(link.name)
+                self.reporter.event(f"node {link.name} joined the job ({link.slots} slots)")
+
+        self._send_control(link.node_id, p.JobStart(
+            seq=self._next_seq(), job_id=self.job_id, job_name=self.spec.name,
+            source=self.spec.source, sha256=self.spec.sha256, tokenizer=self.opts.tokenizer,
+            num_partitions=len(self.partition_map), partition_map=self.partition_map,
+            shuffle_endpoints=shuffle, epoch=self.epoch,
+            flush_key_limit=self.opts.flush_key_limit), then=joined)
 
     def _close_link(self, link: NodeLink) -> None:
         for sock in (link.control, link.task, link.events):
@@ -293,6 +333,8 @@ class Master:
             for link in self._live():
                 send_nowait(link.control, p.encode(p.Lease(job_id=self.job_id)))
             self._resend(now)
+            if self.discover is not None and self.sched is not None:
+                self._join_new_nodes()
         self._step()
         for sock, _ in self.poller.poll(timeout_ms):
             for _ in range(10_000):
@@ -452,7 +494,10 @@ class Master:
         elif isinstance(msg, p.OutputLost):
             if msg.output_id in self.outputs:
                 self._lose_output(msg.output_id)
-        elif isinstance(msg, (p.Heartbeat, p.ErrorEvent, p.HelloReply)):
+        elif isinstance(msg, p.HelloReply):
+            if not link.node_id and self.sched is not None:
+                self._late_hello(link, msg)
+        elif isinstance(msg, (p.Heartbeat, p.ErrorEvent)):
             pass  # liveness is tracked in _pump; errors come in the task report
         else:
             self.drop(link.endpoint, f"unexpected {msg.TYPE}")
