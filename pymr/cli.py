@@ -146,8 +146,14 @@ class _Progress:
         if not self.enabled:
             return
         from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                                   TimeRemainingColumn, TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
         console = Console(stderr=True)
         console.print(f"[dim]nodes: {', '.join(nodes)}[/dim]")
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),

@@ -330,10 +330,14 @@ def _wait_for_addresses(spec: str | None, stop: _Stop) -> list[str]:
     from .discovery import select_addresses
     from .errors import PymrError
 
+    told = False
     while not stop.requested:
         try:
             return select_addresses(spec)
-        except PymrError:
+        except PymrError as exc:
+            if not told:
+                _say(f"{exc}; waiting for an address (Ctrl-C to stop)")
+                told = True
             stop.event.wait(ADDRESS_CHECK_INTERVAL_S)
     return []
 
@@ -433,7 +437,9 @@ def _serve(args: argparse.Namespace, state: Any, key: ClusterKey, node_id: str,
             daemon.run()
     finally:
         if advertiser is not None:
-            advertiser.close()     # withdraw first: nobody should pick a closing node
+            # Withdraw first: nobody should pick a closing node. (An address that is gone
+            # cannot send goodbyes; its record expires by TTL.)
+            advertiser.close(withdraw=not stop.restart)
         stop.daemon = None
         daemon.close()
         if watcher is not None:

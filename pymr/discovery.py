@@ -44,10 +44,12 @@ log = logging.getLogger(__name__)
 
 SERVICE_TYPE = "_pymr._tcp.local."
 #: Default browse window of ``pymr job`` / ``pymr status``. Measured in the namespace lab
-#: (nodes/lab.sh, tests/lan): every node of a 3-5 node LAN answers a fresh browser's first
-#: QM question in 0.1-0.3 s (median 0.2 s; the browser waits 20-120 ms before asking and
-#: responders 20-120 ms before answering). 1.5 s leaves room for a slow Wi-Fi link and the
-#: browser's second question (sent at 1 s) for an answer that was lost.
+#: (nodes/lab.sh, tests/lan, 3 nodes): a fresh browser has every node's answer after
+#: 0.1-0.25 s (median 0.17 s; it waits 20-120 ms before asking, responders 20-120 ms
+#: before answering). A node that multicast its record less than 1 s before (it just
+#: started, or answered another browser) may not multicast it again (RFC 6762 rate limit)
+#: and answers only the browser's second question, sent at 1 s: seen at 1.1-1.25 s.
+#: 1.5 s covers both rounds.
 DEFAULT_DISCOVER_S = 1.5
 #: How long ``pymr node`` without a key looks for an existing cluster before founding one.
 FOUND_DISCOVER_S = 3.0
@@ -500,13 +502,13 @@ class Advertiser:
             self._warned.add(key)
         self.warn(text)
 
-    def close(self) -> None:
+    def close(self, withdraw: bool = True) -> None:
         """Withdraw the record (goodbye packets) and stop."""
         if self.zc is not None:
             if self._watch is not None:
                 self.zc.remove_listener(self._watch)
                 self._watch = None
-            if self.info is not None:
+            if self.info is not None and withdraw:
                 try:
                     self.zc.unregister_service(self.info)
                 except Exception as exc:   # closing anyway

@@ -172,7 +172,8 @@ def iter_bytes_splits(f: InputFile, split_size: int, max_token: int
     offset = 0
     with f.open() as stream:
         try:
-            for mv in stream_splits(stream, split_size, max_token, name=f.display):
+            for mv in stream_splits(stream, split_size, max_token,  # type: ignore[arg-type]
+                                    name=f.display):
                 n = len(mv)
                 yield offset, n, mv
                 offset += n

@@ -155,7 +155,8 @@ class ReducerLedger:
             log.debug("chunk with negative seq %d of %s/%d ignored", seq, output_id,
                       partition)
             return
-        if output_id in part.merged_outputs:
+        if (output_id in part.merged_outputs or output_id in part.dropped
+                or output_id in self._dropped_outputs):
             return
         key = (output_id, partition)
         pair = self._pairs.get(key)

@@ -20,7 +20,7 @@ import zmq
 from . import __version__
 from . import protocol as p
 from .config import HEARTBEAT_INTERVAL_S, RESEND_INTERVAL_S, UNICODE_VERSION, JobOptions
-from .errors import ClusterLost, JobError, PymrError, ProtocolError, TaskFailed, TransportError
+from .errors import ClusterLost, JobError, ProtocolError, PymrError, TaskFailed, TransportError
 from .fetch import PartitionStreams, merge_streams
 from .inputs import InputFile, iter_bytes_splits
 from .jobs import JobSpec

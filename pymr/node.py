@@ -25,9 +25,9 @@ import zmq
 
 from . import __version__
 from . import protocol as p
+from ._exec_entry import spawn_executors
 from .config import UNICODE_VERSION, NodeOptions
 from .errors import ProtocolError
-from ._exec_entry import spawn_executors
 from .jobs import builtin_hashes
 from .security import Authenticator, ClusterKey, prove_rejects_strangers, secure_bind
 from .transport import LogOnce, make_socket, send_nowait
@@ -332,10 +332,10 @@ class NodeDaemon:
             for part, man in msg.manifest.items():
                 if part in job.owners:
                     by_exec.setdefault(job.owners[part], {})[part] = man
-            for idx, man in by_exec.items():
+            for idx, subset in by_exec.items():
                 self._to_executor(idx, p.encode(p.Commit(
                     seq=msg.seq, job_id=msg.job_id, output_id=msg.output_id, tasks=msg.tasks,
-                    manifest=man, epoch=msg.epoch)))
+                    manifest=subset, epoch=msg.epoch)))
         elif isinstance(msg, p.JobEnd):
             self._end_job(job, msg.reason)
         elif isinstance(msg, p.JobUpdate):
@@ -472,11 +472,11 @@ class NodeDaemon:
                     job_id=msg.job_id, node_id=self.node_id, task_id=msg.task_id,
                     attempt=msg.attempt, exc_type=msg.exc_type, message=msg.message,
                     traceback=msg.traceback)))
-        job = self.jobs.get(getattr(msg, "job_id", ""))
-        if job is None:
+        owner = self.jobs.get(getattr(msg, "job_id", ""))
+        if owner is None:
             return
-        if not send_nowait(self.control, [job.master, *frames[1:]]):
-            log.warning("job %s: master unreachable; report dropped", job.job_id)
+        if not send_nowait(self.control, [owner.master, *frames[1:]]):
+            log.warning("job %s: master unreachable; report dropped", owner.job_id)
 
     def _check_executors(self) -> None:
         for e in self.executors:
@@ -490,9 +490,9 @@ class NodeDaemon:
                             job_id=job.job_id, node_id=self.node_id, partition=part,
                             reason=f"executor exited with code {e.process.exitcode}"))])
             for job_id, task_id, attempt in list(e.tasks) + sorted(e.unflushed):
-                job = self.jobs.get(job_id)
-                if job is not None:
-                    send_nowait(self.control, [job.master, *p.encode(p.TaskFailedReport(
+                running = self.jobs.get(job_id)
+                if running is not None:
+                    send_nowait(self.control, [running.master, *p.encode(p.TaskFailedReport(
                         job_id=job_id, node_id=self.node_id, task_id=task_id,
                         attempt=attempt, exc_type="Lost" if (job_id, task_id, attempt)
                         in e.unflushed else "ExecutorCrashed",

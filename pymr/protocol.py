@@ -43,23 +43,22 @@ class Message:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
 
-def _register(cls: type[Message]) -> type[Message]:
+_T = typing.TypeVar("_T", bound="type[Message]")
+
+
+def _register(cls: _T) -> _T:
+    """Register a message dataclass under its ``TYPE`` name."""
     if cls.TYPE in _TYPES:
         raise RuntimeError(f"duplicate message type {cls.TYPE}")
     _TYPES[cls.TYPE] = cls
     return cls
 
 
-def message(cls: type) -> type:
-    """Decorator: a frozen, slotted dataclass registered as a wire message."""
-    dc = dataclass(frozen=True, slots=True)(cls)
-    return _register(dc)
-
-
 # ---------------------------------------------------------------- control: hello
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class Hello(Message):
     """Master or observer -> node: who are you? Sent before anything else."""
 
@@ -70,7 +69,8 @@ class Hello(Message):
     unicode_version: str
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class HelloReply(Message):
     """Node -> client: identity, capacity and the endpoints to connect to."""
 
@@ -88,7 +88,8 @@ class HelloReply(Message):
     builtin_only: bool = False
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class Ack(Message):
     """Receiver -> sender of an acked control message: ``seq`` arrived and was applied."""
 
@@ -101,7 +102,8 @@ class Ack(Message):
 # ---------------------------------------------------------------- control: job lifecycle
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class JobStart(Message):
     """Master -> node: the job spec, its program, and where every partition is reduced."""
 
@@ -121,7 +123,8 @@ class JobStart(Message):
     flush_key_limit: int = 2_000_000
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class MapTask(Message):
     """Master -> node (task PUSH/PULL): run map+combine on one split.
 
@@ -139,7 +142,8 @@ class MapTask(Message):
     alone: bool = False
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class TaskExecuted(Message):
     """Node -> master: a task was processed (frees credit); its output is not flushed yet."""
 
@@ -151,7 +155,8 @@ class TaskExecuted(Message):
     nbytes: int
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class TaskFailedReport(Message):
     """Node -> master (and on PUB as ``error``): a task raised or its executor crashed."""
 
@@ -165,7 +170,8 @@ class TaskFailedReport(Message):
     traceback: str = ""
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class Flush(Message):
     """Master -> node: executors flush combined map outputs now (all tasks executed)."""
 
@@ -174,7 +180,8 @@ class Flush(Message):
     job_id: str
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class OutputDone(Message):
     """Node -> master: a map output (one flush of a task set) was sent to the reducers.
 
@@ -192,7 +199,8 @@ class OutputDone(Message):
     bad_bytes: int = 0
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class Commit(Message):
     """Master -> reducer node: this output counts for these tasks, for these partitions."""
 
@@ -206,7 +214,8 @@ class Commit(Message):
     epoch: int = 1
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class DropOutput(Message):
     """Master -> reducer node: this output will never be committed; free its chunks."""
 
@@ -216,7 +225,8 @@ class DropOutput(Message):
     output_id: str
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class InputComplete(Message):
     """Master -> node: the job has exactly ``num_tasks`` map tasks."""
 
@@ -226,7 +236,8 @@ class InputComplete(Message):
     num_tasks: int
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class PartitionComplete(Message):
     """Reducer node -> master: every task is merged into this partition."""
 
@@ -239,7 +250,8 @@ class PartitionComplete(Message):
     chunks: int
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class JobUpdate(Message):
     """Master -> every node: partitions moved (a reducer was lost); a new epoch."""
 
@@ -252,7 +264,8 @@ class JobUpdate(Message):
     num_tasks: int = -1
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class ResendChunks(Message):
     """Master -> mapper node: send a retained output's chunks for a partition again."""
 
@@ -266,7 +279,8 @@ class ResendChunks(Message):
     seqs: list[int] = field(default_factory=list)   # empty: all of them
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class ChunksMissing(Message):
     """Reducer node -> master: a committed output's chunks have not all arrived."""
 
@@ -278,7 +292,8 @@ class ChunksMissing(Message):
     seqs: list[int]
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class OutputLost(Message):
     """Mapper node -> master: a retained output it was asked for is gone."""
 
@@ -288,7 +303,8 @@ class OutputLost(Message):
     output_id: str
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class PartitionLost(Message):
     """Reducer node -> master: an executor holding this partition crashed."""
 
@@ -299,7 +315,8 @@ class PartitionLost(Message):
     reason: str = ""
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class FetchPartition(Message):
     """Master -> reducer node: send sorted chunks ``start`` .. ``start+count-1``."""
 
@@ -310,7 +327,8 @@ class FetchPartition(Message):
     count: int
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class PartitionData(Message):
     """Reducer node -> master: one sorted chunk of a partition, as the payload frame."""
 
@@ -321,7 +339,8 @@ class PartitionData(Message):
     last: bool
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class Lease(Message):
     """Master -> node, every second: the job is still wanted."""
 
@@ -329,7 +348,8 @@ class Lease(Message):
     job_id: str
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class JobEnd(Message):
     """Master -> node: the job is over (done, failed or cancelled); free everything."""
 
@@ -339,7 +359,8 @@ class JobEnd(Message):
     reason: str = "done"
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class StatusRequest(Message):
     """Observer -> node: report your state."""
 
@@ -347,7 +368,8 @@ class StatusRequest(Message):
     seq: int
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class StatusReply(Message):
     """Node -> observer: counters for ``pymr status``."""
 
@@ -369,7 +391,8 @@ class StatusReply(Message):
 # ---------------------------------------------------------------- shuffle
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class ShuffleChunk(Message):
     """Mapper -> reducer node (shuffle PUSH/PULL): one numbered chunk, payload frame."""
 
@@ -384,7 +407,8 @@ class ShuffleChunk(Message):
 # ---------------------------------------------------------------- node <-> executor
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class ExecutorReady(Message):
     """Executor -> its daemon: started and connected."""
 
@@ -393,7 +417,8 @@ class ExecutorReady(Message):
     pid: int
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class ExecJob(Message):
     """Daemon -> executor: a job starts; ``partitions`` are the ones this executor reduces."""
 
@@ -411,7 +436,8 @@ class ExecJob(Message):
     epoch: int = 1
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class ExecJobEnd(Message):
     """Daemon -> executor: drop every trace of the job."""
 
@@ -419,7 +445,8 @@ class ExecJobEnd(Message):
     job_id: str
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class ExecStop(Message):
     """Daemon -> executor: exit now."""
 
@@ -429,7 +456,8 @@ class ExecStop(Message):
 # ---------------------------------------------------------------- events (PUB)
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class Heartbeat(Message):
     """Node -> PUB ``hb``: alive, and how busy."""
 
@@ -442,7 +470,8 @@ class Heartbeat(Message):
     jobs: list[str] = field(default_factory=list)
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class Progress(Message):
     """Node -> PUB ``progress``: a task finished."""
 
@@ -454,7 +483,8 @@ class Progress(Message):
     nbytes: int
 
 
-@message
+@_register
+@dataclass(frozen=True, slots=True)
 class ErrorEvent(Message):
     """Node -> PUB ``error``: a task raised (observers; the master has the report)."""
 

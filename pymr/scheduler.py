@@ -75,6 +75,8 @@ class Scheduler:
         self.started: dict[tuple[int, int], float] = {}
         self.durations: list[float] = []
         self.backups_started = 0
+        self.last_served: dict[str, int] = {}
+        self.serve_count = 0
 
     # ---------------------------------------------------------------- nodes
     def credit(self, node_id: str) -> int:
@@ -121,8 +123,10 @@ class Scheduler:
         return len(self.tasks)
 
     def wants_input(self) -> bool:
-        """True when a new split would be dispatched at once (so read it now)."""
-        return (not self.input_done and not self.queue and self._has_room())
+        """True when another split would be dispatched at once (so read it now)."""
+        room = sum(self.credit(n) for n in self.node_slots)
+        return (not self.input_done and len(self.queue) < room
+                and self.bytes_in_flight < self.byte_budget)
 
     def _has_room(self) -> bool:
         return self.bytes_in_flight < self.byte_budget and any(
@@ -135,7 +139,10 @@ class Scheduler:
             nodes = [n for n in self.node_slots if self.credit(n) > 0]
             if not nodes:
                 break
-            node = max(nodes, key=lambda n: (self.credit(n), n))
+            # Most credit first; ties go to the node served longest ago (round-robin).
+            node = max(nodes, key=lambda n: (self.credit(n), -self.last_served.get(n, -1)))
+            self.serve_count += 1
+            self.last_served[node] = self.serve_count
             task = self.tasks[self.queue.pop(0)]
             out.append(self._start(task, node, task.task_id in self.alone))
         return out

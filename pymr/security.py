@@ -56,8 +56,10 @@ class ClusterKey:
                               "copy it whole from 'pymr key export'")
         try:
             raw = base64.urlsafe_b64decode(token[len(TOKEN_PREFIX):].encode("ascii"))
-            public, secret = raw.split(b":", 1)
-            key = cls(public, secret)
+            # z85 keys may contain ':': the public key is exactly 40 characters.
+            if len(raw) != 81 or raw[40:41] != b":":
+                raise ValueError("wrong token length")
+            key = cls(raw[:40], raw[41:])
             key.check()
         except (ValueError, zmq.ZMQError) as exc:
             raise ConfigError("the join token is damaged; copy it again from "

@@ -36,7 +36,7 @@ import re
 from collections.abc import Iterable
 
 try:  # the C helper behind Counter.update; a plain dict avoids Counter's Python wrapper
-    from collections import _count_elements
+    from collections import _count_elements  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - other interpreters
 
     def _count_elements(mapping: dict[bytes, int], iterable: Iterable[bytes]) -> None:

@@ -6,8 +6,8 @@
   per session, with cached reference answers.
 * ``no_leaked_children`` (autouse in tests/integration): every process a test
   starts is gone when it ends -- no child of this process (zombies included), no process
-  carrying the test's environment tag (so orphans of a crashed daemon are found too), and no
-  file descriptor of this process left open.
+  carrying the test's environment tag (so orphans of a crashed daemon are found too), no
+  thread and no file descriptor of this process left open.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import collections
 import multiprocessing
 import os
 import signal
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -162,6 +163,7 @@ def no_leaked_children(request: pytest.FixtureRequest,
     monkeypatch.setenv(helpers.PROC_TAG_VAR, tag)
     children_before = set(helpers.children_of(me))
     fds_before = helpers.open_fds(me)
+    threads_before = set(threading.enumerate())
     yield
     problems = []
 
@@ -183,6 +185,14 @@ def no_leaked_children(request: pytest.FixtureRequest,
     if orphaned:
         problems.append(f"processes started by the test still running: "
                         f"{helpers.describe(orphaned)}")
+
+    def new_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+
+    if new_threads():
+        helpers.wait_until(lambda: not new_threads(), LEAK_GRACE_S)
+    if new_threads():
+        problems.append(f"threads left running: {new_threads()}")
 
     def fd_leak() -> dict[int, str]:
         now = helpers.open_fds(me)

@@ -180,7 +180,74 @@ def test_failing_job_through_the_cli_exits_1_and_writes_nothing(
     assert list(target.parent.iterdir()) == []
 
 
+def test_failing_job_in_a_real_process_reports_cleanly(write_text, tmp_path: Path) -> None:
+    # Given `pymr job` (a real process) whose wordcount is replaced by the failing job
+    path = write_text("in.txt", "some words here\n" * 65536)
+    target = tmp_path / "counts.tsv"
+    script = (
+        "import sys, pymr.jobs\n"
+        "from pymr.jobs import JobSpec\n"
+        "source = open(sys.argv[1]).read()\n"
+        "pymr.jobs.builtin_spec = lambda name: JobSpec.from_source(name, source)\n"
+        "from pymr.cli import main\n"
+        "sys.exit(main(sys.argv[2:]))\n")
+    job = write_text("boom_job.py", FAILING_JOB)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(job), "job", "wordcount", str(path), "--local", "2",
+         "--slots", "2", "--split-size", "4K", "--max-attempts", "2", "-o", str(target)],
+        stdin=subprocess.DEVNULL, capture_output=True, env=helpers.subprocess_env(),
+        timeout=120)
+    err = proc.stderr.decode("utf-8", "replace")
+    # Then exit 1 with one error line; the retries are reported, and nothing else is
+    assert proc.returncode == 1, err
+    assert proc.stdout == b"" and not target.exists()
+    lines = err.strip().splitlines()
+    errors = [x for x in lines if x.startswith("pymr: error:")]
+    assert len(errors) == 1 and "boom" in errors[0], err
+    assert "Traceback" not in err
+    retries = [x for x in lines if "attempt" in x and "boom: this job always fails" in x]
+    assert retries, "the failed attempts are reported as they happen"
+
+
+def test_task_reports_arriving_while_the_job_ends_are_not_warnings(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Executors still report attempts that were running when the job failed; the master
+    handles those while it waits for the JobEnd acks (``_end_job`` has set ``sched`` to
+    None by then). They are expected: the user must not see "dropped a message ...
+    unexpected task_failed" warnings under the job's real error."""
+    import logging
+
+    from pymr import protocol as p
+    from pymr.master import Master, NodeLink
+    from pymr.security import ClusterKey
+
+    master = Master(ClusterKey.generate(), [], builtin_spec("wordcount"), [], JobOptions(),
+                    local_reads=True)
+    link = NodeLink(endpoint="tcp://127.0.0.1:9", control=None, node_id="n1",  # type: ignore[arg-type]
+                    name="n1")
+    master.links["n1"] = link
+    master.sched = None  # what _end_job does before it pumps for the acks
+    late = [
+        p.TaskFailedReport(job_id=master.job_id, node_id="n1", task_id=3, attempt=1,
+                           exc_type="ValueError", message="boom"),
+        p.TaskFailedReport(job_id=master.job_id, node_id="n1", task_id=4, attempt=1,
+                           exc_type="Lost", message="batch discarded"),
+        p.TaskExecuted(job_id=master.job_id, node_id="n1", task_id=5, attempt=1, nbytes=10),
+        p.OutputDone(job_id=master.job_id, node_id="n1", output_id="o", tasks=[[5, 1]],
+                     manifest={0: [1, 1, 0]}),
+    ]
+    with caplog.at_level(logging.WARNING):
+        for msg in late:
+            master._handle(link, msg, [])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == []
+
+
 # ------------------------------------------------------------------ Ctrl-C
+
+
+#: What a node logs (at INFO, shown with --debug) when it accepts a job: the map phase starts.
+JOB_STARTED_LOG = "started by a master"
 
 
 class StderrWatcher:
@@ -230,7 +297,7 @@ def test_ctrl_c_cancels_the_job_and_leaves_nothing(text_files, tmp_path: Path) -
     watcher = StderrWatcher(proc.stderr)
     try:
         # When the job has started on the nodes and their executors are running
-        started = watcher.wait_for("started by a master", timeout_s=90)
+        started = watcher.wait_for(JOB_STARTED_LOG, timeout_s=90)
         assert started, f"the job never started:\n{watcher.text[-3000:]}"
         assert proc.poll() is None, "the job finished before it could be interrupted"
         executors = helpers.wait_until(
@@ -253,6 +320,6 @@ def test_ctrl_c_cancels_the_job_and_leaves_nothing(text_files, tmp_path: Path) -
             proc.wait(timeout=10)
         for pid in helpers.group_members(pgid):
             os.kill(pid, signal.SIGKILL)
+        watcher.join(10)  # EOF once every holder of the pipe is gone
         proc.stdout.close()
         proc.stderr.close()
-        watcher.join(10)

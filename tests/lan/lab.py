@@ -187,8 +187,8 @@ class Lab:
         router = self.hosts.get("router") or self.add_host("router")
         head, last = SUBNET.rsplit(".", 1)
         rns, sub = router.ns, f"{head}.{int(last) + 1}"
-        subprocess.run(["ip", "netns", "exec", rns, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
-                       check=True)
+        subprocess.run(["ip", "netns", "exec", rns, "sh", "-c",
+                        "echo 1 > /proc/sys/net/ipv4/ip_forward"], check=True)
         host = Host(self, name, f"{sub}.2", self.dir / name / "home")
         host.home.parent.mkdir(parents=True, mode=0o700)
         ns = host.ns

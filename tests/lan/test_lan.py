@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from pymr.discovery import DEFAULT_DISCOVER_S
+from pymr.discovery import DEFAULT_DISCOVER_S, dns_label
 from pymr.tokenize import reference_count
 
 from .lab import REPO, Lab, _env
@@ -321,3 +322,62 @@ def test_lab_script_up_and_down() -> None:
                                text=True).stdout
         assert prefix not in names, names
     assert down.returncode == 0, down.stderr
+
+
+@pytest.mark.skipif(not all(shutil.which(t) for t in ("avahi-browse", "avahi-daemon",
+                                                        "dbus-daemon")),
+                    reason="avahi-daemon, avahi-utils and dbus are not installed")
+def test_third_party_mdns_client_resolves_every_node(lab: Lab) -> None:
+    # avahi (a strict DNS-SD implementation) runs inside the client's namespace, with its
+    # own D-Bus socket on a private tmpfs: never in the root namespace.
+    client = lab.hosts["client"]
+    run_dir = lab.dir / "avahi"
+    run_dir.mkdir(exist_ok=True)
+    script = f"""
+        set -e
+        mount -t tmpfs pymr-dbus /run/dbus 2>/dev/null || {{ mkdir -p /run/dbus;
+            mount -t tmpfs pymr-dbus /run/dbus; }}
+        mkdir -p /run/avahi-daemon && mount -t tmpfs pymr-avahi /run/avahi-daemon
+        dbus-daemon --system --fork --print-pid > {run_dir}/dbus.pid
+        avahi-daemon --no-drop-root --no-chroot --no-rlimits > {run_dir}/avahi.log 2>&1 &
+        echo $! > {run_dir}/avahi.pid
+        trap 'kill $(cat {run_dir}/avahi.pid) $(cat {run_dir}/dbus.pid) 2>/dev/null' EXIT
+        for i in $(seq 50); do avahi-browse -at >/dev/null 2>&1 && break; sleep 0.1; done
+        timeout 20 avahi-browse -rtp _pymr._tcp
+    """
+    r = client.sh(script, timeout=60)
+    resolved = [line.split(";") for line in r.stdout.splitlines() if line.startswith("=")]
+    ids = set(node_ids(lab, ["n1", "n2", "n3"]))
+    seen = {}
+    for fields in resolved:
+        txt = dict(kv.strip('"').split("=", 1) for kv in fields[9].split('" "'))
+        seen[txt["id"]] = fields
+        assert fields[3] == f"{dns_label(txt['name'])}-{txt['id']}"   # one DNS label
+        assert txt["v"] and txt["fp"] and txt["port"] == fields[8]
+    assert ids <= set(seen), r.stdout + r.stderr
+
+
+def test_node_follows_an_address_change(lab: Lab) -> None:
+    # Given a node (like a laptop whose DHCP lease changes),
+    client = lab.hosts["client"]
+    mover = lab.hosts.get("mover") or lab.add_host("mover")
+    mover.pymr("key", "import", lab.token)
+    mover.start_node("--slots", "1")
+    (mover_id,) = node_ids(lab, ["mover"])
+    new_address = mover.address.rsplit(".", 1)[0] + ".200"
+    try:
+        # when its address is replaced (the old one goes first, as with a new lease),
+        subprocess.run(["ip", "-n", mover.ns, "addr", "del", f"{mover.address}/24", "dev",
+                        "eth0"], check=True)
+        subprocess.run(["ip", "-n", mover.ns, "addr", "add", f"{new_address}/24", "dev",
+                        "eth0"], check=True)
+        # then it serves and advertises the new one.
+
+        def moved() -> bool:
+            node = by_id(client.status()).get(mover_id)
+            return node is not None and node["addresses"] == [new_address]
+
+        wait_for(moved, 40, lambda: mover.node_output())
+        assert "is gone; restarting" in mover.node_output()
+    finally:
+        mover.stop_node()

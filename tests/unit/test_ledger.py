@@ -551,6 +551,17 @@ class LedgerMachine(RuleBasedStateMachine):
             payload = bytes([payload[0] ^ 0x20]) + payload[1:]
         self.ledger.stage(out.output_id, p, seq, payload)
 
+    @precondition(lambda self: bool(self.outputs))
+    @rule(data=st.data(), loss=st.sampled_from([0.0, 0.0, 0.3]))
+    def deliver_burst(self, data: st.DataObject, loss: float) -> None:
+        """One output's chunks for one partition, in any order, some maybe lost."""
+        out = data.draw(st.sampled_from(self.outputs))
+        p = data.draw(st.sampled_from(self.parts))
+        chunks = out.chunks[p]
+        for seq in self.rng.sample(range(len(chunks)), len(chunks)):
+            if self.rng.random() >= loss:
+                self.ledger.stage(out.output_id, p, seq, chunks[seq])
+
     @rule(data=st.data())
     def refetch_some(self, data: st.DataObject) -> None:
         for output_id, p, seqs in self.ledger.missing():

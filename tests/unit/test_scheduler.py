@@ -475,6 +475,79 @@ def test_uncommit_reruns_the_lost_outputs_task_set() -> None:
     check(s)
 
 
+# ------------------------------------------------------------------ backups and "alone"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_first_attempts_batch_and_reruns_flush_alone() -> None:
+    s = make({"a": 1}, tasks=2, prefetch=0)
+    first, = assign(s)
+    assert first.alone is False, "first attempts may be batched with others"
+    s.on_failed(first.task_id, first.attempt, "a", lost=True)
+    rerun, = assign(s)
+    assert (rerun.task_id, rerun.alone) == (first.task_id, True), \
+        "a re-run flushes alone, so that losing it again costs one task"
+
+
+def test_a_straggler_gets_one_backup_on_another_node_and_the_first_to_finish_wins() -> None:
+    # Given two 2-slot nodes, two tasks, one of which finishes quickly
+    clock = FakeClock()
+    s = Scheduler({"a": 2, "b": 2}, prefetch=0, clock=clock, backup_after_s=1.0)
+    s.add_task(100)
+    s.add_task(100)
+    got = {x.task_id: x for x in assign(s)}
+    slow, fast = got[0], got[1]
+    assert slow.node_id != fast.node_id
+    assert s.backups() == [], "no backups while input may still come"
+    s.finish_input()
+    clock.now = 0.2
+    run_to_executed(s, fast)
+    # When the other has run less than the threshold: no backup
+    clock.now = 0.9
+    assert s.backups() == []
+    # When it has run longer than max(backup_after_s, 2 x median): one backup, elsewhere,
+    # flushing alone
+    clock.now = 1.5
+    backup, = s.backups()
+    check(s)
+    assert (backup.task_id, backup.attempt, backup.alone) == (slow.task_id, 2, True)
+    assert backup.node_id != slow.node_id
+    assert s.backups() == [], "one backup per task"
+    # Then the backup finishes first and is committed; the original's output loses
+    run_to_executed(s, backup)
+    assert s.on_output("o-backup", [(slow.task_id, backup.attempt)]).commit
+    assert s.on_output("o-fast", [(fast.task_id, fast.attempt)]).commit
+    run_to_executed(s, slow)
+    late = s.on_output("o-slow", [(slow.task_id, slow.attempt)])
+    check(s)
+    assert late == CommitDecision(False, ())
+    assert s.all_committed() and s.committed_count == 2
+
+
+def test_no_backup_while_tasks_are_queued_or_without_an_idle_slot() -> None:
+    clock = FakeClock()
+    s = Scheduler({"a": 1, "b": 1}, prefetch=0, clock=clock, backup_after_s=0.5)
+    for _ in range(3):
+        s.add_task(100)
+    first = assign(s)
+    s.finish_input()
+    clock.now = 0.1
+    run_to_executed(s, first[0])
+    clock.now = 5.0
+    assert s.queue and s.backups() == [], "queued work comes before backups"
+    assign(s)
+    clock.now = 10.0
+    assert s.backups() == [], "every slot is busy: no backup"
+    check(s)
+
+
 # ------------------------------------------------------------------ random scripts
 
 
@@ -482,8 +555,9 @@ def random_script(seed: int, steps: int = 400) -> Scheduler:
     """Random interleavings of every event; invariants checked after each one."""
     rng = random.Random(seed)
     nodes = {f"n{i}": rng.randint(1, 3) for i in range(rng.randint(1, 4))}
+    clock = FakeClock()
     s = Scheduler(nodes, prefetch=rng.randint(0, 2), byte_budget=rng.choice([150, 1000, 1 << 30]),
-                  max_attempts=1_000_000)
+                  max_attempts=1_000_000, clock=clock, backup_after_s=rng.choice([0.0, 1.0]))
     pending_outputs: list[tuple[str, list[tuple[int, int]]]] = []
     unflushed: dict[str, list[tuple[int, int]]] = {}
     committed_outputs: list[str] = []
@@ -492,7 +566,7 @@ def random_script(seed: int, steps: int = 400) -> Scheduler:
     for _ in range(steps):
         event = rng.choice(["add", "add", "assign", "assign", "exec", "exec", "fail", "lost",
                             "flush", "deliver", "deliver", "remove", "readd", "uncommit",
-                            "backup"])
+                            "backup", "tick", "backups"])
         running = [(t.task_id, a, n) for t in s.tasks for a, n in t.running.items()]
         if event == "add" and not s.input_done:
             s.add_task(rng.randint(1, 100))
@@ -534,6 +608,10 @@ def random_script(seed: int, steps: int = 400) -> Scheduler:
         elif event == "uncommit" and committed_outputs:
             oid = committed_outputs.pop(rng.randrange(len(committed_outputs)))
             s.uncommit(oid)
+        elif event == "tick":
+            clock.now += rng.random()
+        elif event == "backups":
+            s.backups()
         elif event == "backup" and s.tasks:
             t = rng.choice(s.tasks)
             if t.committed is None and t.task_id not in s.queue and (t.running or t.executed):

@@ -6,11 +6,12 @@ Set PYMR_FUZZ_EXAMPLES (default 300) to run the property tests longer.
 from __future__ import annotations
 
 import array
+import codecs
 import collections
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from unittest import mock
 
@@ -305,6 +306,14 @@ def test_table_matches_rule() -> None:
             assert mapped == 0x20
 
 
+def test_regex_word_char_is_isalnum_or_underscore() -> None:
+    """The normaliser's isalnum() shortcut relies on this."""
+    chars = "".join(chr(cp) for cp in range(sys.maxunicode + 1) if not 0xD800 <= cp <= 0xDFFF)
+    by_regex = set(re.findall(r"\w", chars))
+    by_method = {c for c in chars if c.isalnum() or c == "_"}
+    assert by_regex == by_method
+
+
 def test_lowering_is_per_character_except_capital_sigma() -> None:
     """Exactness rests on this: in this Python, only U+03A3 lowers by context."""
     chars = [chr(cp) for cp in range(sys.maxunicode + 1) if not 0xD800 <= cp <= 0xDFFF]
@@ -324,18 +333,20 @@ def test_lowering_is_per_character_except_capital_sigma() -> None:
 
 
 class CountingNormaliser:
-    def __init__(self, fn):  # type: ignore[no-untyped-def]
+    """Wraps a bulk normaliser and records every key it is asked to normalise."""
+
+    def __init__(self, fn: Callable[[list[bytes]], list[tuple[tuple[bytes, ...], int]]]) -> None:
         self.fn = fn
         self.keys: list[bytes] = []
 
-    def __call__(self, key: bytes):  # type: ignore[no-untyped-def]
-        self.keys.append(key)
-        return self.fn(key)
+    def __call__(self, keys: list[bytes]) -> list[tuple[tuple[bytes, ...], int]]:
+        self.keys.extend(keys)
+        return self.fn(keys)
 
 
 def test_fast_path_ascii_never_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
-    norm = CountingNormaliser(tokenize._normalise_word_key)
-    monkeypatch.setattr(tokenize, "_normalise_word_key", norm)
+    norm = CountingNormaliser(tokenize._normalise_word_keys)
+    monkeypatch.setattr(tokenize, "_normalise_word_keys", norm)
     sigma_runs: list[int] = []
     monkeypatch.setattr(Combiner, "_redo_sigma_runs", lambda self, d, p: sigma_runs.append(p))
     text = b"Hello, World! hello world 123 foo_bar; (x) [y] {z} a-b\r\n" * 2000
@@ -347,8 +358,8 @@ def test_fast_path_ascii_never_normalised(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_fast_path_normalises_each_distinct_key_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    norm = CountingNormaliser(tokenize._normalise_word_key)
-    monkeypatch.setattr(tokenize, "_normalise_word_key", norm)
+    norm = CountingNormaliser(tokenize._normalise_word_keys)
+    monkeypatch.setattr(tokenize, "_normalise_word_keys", norm)
     text = "café Café CAFÉ don't Don't ok über\n".encode() * 3000
     comb = Combiner()
     comb.add(text)
@@ -356,11 +367,22 @@ def test_fast_path_normalises_each_distinct_key_once(monkeypatch: pytest.MonkeyP
     out, _ = comb.finish()
     assert out == dict(reference_count(text * 2))
     # raw keys: caf\xc3\xa9 (café, Café), caf\xc3\x89 (CAFÉ), don't, \xc3\xbcber
-    assert sorted(norm.keys) == sorted([b"caf\xc3\xa9", b"caf\xc3\x89", b"don't", "über".encode()])
-    # A later flush of the same executor reuses the cached normalisations.
+    slow = [b"caf\xc3\xa9", b"caf\xc3\x89", b"don't", "über".encode()]
+    assert sorted(norm.keys) == sorted(slow)
+    # Each flush normalises its own distinct keys once.
     comb.add(text)
     assert comb.finish()[0] == dict(reference_count(text))
-    assert len(norm.keys) == 4
+    assert sorted(norm.keys) == sorted(slow * 2)
+
+
+def test_whitespace_fast_path_only_non_ascii(monkeypatch: pytest.MonkeyPatch) -> None:
+    norm = CountingNormaliser(tokenize._normalise_ws_keys)
+    monkeypatch.setattr(tokenize, "_normalise_ws_keys", norm)
+    text = "Don't, STOP. café Café\n".encode() * 1000 + b"x\x80\n"
+    comb = Combiner("whitespace")
+    comb.add(text)
+    assert comb.finish() == (dict(reference_count(text, "whitespace")), 1)
+    assert sorted(norm.keys) == sorted(["café".encode(), "Café".encode(), b"x\x80"])
 
 
 def test_sigma_plain_path_only_for_sigma_runs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -399,15 +421,32 @@ BAD = [
     b"\xce", b"\xa3", b"\xcf",
 ]
 
+# The characters the fast path treats specially, drawn often so that they meet each other,
+# and known traps drawn whole.
+HOT = ["Σ", "Α", "ς", "a", "B", "'", "’", ".", ":", "-", "\u0301", "\u212a", "ü"]
+TRAPS = [
+    "Α.Σ", "ΟΔΟΣ.", ".Σ", "Σ.Α", "Α:Σ", "Σ'Α", "ΑΣ\u0301", "Σ\u00adΑ", "Α^Σ`",
+    "a'", "'a", "a''b", "’a", "a’", "a-b", "İ", "\u212a",
+]
+
 element = st.one_of(
-    st.sampled_from(PIECES).map(str.encode),
+    st.sampled_from(HOT).map(str.encode),
+    st.sampled_from(HOT).map(str.encode),
+    st.sampled_from(TRAPS).map(str.encode),
+    st.sampled_from(TRAPS).map(str.encode),
     st.sampled_from(PIECES).map(str.encode),
     st.sampled_from(WS),
     st.sampled_from(BAD),
     st.binary(max_size=4),
     st.text(max_size=3).map(lambda s: s.encode("utf-8", "surrogatepass")),
 )
-texts = st.lists(element, max_size=60).map(b"".join)
+# A text is sometimes repeated, so that the same raw keys (valid or not) occur several times.
+texts = st.builds(
+    lambda body, times, sep: sep.join([body] * times),
+    st.lists(element, max_size=40).map(b"".join),
+    st.integers(1, 3),
+    st.sampled_from(WS),
+)
 buffer_types = st.sampled_from([bytes, bytearray, memoryview])
 
 FUZZ = settings(
@@ -417,7 +456,37 @@ FUZZ = settings(
 )
 
 
+def oracle_count(text: bytes, tokenizer: str) -> collections.Counter[bytes]:
+    """The rule written again, independently of pymr.tokenize."""
+    decoded = text.decode("utf-8", "replace")
+    if tokenizer == "words":
+        return C(*re.findall(r"\w+(?:['’]\w+)*", decoded.lower()))
+    return C(*(t.decode("utf-8", "replace") for t in text.split()))
+
+
+_ORACLE_ERRORS: list[int] = []
+
+
+def _oracle_replace(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    _ORACLE_ERRORS.append(exc.start)
+    return "\ufffd", exc.end
+
+
+codecs.register_error("pymr-test-count-replace", _oracle_replace)
+
+
+def oracle_bad(text: bytes) -> int:
+    """Bad sequences counted by an error handler that is called once per replacement."""
+    _ORACLE_ERRORS.clear()
+    assert text.decode("utf-8", "pymr-test-count-replace") == text.decode("utf-8", "replace")
+    return len(_ORACLE_ERRORS)
+
+
 def check_any_cutting(data: st.DataObject, text: bytes, tokenizer: str) -> None:
+    assert reference_count(text, tokenizer) == oracle_count(text, tokenizer)
+    assert count_bad_sequences(text) == oracle_bad(text)
     points = ws_cut_points(text)
     cuts = data.draw(st.lists(st.sampled_from(points), unique=True)) if points else []
     pieces = cut(text, cuts)
@@ -448,8 +517,8 @@ def test_whitespace_combiner_equals_reference(data: st.DataObject, text: bytes) 
 
 @FUZZ
 @given(docs=st.lists(texts, min_size=1, max_size=4), tokenizer=st.sampled_from(TOKENIZERS))
-def test_one_combiner_many_splits_persistent_cache(docs: list[bytes], tokenizer: str) -> None:
-    """One long-lived combiner (its cache survives finish()) over many independent texts."""
+def test_long_lived_combiner_flushes_independently(docs: list[bytes], tokenizer: str) -> None:
+    """One combiner, reused across many flushes, keeps nothing from one flush to the next."""
     comb = Combiner(tokenizer)
     for _ in range(2):
         for text in docs:
