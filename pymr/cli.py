@@ -243,15 +243,18 @@ def cmd_job(args: argparse.Namespace) -> int:
         found = discover_for_job(args)
         if found is not None:
             endpoints, key = found
+    watch = getattr(args, "job_watch", None)
     try:
         summary = run_job(spec, inputs, opts, consume, local_nodes=args.local or 1,
                           slots=args.slots or 0, endpoints=endpoints, key=key,
-                          reporter=progress)
+                          reporter=progress, discover=watch.endpoints if watch else None)
     except KeyboardInterrupt:
         progress.stop()
         raise Interrupted("interrupted: the job was cancelled on every node") from None
     finally:
         progress.stop()
+        if watch is not None:
+            watch.close()
     summary.elapsed_s = time.monotonic() - started
     if summary.bad_bytes:
         print(f"pymr: warning: invalid UTF-8: {summary.bad_bytes} byte sequence(s) replaced "

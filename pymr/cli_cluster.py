@@ -573,7 +573,31 @@ def discover_for_job(args: argparse.Namespace) -> tuple[list[str], ClusterKey] |
     say(f"using {len(usable)} node(s): " + ", ".join(
         f"{st.name} ({st.endpoint.removeprefix('tcp://')}, {st.hello.slots} slots)"
         for st in usable))
+    try:
+        from .discovery import select_addresses
+
+        args.job_watch = JobWatch(select_addresses(_interface_spec(args)), key.fingerprint)
+    except Exception as exc:  # joining mid-job is a bonus: never fail the job for it
+        say(f"warning: cannot watch for nodes joining during the job: {exc}")
     return [st.endpoint for st in usable], key
+
+
+class JobWatch:
+    """Keeps browsing during a job so that nodes started meanwhile join it."""
+
+    def __init__(self, addresses: list[str], fingerprint: str) -> None:
+        from .discovery import Browser
+
+        self.fingerprint = fingerprint
+        self.browser = Browser(addresses).start()
+
+    def endpoints(self) -> list[str]:
+        """Control endpoints of this cluster's nodes seen so far (called about once a second)."""
+        self.browser.poll(0)
+        return [r.control_endpoint for r in self.browser.result(self.fingerprint).nodes]
+
+    def close(self) -> None:
+        self.browser.close()
 
 
 # ---------------------------------------------------------------- status

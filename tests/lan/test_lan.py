@@ -265,8 +265,6 @@ def test_node_without_key_sees_the_cluster_and_says_how_to_join(lab: Lab) -> Non
     assert not (newbie.home / "cluster.key").exists()
 
 
-@pytest.mark.xfail(reason="the master takes its node list at job start; a node that "
-                   "appears during a job is not used yet (issue 3)", strict=False)
 def test_node_started_during_a_long_job_receives_tasks(lab: Lab) -> None:
     # Given a long job (the client's link is slowed to 16 Mbit/s, like a busy Wi-Fi),
     client = lab.hosts["client"]
