@@ -569,7 +569,7 @@ def decode_header(frame: bytes | memoryview) -> Message:
         raise ProtocolError("header is not a map")
     _check_depth(raw)
     version = raw.pop("v", None)
-    if version != PROTOCOL_VERSION:
+    if type(version) is not int or version != PROTOCOL_VERSION:
         raise ProtocolError(f"protocol version {version!r}, expected {PROTOCOL_VERSION}")
     name = raw.pop("t", None)
     cls = _TYPES.get(name) if isinstance(name, str) else None

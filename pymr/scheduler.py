@@ -227,8 +227,8 @@ class Scheduler:
     def on_output(self, output_id: str, tasks: list[tuple[int, int]]) -> CommitDecision:
         """The commit rule: an output counts only if none of its tasks is committed yet."""
         known = [(self.tasks[t], a) for t, a in tasks if 0 <= t < len(self.tasks)]
-        if len(known) != len(tasks) or not known:
-            return CommitDecision(False)
+        if len(known) != len(tasks) or not known or len({t for t, _ in tasks}) != len(tasks):
+            return CommitDecision(False)  # unknown or repeated tasks: a bug or a forgery
         if any(t.committed is not None for t, _ in known):
             rerun = []
             for t, a in known:
