@@ -83,7 +83,8 @@ _TABLE = _make_table()
 
 def _check_tokenizer(tokenizer: str) -> None:
     if tokenizer not in TOKENIZERS:
-        raise ValueError(f"unknown tokenizer {tokenizer!r}; expected one of {', '.join(TOKENIZERS)}")
+        known = ", ".join(TOKENIZERS)
+        raise ValueError(f"unknown tokenizer {tokenizer!r}; expected one of {known}")
 
 
 def _as_bytes(data: bytes | bytearray | memoryview) -> bytes:

@@ -50,6 +50,9 @@ def master_main() -> int:
     from pymr.run import run_job
     from pymr.security import ClusterKey
 
+    import faulthandler
+
+    faulthandler.register(signal.SIGUSR1)  # a hung master shows where it waits
     cfg = json.loads(sys.stdin.readline())
     logging.basicConfig(level=cfg.get("log_level", logging.WARNING),
                         format="master: %(levelname)s %(name)s: %(message)s")
@@ -304,6 +307,23 @@ class MasterProcess:
         line, self._buf = self._buf.split(b"\n", 1)
         return json.loads(line)
 
+    def _dump_stacks(self) -> None:
+        """Ask a hung master for its threads' stacks (faulthandler, on its stderr)."""
+        assert self.proc is not None
+        if self.proc.poll() is not None or self._stderr is None:
+            return
+        before = os.fstat(self._stderr.fileno()).st_size
+        try:
+            os.kill(self.proc.pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if os.fstat(self._stderr.fileno()).st_size > before:
+                time.sleep(0.2)  # let it finish writing the dump (diagnostics only)
+                return
+            time.sleep(0.02)
+
     def _go(self) -> None:
         assert self.proc is not None and self.proc.stdin is not None
         try:
@@ -329,6 +349,7 @@ class MasterProcess:
                 if line["t"] in pause_on:
                     self._go()
         except MasterHung:
+            self._dump_stacks()
             self.kill()
             self.proc.wait(timeout=10)
             raise MasterHung(

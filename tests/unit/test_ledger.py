@@ -20,7 +20,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, p
 
 from pymr.ledger import Manifest, Ready, ReducerLedger, chained_crc32
 
-FUZZ_EXAMPLES = int(os.environ.get("PYMR_FUZZ_EXAMPLES", "60"))
+FUZZ_EXAMPLES = int(os.environ.get("PYMR_FUZZ_EXAMPLES", "100"))
 
 
 def manifest_of(payloads: list[bytes], records: int | None = None) -> Manifest:
@@ -530,9 +530,13 @@ class LedgerMachine(RuleBasedStateMachine):
             self.delivered.append(message)
 
     @precondition(lambda self: bool(self.delivered))
-    @rule(data=st.data())
-    def resend_control(self, data: st.DataObject) -> None:
-        self.apply(data.draw(st.sampled_from(self.delivered)), first=False)
+    @rule(data=st.data(), stale=st.booleans())
+    def resend_control(self, data: st.DataObject, stale: bool) -> None:
+        """A control message again; ``stale`` prefers one about an abandoned output."""
+        pool = self.delivered
+        if stale:
+            pool = [m for m in pool if m[1] in self.lost or m[1] in self.master_dropped] or pool
+        self.apply(data.draw(st.sampled_from(pool)), first=False)
 
     @precondition(lambda self: bool(self.outputs))
     @rule(data=st.data(), fault=st.sampled_from(["none"] * 4 + ["corrupt", "stray"]))
@@ -552,15 +556,19 @@ class LedgerMachine(RuleBasedStateMachine):
         self.ledger.stage(out.output_id, p, seq, payload)
 
     @precondition(lambda self: bool(self.outputs))
-    @rule(data=st.data(), loss=st.sampled_from([0.0, 0.0, 0.3]))
-    def deliver_burst(self, data: st.DataObject, loss: float) -> None:
-        """One output's chunks for one partition, in any order, some maybe lost."""
+    @rule(data=st.data(), fault=st.sampled_from(["none", "none", "loss", "corrupt"]))
+    def deliver_burst(self, data: st.DataObject, fault: str) -> None:
+        """One output's chunks for one partition, in any order, some lost or corrupt."""
         out = data.draw(st.sampled_from(self.outputs))
         p = data.draw(st.sampled_from(self.parts))
         chunks = out.chunks[p]
         for seq in self.rng.sample(range(len(chunks)), len(chunks)):
-            if self.rng.random() >= loss:
-                self.ledger.stage(out.output_id, p, seq, chunks[seq])
+            payload = chunks[seq]
+            if fault == "loss" and self.rng.random() < 0.3:
+                continue
+            if fault == "corrupt" and self.rng.random() < 0.3:
+                payload = bytes([payload[0] ^ 0x20]) + payload[1:]
+            self.ledger.stage(out.output_id, p, seq, payload)
 
     @rule(data=st.data())
     def refetch_some(self, data: st.DataObject) -> None:

@@ -1,0 +1,156 @@
+"""The real pymr master (``pymr.master.Master``), driven against simulated nodes.
+
+Started by ``run_scale.py`` with a JSON config line on stdin (cluster key, the simulated
+nodes' control endpoints, the input file, options).  It runs one word-count job exactly as
+``pymr job`` does on a LAN (``Master(...).run(consume)``: hello, JobStart, map tasks over
+PUSH, TaskExecuted, Flush, OutputDone, Commit, InputComplete, PartitionComplete,
+FetchPartition/PartitionData, JobEnd), with ``local_reads=True`` so that a MapTask carries
+(path, offset, length): tiny payloads.  ``ship_bytes`` makes the master read and send every
+split instead (what it does for nodes that are not its own).
+
+It prints one JSON line: per phase the wall clock and this process's CPU (``getrusage
+(RUSAGE_SELF)``: every thread, libzmq's I/O thread included), RSS and Python's allocated
+blocks; the answer check; and, with ``profile``, the top functions of a cProfile run.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import json
+import logging
+import pstats
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from pymr.config import JobOptions  # noqa: E402
+from pymr.inputs import resolve_inputs  # noqa: E402
+from pymr.jobs import builtin_spec  # noqa: E402
+from pymr.master import Master  # noqa: E402
+from pymr.security import ClusterKey  # noqa: E402
+
+
+def rss_kib() -> tuple[int, int]:
+    rss = hwm = 0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    return rss, hwm
+
+
+def cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+class PhaseReporter:
+    """The master's Reporter: marks the phases with wall, CPU and memory."""
+
+    def __init__(self, t0: float) -> None:
+        self.t0 = t0
+        self.total = 0
+        self.done = 0
+        self.advances = 0
+        self.marks: dict[str, dict[str, Any]] = {}
+        self.events: list[str] = []
+        self.master: Master | None = None
+
+    def mark(self, name: str) -> None:
+        rss, hwm = rss_kib()
+        m = self.master
+        self.marks[name] = {
+            "t": time.perf_counter() - self.t0, "cpu": cpu_s(), "rss_mib": rss / 1024,
+            "hwm_mib": hwm / 1024, "py_blocks": sys.getallocatedblocks(),
+            "pending": len(m.pending) if m else 0,
+            "outputs": len(m.outputs) if m else 0,
+        }
+
+    def start(self, total_bytes: int, nodes: list[str]) -> None:
+        self.total = total_bytes
+        self.mark("map_start")
+
+    def advance(self, nbytes: int) -> None:
+        self.done += nbytes
+        self.advances += 1
+        if self.done >= self.total and "map_executed" not in self.marks:
+            self.mark("map_executed")
+
+    def phase(self, name: str) -> None:
+        self.mark({"reduce": "all_committed", "merge": "all_reduced"}.get(name, name))
+
+    def event(self, text: str) -> None:
+        if len(self.events) < 50:
+            self.events.append(text)
+
+
+def main() -> int:
+    cfg = json.loads(sys.stdin.readline())
+    logging.basicConfig(level=logging.WARNING, format="master: %(levelname)s: %(message)s")
+    key = ClusterKey(cfg["public"].encode(), cfg["secret"].encode())
+    inputs = resolve_inputs([cfg["input"]])
+    opts = JobOptions(split_size=cfg["split_size"], death_timeout_s=cfg["death_timeout_s"],
+                      num_partitions=cfg.get("partitions", 0))
+    t0 = time.perf_counter()
+    cpu0 = cpu_s()
+    rep = PhaseReporter(t0)
+    master = Master(key, cfg["endpoints"], builtin_spec("wordcount"), inputs, opts,
+                    local_reads=not cfg.get("ship_bytes", False), reporter=rep)
+    rep.master = master
+    check: dict[str, Any] = {}
+
+    def consume(records: Any, summary: Any) -> None:
+        n = bad = 0
+        expected = None
+        for word, count in records:
+            n += 1
+            expected = summary.tasks
+            if count != expected:
+                bad += 1
+        rep.mark("consumed")
+        check.update({"records": n, "bad_records": bad, "tasks": summary.tasks,
+                      "partitions": len(master.partition_map)})
+
+    prof = cProfile.Profile() if cfg.get("profile") else None
+    if prof:
+        prof.enable()
+    error = ""
+    try:
+        summary = master.run(consume)
+        tasks = summary.tasks
+    except Exception as exc:  # report, do not hide
+        error = f"{type(exc).__name__}: {exc}"
+        tasks = master.sched.num_tasks if master.sched else 0
+    if prof:
+        prof.disable()
+    rep.mark("end")
+    out: dict[str, Any] = {
+        "error": error, "tasks": tasks, "marks": rep.marks, "events": rep.events,
+        "check": check, "cpu0": cpu0, "advances": rep.advances,
+        "nodes": len(master.links), "maxrss_mib": resource.getrusage(
+            resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if prof:
+        s = io.StringIO()
+        st = pstats.Stats(prof, stream=s)
+        st.sort_stats("tottime").print_stats(cfg.get("profile_top", 25))
+        out["profile_tottime"] = s.getvalue()
+        s = io.StringIO()
+        st = pstats.Stats(prof, stream=s)
+        st.sort_stats("cumulative").print_stats(cfg.get("profile_top", 25))
+        out["profile_cumulative"] = s.getvalue()
+    print(json.dumps(out), flush=True)
+    return 1 if error else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
