@@ -185,6 +185,16 @@ class _Progress:
 
 
 def cmd_job(args: argparse.Namespace) -> int:
+    from .inputs import release_inputs
+
+    inputs: list[Any] = []
+    try:
+        return _cmd_job(args, inputs)
+    finally:
+        release_inputs(inputs)
+
+
+def _cmd_job(args: argparse.Namespace, inputs: list[Any]) -> int:
     from .inputs import resolve_inputs
     from .jobs import builtin_spec
     from .output import atomic_output, check_output_path, write_json, write_tsv
@@ -197,7 +207,7 @@ def cmd_job(args: argparse.Namespace) -> int:
     spec = builtin_spec(args.job)
     if args.output:
         check_output_path(args.output, args.force)
-    inputs = resolve_inputs(args.paths, binary_ok=args.binary)
+    inputs.extend(resolve_inputs(args.paths, binary_ok=args.binary))
     opts = JobOptions(job_name=args.job, tokenizer=args.tokenizer, split_size=args.split_size,
                       max_token=args.max_token, num_partitions=args.partitions or 0,
                       max_attempts=args.max_attempts, binary_ok=args.binary)

@@ -157,11 +157,25 @@ def resolve_inputs(paths: list[str], *, binary_ok: bool = False,
 def _spool_stdin(spool_dir: str | None, stream: IO[bytes]) -> InputFile:
     """Copy stdin to a private file so splits can be re-read for retries."""
     fd, path = tempfile.mkstemp(prefix="pymr-stdin-", dir=spool_dir)
-    with os.fdopen(fd, "wb") as f:
-        shutil.copyfileobj(stream, f, 1 << 20)
-    st = os.stat(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            shutil.copyfileobj(stream, f, 1 << 20)
+        st = os.stat(path)
+    except BaseException:
+        os.unlink(path)  # Ctrl-C or a full disk while reading stdin: leave nothing behind
+        raise
     return InputFile(path=path, display="<stdin>", kind="stdin", size=st.st_size,
                      mtime_ns=st.st_mtime_ns)
+
+
+def release_inputs(inputs: list[InputFile]) -> None:
+    """Remove the private copies of stdin once the job is over."""
+    for f in inputs:
+        if f.kind == "stdin":
+            try:
+                os.unlink(f.path)
+            except OSError:
+                pass
 
 
 def iter_bytes_splits(f: InputFile, split_size: int, max_token: int

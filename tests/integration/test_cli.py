@@ -330,6 +330,27 @@ def test_token_longer_than_max_token_is_a_usage_error(capsysbinary, write_text) 
     assert str(path) in line and "400" in line, "the message names the file and the offset"
 
 
+def test_embedded_cluster_works_with_a_long_tmpdir(capsysbinary, write_text, tmp_path,
+                                                  monkeypatch) -> None:
+    """A long $TMPDIR (deep home directories, macOS's /var/folders/..., CI workspaces) must
+    not stop `pymr job`: a Unix socket path is limited to 107 bytes, so nothing may put one
+    at a path that grows with $TMPDIR."""
+    # Given a $TMPDIR of 80 characters
+    deep = tmp_path / "t"
+    deep = deep / ("d" * max(1, 80 - len(str(deep)) - 1))
+    deep.mkdir(parents=True)
+    assert len(str(deep)) >= 80
+    monkeypatch.setenv("TMPDIR", str(deep))
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    text = write_text("in.txt", "a long temporary directory\n" * 100)
+    # When a job runs on the embedded cluster
+    code, out, err = run(capsysbinary, "job", "wordcount", text, *SMALL, "-q")
+    # Then it works and cleans up
+    assert code == 0, err
+    assert out == helpers.expected_tsv(reference_count(text.read_bytes()))
+    assert leftovers(deep, set()) == []
+
+
 def test_invalid_utf8_is_counted_with_a_warning(capsysbinary, write_text) -> None:
     # Given text with invalid UTF-8 sequences (Latin-1 bytes, a lone continuation, a cut
     # multi-byte sequence, an overlong encoding), spread over many splits
