@@ -161,8 +161,12 @@ def _spool_stdin(spool_dir: str | None, stream: IO[bytes]) -> InputFile:
         with os.fdopen(fd, "wb") as f:
             shutil.copyfileobj(stream, f, 1 << 20)
         st = os.stat(path)
+    except OSError as exc:
+        os.unlink(path)
+        raise UsageError(f"cannot keep a copy of standard input in {os.path.dirname(path)}: "
+                         f"{exc.strerror or exc}; free some space or set TMPDIR") from exc
     except BaseException:
-        os.unlink(path)  # Ctrl-C or a full disk while reading stdin: leave nothing behind
+        os.unlink(path)  # Ctrl-C while reading stdin: leave nothing behind
         raise
     return InputFile(path=path, display="<stdin>", kind="stdin", size=st.st_size,
                      mtime_ns=st.st_mtime_ns)
