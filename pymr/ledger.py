@@ -91,7 +91,7 @@ class _Pair:
 
 
 class _Partition:
-    """Per-partition state; the sets only grow for the job's life (ids, not data)."""
+    """Per-partition state; merged, merged_outputs and dropped grow for the job's life."""
 
     __slots__ = ("merged", "bound", "merged_outputs", "dropped", "live")
 
@@ -192,6 +192,10 @@ class ReducerLedger:
         manifest, a task set differing from an earlier commit of the same output,
         a partial overlap, an output dropped before); a refusal is logged and
         leaves the ledger unchanged.
+
+        Re-sent copies of a commit are harmless, but the first copies of commits for
+        one partition must arrive in the master's order: a superseded output's
+        commit seen for the first time after its successor's would rebind back.
         """
         part = self._parts.get(partition)
         if part is None:

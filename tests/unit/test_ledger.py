@@ -15,8 +15,7 @@ from dataclasses import FrozenInstanceError
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
-                                 rule)
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from pymr.ledger import Manifest, Ready, ReducerLedger, chained_crc32
 
@@ -433,11 +432,11 @@ class LedgerMachine(RuleBasedStateMachine):
             self.rng.shuffle(records)
             n = self.rng.randint(1, len(records)) if records else 0
             cuts = sorted(self.rng.sample(range(1, len(records)), n - 1)) if n else []
-            bounds = list(zip([0] + cuts, cuts + [len(records)])) if n else []
+            bounds = list(zip([0] + cuts, cuts + [len(records)], strict=True)) if n else []
             chunks[p] = [
                 b"".join(b"%d %d\n" % (t, c) for t, c in sorted(Counter(records[a:b]).items()))
                 for a, b in bounds]
-        self.outputs.append(_Output("out-%d" % len(self.outputs), tasks, chunks))
+        self.outputs.append(_Output(f"out-{len(self.outputs)}", tasks, chunks))
         return len(self.outputs) - 1
 
     def send_commits(self, index: int) -> None:
@@ -470,7 +469,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def collect(self) -> None:
         for ready in self.ledger.take_ready():
             key = (ready.output_id, ready.partition)
-            assert key not in self.got_pairs, "returned twice: %r" % (key,)
+            assert key not in self.got_pairs, f"returned twice: {key!r}"
             self.got_pairs.add(key)
             out = next(o for o in self.outputs if o.output_id == ready.output_id)
             assert ready.tasks == out.tasks
@@ -620,7 +619,7 @@ class LedgerMachine(RuleBasedStateMachine):
         for _ in range(3):
             for output_id, p, seqs in self.ledger.missing():
                 index = int(output_id.split("-")[1])
-                assert index in final, "waiting for a non-final output %s" % output_id
+                assert index in final, f"waiting for a non-final output {output_id}"
                 for seq in seqs:
                     self.ledger.stage(output_id, p, seq, self.outputs[index].chunks[p][seq])
         assert self.ledger.missing() == []
