@@ -16,14 +16,14 @@ def main() -> int:
     import os
     import tempfile
 
-    from ._exec_entry import spawn_executors
+    from ._exec_entry import exec_endpoint, spawn_executors
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the job process's to handle
     config = json.loads(sys.stdin.readline())
     # Executors first, before the heavy imports: their start-up overlaps ours.
     run_dir = tempfile.mkdtemp(prefix=f"pymr-node-{config['node_id']}-")
     os.chmod(run_dir, 0o700)
-    procs = spawn_executors(config["slots"], config["node_id"], f"ipc://{run_dir}/exec.sock",
+    procs = spawn_executors(config["slots"], config["node_id"], exec_endpoint(run_dir),
                             config["public"].encode(), config["secret"].encode(), 5,
                             config.get("log_level", logging.WARNING))
 

@@ -12,6 +12,26 @@ def run_executor(*args: Any) -> None:
     executor_main(*args)
 
 
+#: sockaddr_un.sun_path holds 108 bytes; leave room for the terminating NUL.
+_IPC_PATH_MAX = 100
+
+
+def exec_endpoint(run_dir: str) -> str:
+    """The daemon <-> executor socket: a file in the private run dir, or, when that path
+    is too long for a Unix socket (a deep TMPDIR), a Linux abstract socket named after
+    the run dir (CURVE protects it like every other socket)."""
+    import os
+    import sys
+
+    path = os.path.join(run_dir, "exec.sock")
+    if len(path) <= _IPC_PATH_MAX:
+        return f"ipc://{path}"
+    if sys.platform.startswith("linux"):
+        return f"ipc://@{os.path.basename(run_dir)}"
+    raise OSError(f"the temp directory path is too long for a local socket: {run_dir}; "
+                  "set TMPDIR to a shorter directory")
+
+
 def spawn_executors(count: int, node_id: str, endpoint: str, public: bytes, secret: bytes,
                     nice: int, log_level: int, first_index: int = 0) -> list[Any]:
     """Start ``count`` executor processes with ``spawn`` (no zmq object exists yet)."""

@@ -253,7 +253,11 @@ def _cmd_job(args: argparse.Namespace, inputs: list[Any]) -> int:
         found = discover_for_job(args)
         if found is not None:
             endpoints, key = found
-    watch = getattr(args, "job_watch", None)
+    watch = None
+    if endpoints and key is not None:
+        from .cli_cluster import start_job_watch
+
+        watch = start_job_watch(args, key)
     try:
         summary = run_job(spec, inputs, opts, consume, local_nodes=args.local or 1,
                           slots=args.slots or 0, endpoints=endpoints, key=key,

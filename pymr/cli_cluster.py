@@ -573,13 +573,21 @@ def discover_for_job(args: argparse.Namespace) -> tuple[list[str], ClusterKey] |
     say(f"using {len(usable)} node(s): " + ", ".join(
         f"{st.name} ({st.endpoint.removeprefix('tcp://')}, {st.hello.slots} slots)"
         for st in usable))
+    args.watch_interfaces = _interface_spec(args)  # cmd_job keeps browsing during the job
+    return [st.endpoint for st in usable], key
+
+
+def start_job_watch(args: argparse.Namespace, key: ClusterKey) -> JobWatch | None:
+    """A browser kept open during a job whose nodes came from mDNS; None otherwise."""
+    if not hasattr(args, "watch_interfaces"):
+        return None
     try:
         from .discovery import select_addresses
 
-        args.job_watch = JobWatch(select_addresses(_interface_spec(args)), key.fingerprint)
+        return JobWatch(select_addresses(args.watch_interfaces), key.fingerprint)
     except Exception as exc:  # joining mid-job is a bonus: never fail the job for it
-        say(f"warning: cannot watch for nodes joining during the job: {exc}")
-    return [st.endpoint for st in usable], key
+        _say(f"warning: cannot watch for nodes joining during the job: {exc}")
+        return None
 
 
 class JobWatch:

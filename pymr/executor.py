@@ -93,6 +93,12 @@ class Executor:
             self.pushes[endpoint] = sock
         return sock
 
+    def _close_unused_pushes(self) -> None:
+        """Shuffle sockets to nodes no current job uses: close them (nodes come and go)."""
+        used = {ep for job in self.jobs.values() for ep in job.spec.shuffle_endpoints.values()}
+        for endpoint in [e for e in self.pushes if e not in used]:
+            self.pushes.pop(endpoint).close(linger=0)
+
     def run(self) -> None:
         self.ctx = zmq.Context()
         try:
@@ -158,6 +164,7 @@ class Executor:
             self.serve_fetch(job, msg)
         elif isinstance(msg, p.ExecJobEnd):
             self.jobs.pop(msg.job_id, None)
+            self._close_unused_pushes()
         else:
             self.drop("daemon", f"unexpected {msg.TYPE}")
 

@@ -181,6 +181,8 @@ class Master:
                 log.debug("job end after failure", exc_info=True)
             raise
         finally:
+            if self.source is not None:
+                self.source.close()  # closes the input file the split planner holds open
             self.ctx.destroy(linger=0)
 
     # ---------------------------------------------------------------- connect
@@ -497,8 +499,8 @@ class Master:
         elif isinstance(msg, p.HelloReply):
             if not link.node_id and self.sched is not None:
                 self._late_hello(link, msg)
-        elif isinstance(msg, (p.Heartbeat, p.ErrorEvent)):
-            pass  # liveness is tracked in _pump; errors come in the task report
+        elif isinstance(msg, (p.Heartbeat, p.ErrorEvent)) or sched is None:
+            pass  # liveness is tracked in _pump; errors come in the task report; or ending
         else:
             self.drop(link.endpoint, f"unexpected {msg.TYPE}")
 

@@ -25,7 +25,7 @@ import zmq
 
 from . import __version__
 from . import protocol as p
-from ._exec_entry import spawn_executors
+from ._exec_entry import exec_endpoint, spawn_executors
 from .config import UNICODE_VERSION, NodeOptions
 from .errors import ProtocolError
 from .jobs import builtin_hashes
@@ -43,10 +43,6 @@ def make_run_dir(node_id: str) -> str:
     path = tempfile.mkdtemp(prefix=f"pymr-node-{node_id}-")
     os.chmod(path, 0o700)
     return path
-
-
-def exec_endpoint(run_dir: str) -> str:
-    return f"ipc://{run_dir}/exec.sock"
 
 
 @dataclass

@@ -109,7 +109,7 @@ def expected_records(*datas: bytes) -> list[tuple[bytes, int]]:
 class JobThread:
     """``run_job`` on given nodes in a thread; ``result()`` joins it (bounded)."""
 
-    def __init__(self, cluster: LocalCluster, spec: JobSpec, path: Path,
+    def __init__(self, endpoints: list[str], key: ClusterKey, spec: JobSpec, path: Path,
                  opts: JobOptions) -> None:
         self.records: list[tuple[bytes, int]] | None = None
         self.summary: JobSummary | None = None
@@ -121,7 +121,7 @@ class JobThread:
         def target() -> None:
             try:
                 self.summary = run_job(spec, resolve_inputs([str(path)]), opts, consume,
-                                       endpoints=cluster.control_endpoints, key=cluster.key)
+                                       endpoints=endpoints, key=key)
             except BaseException as exc:  # noqa: BLE001 - handed to the test
                 self.error = exc
 
@@ -142,8 +142,8 @@ class JobThread:
 
 def run_once(cluster: LocalCluster, path: Path, spec: JobSpec | None = None,
              opts: JobOptions | None = None) -> list[tuple[bytes, int]]:
-    job = JobThread(cluster, spec or builtin_spec("wordcount"), path,
-                    opts or JobOptions(split_size=64 * K, num_partitions=3))
+    job = JobThread(cluster.control_endpoints, cluster.key, spec or builtin_spec("wordcount"),
+                    path, opts or JobOptions(split_size=64 * K, num_partitions=3))
     return job.result()
 
 
@@ -486,7 +486,7 @@ def test_strangers_on_every_endpoint_during_a_job_get_nothing_and_change_nothing
     nodes = view_nodes(cluster, member)
     executors_before = {n.index: executor_pids(n.pid) for n in nodes}
     spec = JobSpec.from_source("wordcount", PACED_JOB.format(gate=str(gate), pace=PACE_S))
-    job = JobThread(cluster, spec, path, ATTACK_OPTIONS)
+    job = JobThread(cluster.control_endpoints, cluster.key, spec, path, ATTACK_OPTIONS)
     attackers: list[ZmqAttacker] = []
     raws: list[RawConn] = []
     try:
@@ -687,7 +687,7 @@ def test_members_malformed_and_forged_messages_are_dropped_and_the_job_is_exact(
     nodes = view_nodes(cluster, member)
     executors_before = {n.index: executor_pids(n.pid) for n in nodes}
     spec = JobSpec.from_source("wordcount", PACED_JOB.format(gate=str(gate), pace=PACE_S))
-    job = JobThread(cluster, spec, path, ATTACK_OPTIONS)
+    job = JobThread(cluster.control_endpoints, cluster.key, spec, path, ATTACK_OPTIONS)
     pushes: list[zmq.Socket] = []
     timings: dict[str, float] = {}
     try:
@@ -810,7 +810,7 @@ def test_members_forged_map_attempts_do_not_change_the_answer(
     member = Member(zctx, cluster.key)
     nodes = view_nodes(cluster, member)
     spec = JobSpec.from_source("wordcount", PACED_JOB.format(gate=str(gate), pace=PACE_S))
-    job = JobThread(cluster, spec, path, ATTACK_OPTIONS)
+    job = JobThread(cluster.control_endpoints, cluster.key, spec, path, ATTACK_OPTIONS)
     pushes: list[zmq.Socket] = []
     try:
         job_id = wait_job_running(member, nodes)
@@ -1079,31 +1079,173 @@ def test_builtin_only_node_refuses_foreign_code_and_runs_wordcount(
     assert "Traceback" not in builtin_node.output()
 
 
+def job_start(member: Member, node: NodeProc, hello: p.HelloReply, job_id: str,
+              **fields: Any) -> p.Ack | None:
+    """A member's own job on ``node``: every partition reduced there (fields override)."""
+    spec = builtin_spec("wordcount")
+    seq = member.next_seq()
+    base: dict[str, Any] = dict(
+        seq=seq, job_id=job_id, job_name=spec.name, source=spec.source, sha256=spec.sha256,
+        tokenizer="words", num_partitions=1, partition_map={0: hello.node_id},
+        shuffle_endpoints={hello.node_id: hello.shuffle_endpoint})
+    base.update(fields)
+    ack: p.Ack | None = member.ask(node.control, p.JobStart(**base), p.Ack,
+                                   match=lambda m: m.seq == seq)
+    return ack
+
+
+#: Two heartbeat periods: a daemon notices and replaces a dead executor within one.
+EXECUTOR_CHECK_S = 2.0
+
+
 def test_builtin_only_checks_the_program_not_just_its_claimed_hash(
         builtin_node: NodeProc, tmp_path: Path, zctx: zmq.Context) -> None:
     # Given a --builtin-only node, and a member that sends foreign source under the
     # sha256 of the built-in word count
     mark = tmp_path / "evil-ran"
-    builtin = builtin_spec("wordcount")
-    lying = JobSpec("wordcount", EVIL_JOB.format(mark=str(mark)), builtin.sha256)
+    lying_source = EVIL_JOB.format(mark=str(mark))
     member = Member(zctx, builtin_node.key)
     node_pid = builtin_node.proc.pid
     executors = executor_pids(node_pid)
+    problems = []
     try:
         hello = member.hello(builtin_node.control)
         assert hello is not None
-        seq = member.next_seq()
-        ack = member.ask(builtin_node.control, p.JobStart(
-            seq=seq, job_id="lying-job", job_name=lying.name, source=lying.source,
-            sha256=lying.sha256, tokenizer="words", num_partitions=1,
-            partition_map={0: hello.node_id},
-            shuffle_endpoints={hello.node_id: hello.shuffle_endpoint}),
-            p.Ack, match=lambda m: m.seq == seq)
+        ack = job_start(member, builtin_node, hello, "lying-job", source=lying_source)
         # Then the node refuses it (the hash does not match the program)
-        assert ack is not None and not ack.ok, f"the node accepted the job: {ack}"
+        if ack is None or ack.ok:
+            problems.append(f"the node accepted foreign source under a built-in hash: {ack}")
+        time.sleep(EXECUTOR_CHECK_S)  # the scenario: let the daemon see its executors
+        # and nothing ran and no executor crashed on it
+        if mark.exists():
+            problems.append("the foreign source ran")
+        if executor_pids(node_pid) != executors:
+            problems.append(f"executors crashed and were replaced: {executors} -> "
+                            f"{executor_pids(node_pid)}")
+        # and the node still runs a job (bounded: a hang is a failure too)
+        text = helpers.generate_text(tmp_path / "in.txt", 128 * K, seed=44)
+        job = JobThread([builtin_node.control], builtin_node.key, builtin_spec("wordcount"),
+                        text, JobOptions(split_size=32 * K))
+        job.thread.join(60)
+        if job.running():
+            problems.append("a built-in job on the node did not finish within 60 s")
+        elif job.error is not None:
+            problems.append(f"a built-in job on the node failed: {job.error!r}")
+        elif job.records != expected_records(text.read_bytes()):
+            problems.append("a built-in job on the node gave a wrong answer")
     finally:
         member.close()
-    # and nothing ran and no executor crashed on it
-    assert not mark.exists()
-    time.sleep(2 * 1.0)  # two heartbeat periods: the daemon replaces dead executors then
-    assert executor_pids(node_pid) == executors, builtin_node.output()[-2000:]
+    stop_node(builtin_node)   # ends a hung job's master too: its node is gone
+    if problems:
+        tail = "\n".join(builtin_node.output().splitlines()[-12:])
+        pytest.fail("; ".join(problems) + f"\nnode log tail:\n{tail}", pytrace=False)
+
+
+MALFORMED_OWN_JOB: dict[str, dict[str, Any]] = {
+    # JobStart fields that decode (right types) but make no sense
+    "zero partitions": dict(num_partitions=0, partition_map={}, shuffle_endpoints={}),
+    "partition map beyond num_partitions": dict(num_partitions=1,
+                                                partition_map={5: "{node}"}),
+    "shuffle endpoint that is not an endpoint": dict(shuffle_endpoints={"{node}": "junk"}),
+    "negative partition": dict(num_partitions=1, partition_map={-1: "{node}"}),
+    "unknown tokenizer": dict(tokenizer="letters"),
+    "zero flush key limit": dict(flush_key_limit=0),
+}
+
+
+def test_malformed_fields_of_a_members_own_job_crash_no_executor(
+        builtin_node: NodeProc, tmp_path: Path, zctx: zmq.Context) -> None:
+    """A --builtin-only node runs no foreign code, so a member can only hurt it with the
+    fields of its messages; each must be refused or survived without losing an executor."""
+    member = Member(zctx, builtin_node.key, identity=b"member-master")
+    node_pid = builtin_node.proc.pid
+    problems: list[str] = []
+    try:
+        hello = member.hello(builtin_node.control)
+        assert hello is not None
+        words = b"alpha beta gamma\n" * 100
+        for i, (name, fields) in enumerate(MALFORMED_OWN_JOB.items()):
+            executors = executor_pids(node_pid)
+            fields = {k: ({int(pk): pv.replace("{node}", hello.node_id)
+                           for pk, pv in v.items()} if k == "partition_map" else
+                          {hello.node_id if nk == "{node}" else nk: nv
+                           for nk, nv in v.items()} if k == "shuffle_endpoints" else v)
+                      for k, v in fields.items()}
+            job_id = f"malformed-{i}"
+            # When a member starts its own job with this field, and sends it a map task
+            ack = job_start(member, builtin_node, hello, job_id, **fields)
+            if ack is not None and ack.ok:
+                task = zctx.socket(zmq.PUSH)
+                task.linger = 200
+                try:
+                    secure_connect(task, hello.task_endpoint, builtin_node.key)
+                    task.send_multipart(p.encode(p.MapTask(job_id=job_id, task_id=0,
+                                                           attempt=1, alone=True), words))
+                    member.wait_for(builtin_node.control, p.OutputDone, EXECUTOR_CHECK_S)
+                finally:
+                    task.close()
+            time.sleep(EXECUTOR_CHECK_S)  # the scenario: give the daemon time to notice
+            # Then no executor of the node died of it
+            after = executor_pids(node_pid)
+            if after != executors:
+                problems.append(f"{name}: executor replaced ({executors} -> {after})")
+            member.ask(builtin_node.control, p.JobEnd(seq=member.next_seq(), job_id=job_id),
+                       p.Ack, timeout_s=2)
+        # A commit whose manifest entry is not [chunks, records, checksum]
+        executors = executor_pids(node_pid)
+        ack = job_start(member, builtin_node, hello, "bad-commit")
+        assert ack is not None and ack.ok
+        for manifest in ({0: [1, 2]}, {0: []}, {0: [1, 2, 3, 4]}, {7: [1, 1, 0]}):
+            member.ask(builtin_node.control, p.Commit(
+                seq=member.next_seq(), job_id="bad-commit", output_id="x.0.1.1", tasks=[0],
+                manifest=manifest), p.Ack, timeout_s=2)
+        time.sleep(EXECUTOR_CHECK_S)
+        after = executor_pids(node_pid)
+        if after != executors:
+            problems.append(f"commit with a malformed manifest: executor replaced "
+                            f"({executors} -> {after})")
+        member.ask(builtin_node.control, p.JobEnd(seq=member.next_seq(), job_id="bad-commit"),
+                   p.Ack, timeout_s=2)
+    finally:
+        member.close()
+    assert builtin_node.proc.poll() is None, "the node daemon died"
+    if problems:
+        crashes = [x.strip() for x in builtin_node.output().splitlines()
+                   if x.startswith(("ValueError", "KeyError", "ZeroDivisionError",
+                                    "pymr.errors", "IndexError", "TypeError"))]
+        pytest.fail("; ".join(problems) + f"\nexecutor exceptions: {crashes}", pytrace=False)
+
+
+def test_a_lan_node_reads_no_file_a_member_names(builtin_node: NodeProc, tmp_path: Path,
+                                                 zctx: zmq.Context) -> None:
+    """Only nodes a job started itself read splits by offset (FAQ, "Offset reads"); a LAN
+    node gets the bytes. Otherwise any member could have any node read any file its user
+    can read (here the node's own key file) and get its words back -- --builtin-only or not.
+    """
+    secret = tmp_path / "node-home" / "cluster.key"
+    member = Member(zctx, builtin_node.key, identity=b"member-master")
+    try:
+        hello = member.hello(builtin_node.control)
+        assert hello is not None
+        ack = job_start(member, builtin_node, hello, "reader")
+        assert ack is not None and ack.ok
+        task = zctx.socket(zmq.PUSH)
+        task.linger = 200
+        try:
+            secure_connect(task, hello.task_endpoint, builtin_node.key)
+            # When a member's map task names a path on the node, with no bytes
+            size = secret.stat().st_size
+            task.send_multipart(p.encode(p.MapTask(job_id="reader", task_id=0, attempt=1,
+                                                   path=str(secret), offset=0, length=size,
+                                                   alone=True)))
+            done = member.wait_for(builtin_node.control, p.TaskExecuted, 5.0)
+            output = member.wait_for(builtin_node.control, p.OutputDone, 1.0)
+        finally:
+            task.close()
+        member.ask(builtin_node.control, p.JobEnd(seq=member.next_seq(), job_id="reader"),
+                   p.Ack, timeout_s=2)
+    finally:
+        member.close()
+    # Then the node did not read it
+    assert done is None, (f"the node read {done.nbytes} bytes of {secret} for a member "
+                          f"(output {output.manifest if output else None})")
