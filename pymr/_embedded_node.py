@@ -34,7 +34,7 @@ def main() -> int:
     logging.basicConfig(level=config.get("log_level", logging.WARNING),
                         format="pymr node: %(levelname)s: %(message)s")
     opts = NodeOptions(name=config["name"], slots=config["slots"], host="127.0.0.1",
-                       embedded=True)
+                       embedded=True, read_paths=True)
     key = ClusterKey(config["public"].encode(), config["secret"].encode())
     daemon = NodeDaemon(opts, key, node_id=config["node_id"], run_dir=run_dir, executors=procs)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())

@@ -61,6 +61,7 @@ class NodeOptions:
     home: Path = field(default_factory=default_home)
     builtin_only: bool = False
     embedded: bool = False           # started by a ``pymr job`` for itself
+    read_paths: bool = False         # may read splits by path (embedded, or --shared-fs)
     nice: int = 5
     heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
     lease_timeout_s: float = LEASE_TIMEOUT_S

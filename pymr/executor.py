@@ -49,6 +49,7 @@ class ExecutorJob:
 
     spec: p.ExecJob
     module: Any
+    broken: str = ""
     combiner: Any = None
     pending: list[list[int]] = field(default_factory=list)  # [task, attempt] not flushed
     flushes: int = 0
@@ -127,7 +128,10 @@ class Executor:
                     continue
                 if isinstance(msg, p.ExecStop):
                     return
-                self.handle(msg, payload)
+                try:
+                    self.handle(msg, payload)
+                except Exception:  # a bug or a hostile member's message: never crash
+                    log.exception("executor %d: failed to handle %s", self.index, msg.TYPE)
         finally:
             for s in self.pushes.values():
                 s.close(linger=0)
@@ -172,8 +176,16 @@ class Executor:
         """A new job, or an update of a known one (partitions moved: new epoch)."""
         job = self.jobs.get(msg.job_id)
         if job is None:
-            module = self.cache.load(msg.job_name, msg.source, msg.sha256)
-            job = ExecutorJob(spec=msg, module=module)
+            try:
+                module = self.cache.load(msg.job_name, msg.source, msg.sha256)
+                if msg.num_partitions < 1:
+                    raise ValueError("a job needs at least one partition")
+            except Exception as exc:  # the program does not load: every task fails with this
+                module = None
+                broken = f"{type(exc).__name__}: {exc}"
+            else:
+                broken = ""
+            job = ExecutorJob(spec=msg, module=module, broken=broken)
             self.jobs[msg.job_id] = job
         job.spec = msg
         for part in msg.partitions:
@@ -187,6 +199,8 @@ class Executor:
     # ---------------------------------------------------------------- map side
     def run_task(self, job: ExecutorJob, task: p.MapTask, payload: list[Any]) -> None:
         try:
+            if job.broken:
+                raise RuntimeError(f"the job's program does not load here: {job.broken}")
             if task.alone and job.pending:
                 self.flush(job)
             data = self._read_split(task, payload)

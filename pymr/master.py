@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -142,7 +142,7 @@ class Master:
         self.ctx: zmq.Context | None = None
         self.poller = zmq.Poller()
         self.sched: Scheduler | None = None
-        self.source: Iterator[SplitRef] | None = None
+        self.source: Generator[SplitRef, None, None] | None = None
         self.flushed_at = -1
         self.last_lease = 0.0
         self.failure: PymrError | None = None
@@ -395,7 +395,7 @@ class Master:
         self.reporter.start(total, [f"{x.name} ({x.slots} slots)" for x in self.links.values()])
 
     # ---------------------------------------------------------------- map phase
-    def _split_source(self) -> Iterator[SplitRef]:
+    def _split_source(self) -> Generator[SplitRef, None, None]:
         from .splits import plan_file_splits
 
         for index, f in enumerate(self.inputs):
@@ -456,9 +456,14 @@ class Master:
             frames = p.encode(p.MapTask(job_id=self.job_id, task_id=task_id, attempt=attempt,
                                         alone=alone), data)
         assert link.task is not None
-        # Credit from the scheduler bounds what is queued; a dead peer is found by heartbeats.
-        if not send_nowait(link.task, frames):
-            link.task.send_multipart(frames, copy=False)
+        # Credit from the scheduler bounds what is queued, so the PUSH is rarely full; when
+        # it stays full (the node is gone or frozen) the task is handed back, not blocked on.
+        if send_nowait(link.task, frames):
+            return
+        if link.task.poll(1000, zmq.POLLOUT) and send_nowait(link.task, frames):
+            return
+        assert self.sched is not None
+        self.sched.on_failed(task_id, attempt, node_id, lost=True)
 
     # ---------------------------------------------------------------- handlers
     def _handle(self, link: NodeLink, msg: p.Message, payload: list[Any]) -> None:

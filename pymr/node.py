@@ -28,7 +28,7 @@ from . import protocol as p
 from ._exec_entry import exec_endpoint, spawn_executors
 from .config import UNICODE_VERSION, NodeOptions
 from .errors import ProtocolError
-from .jobs import builtin_hashes
+from .jobs import builtin_hashes, sha256_of
 from .security import Authenticator, ClusterKey, prove_rejects_strangers, secure_bind
 from .transport import LogOnce, make_socket, send_nowait
 
@@ -265,7 +265,8 @@ class NodeDaemon:
     def _job_start(self, peer: bytes, msg: p.JobStart) -> p.Ack:
         if msg.job_id in self.jobs:
             return p.Ack(seq=msg.seq)
-        if self.builtin_hashes and msg.sha256 not in self.builtin_hashes:
+        if self.builtin_hashes and (msg.sha256 not in self.builtin_hashes
+                                    or sha256_of(msg.source) != msg.sha256):
             return p.Ack(seq=msg.seq, ok=False,
                          error=f"node {self.name} runs only built-in jobs (--builtin-only)")
         mine = sorted(part for part, node in msg.partition_map.items() if node == self.node_id)
@@ -386,6 +387,15 @@ class NodeDaemon:
             job = self.jobs.get(msg.job_id)
             if job is None:
                 self.drop("task socket", "map task for an unknown job")
+                continue
+            if msg.path and not self.opts.read_paths:
+                # Only nodes that share the master's files (the embedded cluster, or
+                # --shared-fs) read splits by path: never let a member name a local file.
+                self.drop("task socket", "map task naming a file on a node that reads none")
+                send_nowait(self.control, [job.master, *p.encode(p.TaskFailedReport(
+                    job_id=msg.job_id, node_id=self.node_id, task_id=msg.task_id,
+                    attempt=msg.attempt, exc_type="Refused",
+                    message="this node does not read input files by path (no --shared-fs)"))])
                 continue
             job.queue.append(frames)
             if job.job_id not in self.rr:

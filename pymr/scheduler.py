@@ -229,6 +229,24 @@ class Scheduler:
         known = [(self.tasks[t], a) for t, a in tasks if 0 <= t < len(self.tasks)]
         if len(known) != len(tasks) or not known or len({t for t, _ in tasks}) != len(tasks):
             return CommitDecision(False)  # unknown or repeated tasks: a bug or a forgery
+        forged = [(t, a) for t, a in known if a not in t.executed and a not in t.running]
+        if forged:
+            # An attempt this master never started (forged, or from before a restart):
+            # the output cannot count; its genuine tasks run again.
+            log.warning("output %s names attempts that were never started: %s", output_id,
+                        [(t.task_id, a) for t, a in forged])
+            rerun = []
+            for t, a in known:
+                if (t, a) in forged:
+                    continue
+                self._release(t, a)
+                t.executed.pop(a, None)
+                if t.committed is None and not t.running and not t.executed \
+                        and t.task_id not in self.queue:
+                    self.queue.append(t.task_id)
+                    self.alone.add(t.task_id)
+                    rerun.append(t.task_id)
+            return CommitDecision(False, tuple(rerun))
         if any(t.committed is not None for t, _ in known):
             rerun = []
             for t, a in known:

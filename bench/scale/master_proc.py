@@ -19,9 +19,11 @@ import cProfile
 import io
 import json
 import logging
+import os
 import pstats
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -89,8 +91,30 @@ class PhaseReporter:
         self.mark({"reduce": "all_committed", "merge": "all_reduced"}.get(name, name))
 
     def event(self, text: str) -> None:
+        line = f"{time.perf_counter() - self.t0:8.3f} s: {text}"
+        print("master event: " + line, file=sys.stderr, flush=True)
         if len(self.events) < 50:
-            self.events.append(text)
+            self.events.append(line)
+
+    def state(self) -> dict[str, Any]:
+        """What the master is waiting for (read from another thread: approximate)."""
+        m = self.master
+        s = m.sched if m else None
+        if m is None:
+            return {}
+        out: dict[str, Any] = {
+            "pending": len(m.pending), "outputs": len(m.outputs),
+            "partitions_done": len(m.partition_done), "partitions": len(m.partition_map),
+            "nodes_live": sum(1 for x in m.links.values() if x.alive), "epoch": m.epoch,
+            "updating": m.updating,
+        }
+        if s is not None:
+            tasks = list(s.tasks)
+            out.update({"tasks": len(tasks), "queue": len(s.queue), "input_done": s.input_done,
+                        "running": sum(1 for t in tasks if t.running),
+                        "executed_unflushed": sum(1 for t in tasks if t.executed),
+                        "committed": s.committed_count})
+        return out
 
 
 def main() -> int:
@@ -120,6 +144,16 @@ def main() -> int:
         check.update({"records": n, "bad_records": bad, "tasks": summary.tasks,
                       "partitions": len(master.partition_map)})
 
+    def watchdog() -> None:
+        """A job that does not end in time: report where it stands and exit."""
+        time.sleep(cfg.get("job_timeout_s", 600))
+        rep.mark("watchdog")
+        print(json.dumps({"error": f"job did not finish in {cfg.get('job_timeout_s', 600)} s",
+                          "state": rep.state(), "marks": rep.marks, "events": rep.events,
+                          "tasks": 0, "cpu0": cpu0, "check": {}}), flush=True)
+        os._exit(3)
+
+    threading.Thread(target=watchdog, daemon=True).start()
     prof = cProfile.Profile() if cfg.get("profile") else None
     if prof:
         prof.enable()

@@ -128,7 +128,8 @@ def one_run(args: argparse.Namespace, n_nodes: int, tasks: int, split: int, key:
         m_cfg = {"public": key.public.decode(), "secret": key.secret.decode(),
                  "endpoints": endpoints, "input": str(path), "split_size": split,
                  "death_timeout_s": args.death_timeout, "profile": profile,
-                 "profile_top": 30, "ship_bytes": args.ship_bytes}
+                 "profile_top": 30, "ship_bytes": args.ship_bytes,
+                 "job_timeout_s": args.job_timeout}
         mp = subprocess.run([sys.executable, str(HERE / "master_proc.py")],
                             input=json.dumps(m_cfg) + "\n", capture_output=True, text=True,
                             env=env, timeout=args.timeout)
@@ -145,6 +146,11 @@ def one_run(args: argparse.Namespace, n_nodes: int, tasks: int, split: int, key:
 def analyse(m: dict[str, Any], reports: list[dict[str, Any]], n_nodes: int, tasks: int,
             split: int, wall: float, stderr: str, args: argparse.Namespace) -> dict[str, Any]:
     marks = m["marks"]
+    if "end" not in marks or "map_start" not in marks:
+        return {"nodes": n_nodes, "tasks": tasks, "split_size": split, "ok": False,
+                "error": m.get("error") or "no end mark", "state": m.get("state", {}),
+                "marks": marks, "events": m.get("events", []), "wall_s": wall,
+                "sim_reports": reports, "stderr_tail": stderr[-3000:]}
     msgs: dict[str, int] = {}
     nbytes: dict[str, int] = {}
     dups: dict[str, int] = {}
@@ -209,12 +215,30 @@ def analyse(m: dict[str, Any], reports: list[dict[str, Any]], n_nodes: int, task
         "sim_late_ms_max": max((r.get("late_ms_max", 0) for r in reports), default=0),
         "sim_dropped_sends": sum(r.get("dropped_sends", 0) for r in reports),
         "events": m.get("events", []),
+        "nodes_lost": sum(1 for e in m.get("events", []) if " lost (" in e),
+        "job_updates": msgs.get("job_update", 0),
         "stderr_tail": stderr[-1500:],
     }
     if "profile_tottime" in m:
         res["profile_tottime"] = m["profile_tottime"]
         res["profile_cumulative"] = m["profile_cumulative"]
     return res
+
+
+def brief(r: dict[str, Any]) -> str:
+    def f(key: str, fmt: str) -> str:
+        v = r.get(key)
+        return "-" if v is None else format(v, fmt)
+
+    if "map_cpu_s" not in r:
+        return (f"FAILED: {r.get('error')} state={r.get('state', '')} "
+                f"events={r.get('events', [])[-3:]}")
+    return (f"map {f('map_s', '.2f')} s, {f('tasks_per_s', '.0f')} tasks/s, master CPU "
+            f"{f('map_cpu_ms_per_task', '.3f')} ms/task (map), "
+            f"{f('master_cpu_ms_per_task', '.3f')} ms/task (total), commit "
+            f"{f('commit_s', '.2f')} s, RSS peak {f('rss_peak_mib', '.0f')} MiB, "
+            f"{f('control_msgs_per_task', '.2f')} msgs/task, nodes lost {r.get('nodes_lost')}, "
+            f"ok={r['ok']}" + ("" if r["ok"] else f" error={r.get('error')}"))
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -252,7 +276,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
          "| ---: | ---: | --- | --- | --- |"]
     for r in rows:
         if "map_s" not in r:
-            L.append(f"| {r['nodes']} | - | - | failed: {r.get('error', '')[:200]} "
+            L.append(f"| {r['nodes']} | {r.get('tasks', '-')} | {r.get('split_size', '-')} "
+                     f"| failed: {r.get('error', '')[:200]} {r.get('state', '')} "
                      + "| " * 13 + "|")
             continue
         L.append(
@@ -305,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=BENCH / "data" / "scale")
     ap.add_argument("--results", type=Path, default=HERE / "RESULTS-scale")
     ap.add_argument("--timeout", type=float, default=1200.0)
+    ap.add_argument("--job-timeout", type=float, default=300.0,
+                    help="the master reports where it stands and gives up after this long")
     args = ap.parse_args(argv)
     args.workdir = args.workdir.resolve()
     from pymr.security import ClusterKey
@@ -331,12 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                     r = one_run(args, n, tasks, split, key, env, args.profile)
                     runs.append(r)
                     print(f"[{n} nodes, {tasks} tasks, {split} B, round {rnd + 1}] "
-                          + (f"map {r['map_s']:.2f} s, {r['tasks_per_s']:.0f} tasks/s, "
-                             f"master CPU {r['map_cpu_ms_per_task']:.3f} ms/task (map), "
-                             f"{r['master_cpu_ms_per_task']:.3f} ms/task (total), commit "
-                             f"{r['commit_s']:.2f} s, RSS peak {r['rss_peak_mib']:.0f} MiB, "
-                             f"{r['control_msgs_per_task']:.2f} msgs/task, ok={r['ok']}"
-                             if r.get("map_s") else f"FAILED: {r.get('error')}"), flush=True)
+                          + brief(r), flush=True)
                 row = median_run(runs)
                 failed |= not row.get("ok")
                 rows.append(row)

@@ -149,15 +149,16 @@ class SimNode:
                               if n == self.node_id)
                 self.job = {"job_id": msg.job_id, "master": peer, "parts": mine,
                             "pmap": msg.partition_map, "num_tasks": -1,
-                            "outputs": set(), "committed": 0, "complete": False,
-                            "flushes": 0}
+                            "seen": {part: set() for part in mine},
+                            "committed": {part: 0 for part in mine}, "complete": set(),
+                            "flushes": 0, "epoch": msg.epoch}
             self.reply(peer, p.Ack(seq=msg.seq))
         elif isinstance(msg, p.Lease):
             pass
         elif isinstance(msg, p.FetchPartition):
             job = self.job
             if job is not None and msg.partition in job["parts"]:
-                records = [[b"p%06d" % msg.partition, job["committed"]]]
+                records = [[b"p%06d" % msg.partition, job["committed"][msg.partition]]]
                 self.reply(peer, p.PartitionData(job_id=msg.job_id, partition=msg.partition,
                                                  seq=0, last=True), p.pack_records(records))
         elif isinstance(msg, ACKED):
@@ -166,10 +167,33 @@ class SimNode:
                 if isinstance(msg, p.Flush):
                     self.flush()
                 elif isinstance(msg, p.Commit):
-                    if msg.output_id not in job["outputs"]:
-                        job["outputs"].add(msg.output_id)
-                        job["committed"] += len(msg.tasks)
+                    for part in msg.manifest:
+                        seen = job["seen"].get(part)
+                        if seen is not None and msg.output_id not in seen:
+                            seen.add(msg.output_id)
+                            job["committed"][part] += len(msg.tasks)
                     self.check_complete()
+                elif isinstance(msg, p.JobUpdate):
+                    # Partitions moved (the master lost a node): adopt the new map; a new
+                    # partition is rebuilt from the commits the master re-sends for it.
+                    if msg.epoch >= job["epoch"]:
+                        job["epoch"] = msg.epoch
+                        job["pmap"] = msg.partition_map
+                        mine = sorted(part for part, n in msg.partition_map.items()
+                                      if n == self.node_id)
+                        for part in mine:
+                            job["seen"].setdefault(part, set())
+                            job["committed"].setdefault(part, 0)
+                        for part in [x for x in job["seen"] if x not in mine]:
+                            del job["seen"][part]
+                            del job["committed"][part]
+                            job["complete"].discard(part)
+                        job["parts"] = mine
+                        if msg.num_tasks >= 0:
+                            job["num_tasks"] = msg.num_tasks
+                        self.check_complete()
+                elif isinstance(msg, p.DropOutput):
+                    pass    # nothing staged: chunks are never sent
                 elif isinstance(msg, p.InputComplete):
                     job["num_tasks"] = msg.num_tasks
                     self.check_complete()
@@ -180,15 +204,16 @@ class SimNode:
 
     def check_complete(self) -> None:
         job = self.job
-        if job is None or job["complete"] or job["num_tasks"] < 0:
+        if job is None or job["num_tasks"] < 0:
             return
-        if job["committed"] < job["num_tasks"]:
-            return
-        job["complete"] = True
         for part in job["parts"]:
+            n = job["committed"][part]
+            if part in job["complete"] or n < job["num_tasks"]:
+                continue
+            job["complete"].add(part)
             self.to_master(p.PartitionComplete(
                 job_id=job["job_id"], node_id=self.node_id, partition=part, records=1,
-                total=job["committed"], chunks=1))
+                total=n, chunks=1))
 
     def flush(self) -> None:
         job = self.job

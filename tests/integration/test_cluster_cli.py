@@ -300,7 +300,7 @@ def test_job_with_key_but_no_node_of_its_cluster(cluster: dict[str, Any], tmp_pa
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     home = tmp_path / "other"
     open_state(home).save_key(ClusterKey.generate())
-    assert discover_for_job(job_args(home, discover=1.0)) is None
+    assert discover_for_job(job_args(home, discover=3.0)) is None
     err = capsys.readouterr().err
     assert "embedded local cluster" in err
     assert "another cluster" in err            # the two nodes seen were ignored, and why

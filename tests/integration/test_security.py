@@ -1249,3 +1249,22 @@ def test_a_lan_node_reads_no_file_a_member_names(builtin_node: NodeProc, tmp_pat
     # Then the node did not read it
     assert done is None, (f"the node read {done.nbytes} bytes of {secret} for a member "
                           f"(output {output.manifest if output else None})")
+
+
+# ================================================================== the decoder, fuzzed
+
+
+def test_decoder_short_fuzz_run() -> None:
+    """The CI-sized run of tests/fuzz_protocol.py (its long mode runs >= 1,000,000 inputs):
+    random bytes, mutated valid headers, structured maps and decoder bombs; ``decode``
+    returns a well-typed message or raises ProtocolError, each input in under a second."""
+    from tests import fuzz_protocol
+
+    oracle = fuzz_protocol.Oracle(slow_ms=1000.0)
+    fuzz_protocol.run_random(oracle, count=int(os.environ.get("PYMR_FUZZ_INPUTS", "10000")),
+                             seconds=60.0, seed=int(os.environ.get("PYMR_FUZZ_SEED", "7")),
+                             progress_s=0)
+    report = fuzz_protocol.summary(oracle, "random")
+    print(report)
+    assert oracle.stats.failures == [], report
+    assert sum(oracle.stats.accepted.values()) > 0 and len(oracle.stats.rejected) >= 5, report

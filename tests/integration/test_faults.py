@@ -1,0 +1,480 @@
+"""Fault tolerance on loopback (issue 4): every answer is compared byte for byte with the
+single-process reference count.
+
+Each test starts its own embedded-style cluster (``LocalCluster``: three node daemons on
+127.0.0.1, one executor each) and runs the master in a subprocess
+(``tests/faults_helpers.py``) that stops at every report of its reporter until the test
+answers, so a fault is injected at an observed point of the job -- after the k-th executed
+task, at the reduce phase, after the consumer took k records -- never after a sleep. Every
+job is bounded (``JOB_BOUND_S``: a hung master is killed, its stacks are shown and the
+test fails); SIGSTOPped processes always get SIGCONT; every process is reaped (the
+``no_leaked_children`` fixture checks it).
+
+The master's death timeout is ``DEATH_S`` (JobOptions.death_timeout_s). Several seeds of
+the random-moment kill run only with ``--run-slow``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pymr.cluster import LocalCluster
+from pymr.config import HEARTBEAT_INTERVAL_S, LEASE_TIMEOUT_S
+from pymr.status import probe
+from tests import helpers
+from tests.faults_helpers import (Freezer, Hooks, MasterProcess, Outcome, SlowNode,
+                                  alive, executor_pids, kill_node, node_pids, run_master,
+                                  signal_all, wait_gone)
+
+K = 1 << 10
+M = 1 << 20
+NODES = 3
+#: The master's death timeout in these tests.
+DEATH_S = 3.0
+#: Upper bound of one job's wall time, faults and recovery included (a clean job here
+#: takes 1-3 s; recovery adds the death timeout and a few resend rounds).
+JOB_BOUND_S = 45.0
+#: How long after a node's death the master may take to act: the death timeout plus a
+#: heartbeat period (the last heartbeat may have left just before the kill) and the
+#: master's poll period.
+DETECT_BOUND_S = DEATH_S + HEARTBEAT_INTERVAL_S + 1.0
+
+SEEDS = [1, 2]
+SLOW_SEEDS = [3, 4, 5, 6, 7, 8]
+
+FAILING_JOB = '''
+"""A job whose map raises on every split."""
+
+
+class Boom:
+    def add(self, data):
+        raise ValueError("boom: this job always fails")
+
+    def distinct_raw(self):
+        return 0
+
+    def finish(self):
+        return {}, 0
+
+
+def make_combiner(tokenizer):
+    return Boom()
+'''
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture
+def cluster() -> Iterator[LocalCluster]:
+    """Three nodes of one slot each on loopback; stopped and reaped after the test."""
+    with LocalCluster(nodes=NODES, slots=1) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def text_8m(text_files) -> Path:
+    """8 MiB of generated text: 128 splits of 64K, a map phase of a few seconds."""
+    return text_files(8 * M, seed=11)
+
+
+@pytest.fixture(scope="session")
+def many_words(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Text with 450,000 distinct whitespace tokens (counts 1-3): three partitions of
+    150,000 records, i.e. three result chunks each, so a partition's fetch takes several
+    requests."""
+    path = tmp_path_factory.mktemp("many") / "many-words.txt"
+    rng = random.Random("many-words")
+    tokens = []
+    for i in range(450_000):
+        token = b"%s%d" % (rng.choice([b"k", b"w", b"z", b"Q", b"x-", b"y_"]), i)
+        tokens.extend([token] * (1 + i % 3))
+    rng.shuffle(tokens)
+    with open(path, "wb") as f:
+        for i in range(0, len(tokens), 12):
+            f.write(b" ".join(tokens[i:i + 12]) + b"\n")
+    return path
+
+
+def options(**kw: object) -> dict[str, object]:
+    base: dict[str, object] = {"split_size": 64 * K, "death_timeout_s": DEATH_S}
+    base.update(kw)
+    return base
+
+
+# ------------------------------------------------------------------ checks
+
+
+def assert_exact(outcome: Outcome, out: Path, expected: bytes) -> None:
+    """The job succeeded, consumed once, and wrote exactly the reference answer."""
+    assert outcome.kind == "done", (f"job ended with {outcome.kind}: {outcome.error}\n"
+                                    f"master stderr:\n{outcome.stderr}")
+    assert outcome.consumed == 1
+    got = out.read_bytes()
+    if got != expected:
+        got_lines, want_lines = got.splitlines(), expected.splitlines()
+        first = next((i for i, (a, b) in enumerate(zip(got_lines, want_lines)) if a != b),
+                     min(len(got_lines), len(want_lines)))
+        pytest.fail(f"answer differs from the reference: {len(got_lines)} lines, expected "
+                    f"{len(want_lines)}; first difference at line {first + 1}: got "
+                    f"{got_lines[first:first + 1]!r}, expected {want_lines[first:first + 1]!r}")
+
+
+def tasks_of(path: Path, split: int = 64 * K) -> int:
+    return max(1, path.stat().st_size // split)
+
+
+def lost_events(hooks: Hooks) -> list[str]:
+    return [x for x in hooks.event_texts() if " lost (" in x]
+
+
+# ------------------------------------------------------------------ node loss while mapping
+
+
+def _kill_while_mapping(seed: int, cluster: LocalCluster, text: Path, text_files,
+                        tmp_path: Path) -> None:
+    # Given three nodes, 8 MiB of text in 64K splits, and a victim and a moment drawn
+    # from the seed (the k-th executed task, anywhere in the map phase)
+    rng = random.Random(f"kill-while-mapping-{seed}")
+    victim = rng.randrange(NODES)
+    k = rng.randint(1, tasks_of(text) * 3 // 4)
+    daemon_only = rng.random() < 0.25   # sometimes the executors survive their daemon
+    hooks = Hooks()
+    killed: list[int] = []
+
+    def kill() -> None:
+        killed.extend(node_pids(cluster, victim))  # the executors too, if they survive
+        kill_node(cluster, victim, daemon_only=daemon_only)
+
+    hooks.at_advance(k, kill)
+    out = tmp_path / "out.tsv"
+    # When the victim is killed with SIGKILL at that moment
+    outcome = run_master(cluster, [text], out, hooks, timeout_s=JOB_BOUND_S,
+                         options=options())
+    # Then the job still gives exactly the reference answer, one node was lost, and the
+    # loss did not count against any task's attempts
+    assert killed, f"the job ended before the {k}-th task was executed"
+    assert_exact(outcome, out, text_files.expected(text))
+    assert outcome.summary["nodes_lost"] == [f"local{victim}"]
+    assert outcome.summary["retries"] == 0
+    assert lost_events(hooks), hooks.event_texts()
+    # ... and executors orphaned by their daemon's death exit by themselves
+    assert not wait_gone(killed, 10.0), "processes of the killed node still run"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_node_killed_while_mapping(seed: int, cluster: LocalCluster, text_8m: Path, text_files,
+                                   tmp_path: Path) -> None:
+    _kill_while_mapping(seed, cluster, text_8m, text_files, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", SLOW_SEEDS)
+def test_node_killed_while_mapping_more_seeds(seed: int, cluster: LocalCluster, text_8m: Path,
+                                              text_files, tmp_path: Path) -> None:
+    _kill_while_mapping(seed, cluster, text_8m, text_files, tmp_path)
+
+
+def test_reducer_killed_during_the_shuffle(cluster: LocalCluster, many_words: Path,
+                                           tmp_path: Path) -> None:
+    # Given 450,000 distinct words, executors that flush an output every 20,000 distinct
+    # words (so map outputs shuffle to the reducers during the whole map phase)
+    expected = helpers.expected_tsv(helpers.reference_for_files([many_words], "whitespace"))
+    hooks = Hooks()
+    killed: list[int] = []
+    k = tasks_of(many_words, 256 * K) // 2
+    hooks.at_advance(k, lambda: killed.extend(kill_node(cluster, 1)))
+    out = tmp_path / "out.tsv"
+    # When a node (a reducer of one partition, and a mapper) is killed halfway
+    outcome = run_master(cluster, [many_words], out, hooks, timeout_s=JOB_BOUND_S,
+                         options=options(split_size=256 * K, tokenizer="whitespace",
+                                         flush_key_limit=20_000))
+    # Then its partition is rebuilt elsewhere from the retained outputs and the answer is
+    # exact
+    assert killed
+    assert_exact(outcome, out, expected)
+    assert outcome.summary["nodes_lost"] == ["local1"]
+
+
+def test_mapper_killed_after_its_output_was_committed(cluster: LocalCluster, many_words: Path,
+                                                      tmp_path: Path) -> None:
+    # Given executors that batch their whole map phase into one output each (flushed
+    # when the master has seen every task executed), and 450,000 distinct words
+    expected = helpers.expected_tsv(helpers.reference_for_files([many_words], "whitespace"))
+    hooks = Hooks()
+    killed: list[int] = []
+    # When the master has just committed the last output (the reduce phase starts), the
+    # reducers are still receiving and merging: a node is killed then, so its committed
+    # outputs are gone before every reducer has all of them
+    hooks.at_phase("reduce", lambda: killed.extend(kill_node(cluster, 2)))
+    out = tmp_path / "out.tsv"
+    outcome = run_master(cluster, [many_words], out, hooks, timeout_s=JOB_BOUND_S,
+                         options=options(split_size=256 * K, tokenizer="whitespace"))
+    # Then its tasks run again where reducers miss them, its partition moves, and every
+    # word still counts exactly once
+    assert killed
+    assert_exact(outcome, out, expected)
+    assert outcome.summary["nodes_lost"] == ["local2"]
+    assert "merge" in hooks.phases
+
+
+def test_reducer_killed_while_the_master_fetches(cluster: LocalCluster, many_words: Path,
+                                                 tmp_path: Path) -> None:
+    # Given three partitions of three result chunks each, fetched one chunk at a time
+    expected = helpers.expected_tsv(helpers.reference_for_files([many_words], "whitespace"))
+    records = expected.count(b"\n")
+    at = records // 6
+    hooks = Hooks()
+    killed: list[int] = []
+    # When the consumer has taken a sixth of the records (every partition is partly
+    # fetched), the reducer of partition 0's node is killed
+    hooks.at_records(at, lambda: killed.extend(kill_node(cluster, 0)))
+    out = tmp_path / "out.tsv"
+    outcome = run_master(cluster, [many_words], out, hooks, timeout_s=JOB_BOUND_S,
+                         options=options(split_size=256 * K, tokenizer="whitespace",
+                                         fetch_credit=1),
+                         pause_records=[at])
+    # Then its partition is rebuilt on another node and the fetch resumes where it stopped:
+    # no record is missing or repeated
+    assert killed, "the fetch ended before the fault"
+    assert_exact(outcome, out, expected)
+    assert outcome.summary["nodes_lost"] == ["local0"]
+
+
+# ------------------------------------------------------------------ zombie
+
+
+def test_frozen_node_comes_back_as_a_zombie(cluster: LocalCluster, text_8m: Path, text_files,
+                                            tmp_path: Path) -> None:
+    # Given a job whose executors flush small outputs (so a thawed node has output to send)
+    expected = text_files.expected(text_8m)
+    hooks = Hooks()
+    victim = 1
+    with Freezer() as freezer:
+        # When a node is frozen (SIGSTOP, daemon and executors) a quarter into the map
+        # phase, declared dead, and thawed (SIGCONT) once its tasks ran elsewhere and
+        # every task is committed
+        hooks.at_advance(tasks_of(text_8m) // 4,
+                         lambda: freezer.freeze(node_pids(cluster, victim)))
+        thawed: list[float] = []
+        hooks.at_phase("reduce", lambda: (freezer.thaw(), thawed.append(time.monotonic())))
+        out = tmp_path / "out.tsv"
+        outcome = run_master(cluster, [text_8m], out, hooks, timeout_s=JOB_BOUND_S,
+                             options=options(flush_key_limit=5_000))
+    # Then its stale attempts and old-epoch data change nothing: the answer is exact
+    assert_exact(outcome, out, expected)
+    assert outcome.summary["nodes_lost"] == [f"local{victim}"]
+    lost_at = hooks.first_event(" lost (")
+    assert lost_at is not None and thawed and lost_at < thawed[0]
+    # ... and the zombie, back to life, serves the next job with the others
+    out2 = tmp_path / "out2.tsv"
+    again = run_master(cluster, [text_8m], out2, timeout_s=JOB_BOUND_S, options=options())
+    assert_exact(again, out2, expected)
+    assert again.summary["nodes_lost"] == []
+    assert len(again.summary["nodes"]) == NODES
+
+
+# ------------------------------------------------------------------ executors and task errors
+
+
+def test_executor_killed_is_replaced_and_its_work_redone(cluster: LocalCluster, text_8m: Path,
+                                                         text_files, tmp_path: Path) -> None:
+    # Given a node's executor (which maps, and reduces the node's partition)
+    victim = 0
+    (executor,) = executor_pids(cluster, victim)
+    hooks = Hooks()
+    hooks.at_advance(tasks_of(text_8m) // 3, lambda: signal_all([executor], signal.SIGKILL))
+    out = tmp_path / "out.tsv"
+    # When it is killed with SIGKILL a third into the map phase
+    outcome = run_master(cluster, [text_8m], out, hooks, timeout_s=JOB_BOUND_S,
+                         options=options())
+    # Then the node stays in the job, replaces the executor, its tasks and partition are
+    # redone, and the answer is exact
+    assert_exact(outcome, out, text_files.expected(text_8m))
+    assert outcome.summary["nodes_lost"] == []
+    assert any("Executor" in x or "executor" in x for x in hooks.event_texts()), \
+        hooks.event_texts()
+    replacements = executor_pids(cluster, victim)
+    assert len(replacements) == 1 and replacements[0] != executor
+    assert not alive(executor)
+
+
+def test_task_failing_on_every_attempt_fails_the_job_cleanly(cluster: LocalCluster,
+                                                             write_text, text_files,
+                                                             tmp_path: Path) -> None:
+    # Given a job whose map raises on every split, at most 3 attempts per task
+    path = write_text("in.txt", "some words here\n" * 32768)
+    hooks = Hooks()
+    out = tmp_path / "out.tsv"
+    # When it runs on the three nodes
+    outcome = run_master(cluster, [path], out, hooks, timeout_s=JOB_BOUND_S,
+                         options=options(split_size=16 * K, max_attempts=3),
+                         job_source=FAILING_JOB, job_name="boom")
+    # Then the job fails with the remote error (node, task, attempt, traceback), the
+    # failures were reported as they happened, and nothing was output
+    assert outcome.kind == "error", outcome
+    err = outcome.error
+    assert err["type"] == "TaskFailed"
+    assert err["exc_type"] == "ValueError"
+    assert "boom: this job always fails" in err["message"]
+    assert "Traceback" in err["traceback"] and "add" in err["traceback"]
+    assert err["attempt"] >= 3
+    assert err["node"].startswith("local")
+    assert outcome.consumed == 0 and not out.exists()
+    failures = [x for x in hooks.event_texts() if "failed on" in x]
+    assert len(failures) >= 3, hooks.event_texts()
+    assert any("ValueError: boom" in x for x in failures)
+    # ... and the nodes dropped the failed job: the next job on them is exact
+    good = text_files(512 * K, seed=31)
+    out2 = tmp_path / "out2.tsv"
+    again = run_master(cluster, [good], out2, timeout_s=JOB_BOUND_S, options=options())
+    assert_exact(again, out2, text_files.expected(good))
+
+
+# ------------------------------------------------------------------ the master
+
+
+def node_jobs(cluster: LocalCluster) -> list[list[str]] | None:
+    """The job ids each node holds, or None if a node did not answer."""
+    found = probe([(ep, None) for ep in cluster.control_endpoints], cluster.key, timeout_s=2.0)
+    if any(st.status is None for st in found):
+        return None
+    return [list(st.status.jobs) + (["busy"] if st.status.busy else [])
+            for st in found if st.status is not None]
+
+
+def test_master_killed_mid_job_then_the_nodes_serve_the_next(cluster: LocalCluster,
+                                                              text_8m: Path, text_files,
+                                                              tmp_path: Path) -> None:
+    # Given a job well into its map phase
+    hooks = Hooks()
+    victim = MasterProcess(cluster, [text_8m], tmp_path / "never.tsv", options=options())
+    with victim:
+        hooks.at_advance(tasks_of(text_8m) // 3, victim.kill)
+        # When its master is killed with SIGKILL (it never sends JobEnd)
+        first = victim.run(hooks, timeout_s=JOB_BOUND_S)
+        killed_at = time.monotonic()
+    assert first.kind == "killed" and first.returncode == -signal.SIGKILL
+    assert not (tmp_path / "never.tsv").exists()
+    # Then another job on the same nodes succeeds with the exact answer
+    other = text_files(2 * M, seed=32)
+    out = tmp_path / "out.tsv"
+    outcome = run_master(cluster, [other], out, timeout_s=JOB_BOUND_S, options=options())
+    assert_exact(outcome, out, text_files.expected(other))
+    assert outcome.summary["nodes_lost"] == []
+    # ... and every node drops the orphaned job by itself when its lease expires, and its
+    # slots are free again
+    bound = LEASE_TIMEOUT_S + 2 * HEARTBEAT_INTERVAL_S + 3.0
+    left = helpers.wait_until(lambda: node_jobs(cluster) == [[]] * NODES,
+                              max(0.0, killed_at + bound - time.monotonic()), interval_s=0.5)
+    assert left, f"nodes still hold a job {bound:.0f} s after its master died: " \
+                 f"{node_jobs(cluster)}"
+
+
+def test_two_jobs_at_once_share_the_nodes(cluster: LocalCluster, text_8m: Path, text_files,
+                                          tmp_path: Path) -> None:
+    # Given two inputs and two masters started together on the same three nodes
+    second = text_files(6 * M, seed=33)
+    jobs = [(text_8m, "words"), (second, "whitespace")]
+    masters = [MasterProcess(cluster, [path], tmp_path / f"out{i}.tsv", pause_on=(),
+                             options=options(tokenizer=tok)) for i, (path, tok) in enumerate(jobs)]
+    hooks = [Hooks(), Hooks()]
+    outcomes: list[Outcome | BaseException | None] = [None, None]
+
+    def drive(i: int) -> None:
+        try:
+            outcomes[i] = masters[i].run(hooks[i], JOB_BOUND_S)
+        except BaseException as exc:  # reported by the test thread
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=drive, args=(i,), name=f"master-{i}") for i in (0, 1)]
+    try:
+        for m in masters:
+            m.start()
+        # When both run at once
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(JOB_BOUND_S + 15)
+    finally:
+        for m in masters:
+            m.close()
+        for t in threads:
+            t.join(15)
+    # Then both answers are exact and the jobs overlapped in time
+    for i, (path, tok) in enumerate(jobs):
+        result = outcomes[i]
+        if isinstance(result, BaseException):
+            raise result
+        assert result is not None
+        assert_exact(result, tmp_path / f"out{i}.tsv", text_files.expected(path, tok))
+    starts = [h.lines[0]["at"] for h in hooks]
+    ends = [h.lines[-1]["at"] for h in hooks]
+    assert starts[0] < ends[1] and starts[1] < ends[0], "the two jobs did not overlap"
+
+
+# ------------------------------------------------------------------ no node left
+
+
+@pytest.mark.parametrize("moment", ["at-start", "mid-map"])
+def test_no_live_node_left_fails_within_the_detection_time(moment: str, cluster: LocalCluster,
+                                                           text_8m: Path,
+                                                           tmp_path: Path) -> None:
+    # Given a job on three nodes
+    hooks = Hooks()
+    killed_at: list[float] = []
+
+    def kill_all() -> None:
+        for i in range(NODES):
+            kill_node(cluster, i)
+        killed_at.append(time.monotonic())
+
+    # When every node is killed, right when the job starts (before any heartbeat reached
+    # the master) or in the middle of the map phase
+    if moment == "at-start":
+        hooks.when(lambda x: x["t"] == "start", lambda x: kill_all())
+    else:
+        hooks.at_advance(tasks_of(text_8m) // 2, kill_all)
+    out = tmp_path / "out.tsv"
+    outcome = run_master(cluster, [text_8m], out, hooks, timeout_s=JOB_BOUND_S,
+                         options=options())
+    # Then the job fails with ClusterLost, saying why, within the detection time, and
+    # writes nothing
+    assert killed_at
+    assert outcome.kind == "error", outcome
+    assert outcome.error["type"] == "ClusterLost", outcome.error
+    assert "no live node" in outcome.error["message"]
+    took = outcome.error["at"] - killed_at[0]
+    assert took <= DETECT_BOUND_S, f"ClusterLost {took:.1f} s after the last node died"
+    assert outcome.consumed == 0 and not out.exists()
+
+
+# ------------------------------------------------------------------ slow node
+
+
+def test_slow_node_is_overtaken_by_backups(cluster: LocalCluster, text_8m: Path, text_files,
+                                           tmp_path: Path) -> None:
+    # Given one node ten times slower than its share of the CPU (a cgroup CPU quota, or
+    # SIGSTOP/SIGCONT duty cycling where cgroup v1 is not available)
+    share = min(1.0, (os.cpu_count() or 1) / NODES)
+    hooks = Hooks()
+    out = tmp_path / "out.tsv"
+    with SlowNode(cluster, 2, factor=10, share_cpus=share, max_duration_s=JOB_BOUND_S):
+        # When a job runs on the three nodes
+        # (1 MiB splits: a task takes well over the backup threshold on the slow node)
+        outcome = run_master(cluster, [text_8m], out, hooks, timeout_s=JOB_BOUND_S,
+                             options=options(split_size=1 * M))
+    # Then idle slots ran backup attempts of its slow tasks, the answer is exact, and no
+    # node was declared dead
+    assert_exact(outcome, out, text_files.expected(text_8m))
+    assert outcome.summary["backups"] >= 1, hooks.event_texts()
+    assert any("backup attempt" in x for x in hooks.event_texts())
+    assert outcome.summary["nodes_lost"] == []
