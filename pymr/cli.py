@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop browsing as soon as N nodes answered")
     job.add_argument("--home", metavar="DIR", help="pymr state directory (default ~/.pymr, "
                      "or $PYMR_HOME): cluster key, node id")
+    job.add_argument("--shared-fs", action="store_true",
+                     help="the nodes see the input at the same path (NFS, ...): send byte "
+                     "ranges instead of bytes (nodes need 'pymr node --shared-fs')")
     job.set_defaults(func=cmd_job)
     from .cli_cluster import add_commands
 
@@ -261,7 +264,8 @@ def _cmd_job(args: argparse.Namespace, inputs: list[Any]) -> int:
     try:
         summary = run_job(spec, inputs, opts, consume, local_nodes=args.local or 1,
                           slots=args.slots or 0, endpoints=endpoints, key=key,
-                          reporter=progress, discover=watch.endpoints if watch else None)
+                          reporter=progress, discover=watch.endpoints if watch else None,
+                          shared_fs=args.shared_fs)
     except KeyboardInterrupt:
         progress.stop()
         raise Interrupted("interrupted: the job was cancelled on every node") from None

@@ -112,6 +112,10 @@ def add_commands(sub: Any) -> None:
                       "bind the first address")
     node.add_argument("--builtin-only", action="store_true",
                       help="run only the jobs shipped with pymr, never code sent by a member")
+    node.add_argument("--shared-fs", action="store_true",
+                      help="this machine sees the same files at the same paths as the job's "
+                      "machine (NFS, ...): read splits from the file instead of receiving "
+                      "them. Lets any member make this node read any file it can read")
     node.add_argument("--discover", type=_seconds, metavar="SECONDS",
                       help=f"with no key: how long to look for a cluster to join (default "
                       f"{FOUND_DISCOVER_S:g}; 0 founds a new cluster at once)")
@@ -398,7 +402,8 @@ def _serve(args: argparse.Namespace, state: Any, key: ClusterKey, node_id: str,
         _say(f"several addresses ({', '.join(addresses)}): the node serves on {host} only "
              "(pass --interface to choose); mDNS runs on all of them")
     opts = NodeOptions(name=args.name or "", slots=args.slots or 0, host=host,
-                       base_port=args.port, home=state.home, builtin_only=args.builtin_only)
+                       base_port=args.port, home=state.home, builtin_only=args.builtin_only,
+                       read_paths=args.shared_fs)
     stop.restart = False
     daemon = _start_daemon(opts, key, node_id)
     stop.daemon = daemon

@@ -20,7 +20,8 @@ Consumer = Callable[[Iterator[tuple[bytes, int]], JobSummary], None]
 def run_job(spec: JobSpec, inputs: list[InputFile], opts: JobOptions, consume: Consumer, *,
             local_nodes: int = 1, slots: int = 0, endpoints: list[str] | None = None,
             key: ClusterKey | None = None, reporter: Reporter | None = None,
-            discover: Callable[[], list[str]] | None = None) -> JobSummary:
+            discover: Callable[[], list[str]] | None = None,
+            shared_fs: bool = False) -> JobSummary:
     """Run one job; ``consume`` gets the sorted records and the summary.
 
     With ``endpoints`` (and the cluster ``key``) the job runs on those nodes;
@@ -30,7 +31,7 @@ def run_job(spec: JobSpec, inputs: list[InputFile], opts: JobOptions, consume: C
     if endpoints:
         if key is None:
             raise ValueError("connecting to nodes needs the cluster key")
-        master = Master(key, endpoints, spec, inputs, opts, local_reads=False,
+        master = Master(key, endpoints, spec, inputs, opts, local_reads=shared_fs,
                         reporter=reporter, discover=discover)
         return master.run(consume)
     with LocalCluster(nodes=local_nodes, slots=slots) as cluster:
