@@ -90,6 +90,35 @@ class LocalCluster:
             self.close()
             raise
 
+    def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Block until every node's executors are started (nodes answer before that)."""
+        import zmq
+
+        from . import protocol as p
+        from .security import secure_connect
+        from .transport import make_socket
+
+        ctx = zmq.Context()
+        try:
+            deadline = time.monotonic() + timeout_s
+            for node in self.nodes:
+                sock = make_socket(ctx, zmq.DEALER)
+                sock.immediate = False
+                secure_connect(sock, node.control, self.key)
+                try:
+                    while True:
+                        sock.send_multipart(p.encode(p.StatusRequest(seq=1)))
+                        if sock.poll(200):
+                            msg, _ = p.decode(sock.recv_multipart())
+                            if isinstance(msg, p.StatusReply) and msg.ready >= msg.slots:
+                                break
+                        if time.monotonic() > deadline:
+                            raise ClusterLost("embedded nodes did not start their executors")
+                finally:
+                    sock.close(linger=0)
+        finally:
+            ctx.destroy(linger=0)
+
     @staticmethod
     def _read_line(proc: subprocess.Popen[bytes], deadline: float) -> bytes:
         assert proc.stdout is not None

@@ -53,6 +53,9 @@ class ExecutorSlot:
     ready: bool = False
     tasks: deque[tuple[str, int, int]] = field(default_factory=deque)
     unflushed: set[tuple[str, int, int]] = field(default_factory=set)
+    outbox: list[list[Any]] = field(default_factory=list)   # held until the executor is ready
+    started: float = field(default_factory=time.monotonic)
+    replacement: bool = False
 
 
 @dataclass
@@ -102,6 +105,9 @@ class NodeDaemon:
         self.auth: Authenticator | None = None
         self.endpoints: NodeEndpoints | None = None
         self.builtin_hashes = builtin_hashes() if opts.builtin_only else set()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> NodeEndpoints:
@@ -133,7 +139,10 @@ class NodeDaemon:
         events = secure_bind(self.events, ep(3), self.auth)
         self.endpoints = NodeEndpoints(control, task, shuffle, events)
         prove_rejects_strangers(self.ctx, control, self.auth)
-        self._wait_executors_ready()
+        if not self.opts.embedded:
+            self._wait_executors_ready()
+        # The embedded node answers at once: executors finish starting while the master
+        # says hello; messages for them wait in their outbox until they are ready.
         return self.endpoints
 
     def _spawn_executor(self, index: int) -> ExecutorSlot:
@@ -154,13 +163,21 @@ class NodeDaemon:
                     raise RuntimeError(f"executor {e.index} died at start-up")
 
     def stop(self) -> None:
+        """Ask the loop to end (safe from a signal handler): wakes its poll at once."""
         self._stop = True
+        if self._wake_w >= 0:
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass
 
     def close(self) -> None:
         """Stop executors, close sockets, remove the run directory."""
         for e in self.executors:
             if e.ready and self.ctx is not None:
                 send_nowait(self.exec_sock, [e.identity, *p.encode(p.ExecStop())])
+            elif e.process.is_alive():
+                e.process.terminate()  # still starting: it holds nothing yet
         for e in self.executors:
             e.process.join(timeout=5)
             if e.process.is_alive():
@@ -172,12 +189,17 @@ class NodeDaemon:
             self.ctx.destroy(linger=0)
             self.ctx = None
         shutil.rmtree(self.run_dir, ignore_errors=True)
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
 
     def run(self) -> None:
         """Serve until ``stop()``; every wait is bounded."""
         poller = zmq.Poller()
         for s in (self.control, self.task_sock, self.shuffle_sock, self.exec_sock):
             poller.register(s, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
         next_beat = 0.0
         parent = os.getppid()
         while not self._stop:
@@ -422,6 +444,9 @@ class NodeDaemon:
 
     def _to_executor(self, index: int, frames: list[Any]) -> None:
         e = self.executors[index]
+        if not e.ready:
+            e.outbox.append(frames)
+            return
         if not send_nowait(self.exec_sock, [e.identity, *frames]):
             log.warning("executor %d unreachable; message dropped", index)
 
@@ -454,7 +479,10 @@ class NodeDaemon:
             return
         if isinstance(msg, p.ExecutorReady):
             e.ready = True
-            for job in self.jobs.values():  # a replacement executor: give it the jobs
+            held, e.outbox = e.outbox, []
+            for frames in held:
+                self._to_executor(e.index, frames)
+            for job in self.jobs.values() if e.replacement else ():  # give it the jobs
                 self._to_executor(e.index, p.encode(self._exec_job(job.spec, job.owners,
                                                                    e.index, map_only=True)))
             return
@@ -504,6 +532,7 @@ class NodeDaemon:
                         in e.unflushed else "ExecutorCrashed",
                         message=f"executor exited with code {e.process.exitcode}"))])
             new = self._spawn_executor(e.index)
+            new.replacement = True
             self.executors[e.index] = new
 
     def _heartbeat(self) -> None:
@@ -519,4 +548,5 @@ class NodeDaemon:
             busy=sum(1 for e in self.executors if e.tasks), tasks_done=self.tasks_done,
             bytes_processed=self.bytes_processed, uptime_s=time.monotonic() - self.started,
             jobs=list(self.jobs),
-            addresses=[self.endpoints.control] if self.endpoints else [])
+            addresses=[self.endpoints.control] if self.endpoints else [],
+            ready=sum(1 for e in self.executors if e.ready))

@@ -386,6 +386,7 @@ class StatusReply(Message):
     uptime_s: float
     jobs: list[str] = field(default_factory=list)
     addresses: list[str] = field(default_factory=list)
+    ready: int = -1     # executors started and connected (-1: not reported)
 
 
 # ---------------------------------------------------------------- shuffle

@@ -41,6 +41,7 @@ PAUSE_ALL = ("start", "advance", "phase", "event", "records")
 
 def master_main() -> int:
     """Entry point of the master subprocess; configuration as one JSON line on stdin."""
+    import faulthandler
     import logging
 
     from pymr.config import JobOptions
@@ -49,8 +50,6 @@ def master_main() -> int:
     from pymr.jobs import JobSpec, builtin_spec
     from pymr.run import run_job
     from pymr.security import ClusterKey
-
-    import faulthandler
 
     faulthandler.register(signal.SIGUSR1)  # a hung master shows where it waits
     cfg = json.loads(sys.stdin.readline())
@@ -137,6 +136,7 @@ class Hooks:
 
     def __init__(self) -> None:
         self.lines: list[dict[str, Any]] = []
+        self.started_at: float | None = None     # master clock at its reporter's start()
         self.advances = 0
         self.total = 0
         self.nodes: list[str] = []
@@ -154,6 +154,10 @@ class Hooks:
         """After the master saw the k-th executed task (1-based)."""
         self.when(lambda x: x["t"] == "advance" and x["n"] >= k, lambda x: fn())
 
+    def at_start(self, fn: Callable[[], None]) -> None:
+        """When the job started on every node, before the first task is dispatched."""
+        self.when(lambda x: x["t"] == "start", lambda x: fn())
+
     def at_phase(self, name: str, fn: Callable[[], None]) -> None:
         self.when(lambda x: x["t"] == "phase" and x["name"] == name, lambda x: fn())
 
@@ -169,6 +173,7 @@ class Hooks:
         self.lines.append(line)
         kind = line["t"]
         if kind == "start":
+            self.started_at = line["at"]
             self.total = line["total"]
             self.nodes = line["nodes"]
         elif kind == "advance":
@@ -370,6 +375,50 @@ def run_master(cluster: Any, inputs: list[Path | str], output: Path, hooks: Hook
     hooks = hooks or Hooks()
     with MasterProcess(cluster, inputs, output, **kwargs) as master:
         return master.run(hooks, timeout_s)
+
+
+# ====================================================================== heartbeats
+
+
+class HeartbeatWatch:
+    """Follows the nodes' heartbeats (their events PUB), as an observer does."""
+
+    def __init__(self, cluster: Any) -> None:
+        from pymr import protocol as p
+        from pymr.status import EventStream, probe
+
+        found = probe([(ep, None) for ep in cluster.control_endpoints], cluster.key,
+                      timeout_s=5.0, want_status=False)
+        missing = [st.endpoint for st in found if st.hello is None]
+        if missing:
+            raise AssertionError(f"nodes did not answer a hello: {missing}")
+        self.names = [st.hello.name for st in found if st.hello is not None]
+        self.stream = EventStream(cluster.key, topics=(p.TOPIC_HEARTBEAT,))
+        for st in found:
+            assert st.hello is not None
+            self.stream.add(st.hello.name, st.hello.events_endpoint)
+
+    def wait_beats(self, count: int, timeout_s: float) -> None:
+        """Wait until every node has published ``count`` heartbeats from now on."""
+        seen = dict.fromkeys(self.names, 0)
+        deadline = time.monotonic() + timeout_s
+        while min(seen.values()) < count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"heartbeats seen in {timeout_s:g} s: {seen}")
+            for event in self.stream.events(left):
+                seen[event.node] = seen.get(event.node, 0) + 1
+                if min(seen.values()) >= count:
+                    break
+
+    def close(self) -> None:
+        self.stream.close()
+
+    def __enter__(self) -> HeartbeatWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # ====================================================================== node faults

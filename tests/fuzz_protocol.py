@@ -194,7 +194,7 @@ def valid_headers(rng: random.Random, per_type: int = 3) -> list[bytes]:
     from pymr import protocol as p
 
     out = []
-    for name, cls in sorted(p.message_types().items()):
+    for _name, cls in sorted(p.message_types().items()):
         hints = typing.get_type_hints(cls)
         for _ in range(per_type):
             fields = {f.name: sample_value(hints[f.name], rng)
@@ -367,7 +367,7 @@ def run_atheris(oracle: Oracle, count: int, seconds: float | None, seed: int,
             n = 1 + data[0] % 4
             body = data[1:]
             cuts = sorted({len(body) * i // n for i in range(1, n)})
-            frames = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)])]
+            frames = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
             oracle(frames)
         else:
             base = bytearray(seeds[(data[1] if len(data) > 1 else 0) % len(seeds)])

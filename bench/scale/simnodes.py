@@ -249,11 +249,13 @@ class SimNode:
                 frames = self.task.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
-            msg, _ = p.decode(frames)
+            msg, payload = p.decode(frames)
             st.msgs_in[msg.TYPE] += 1
             st.bytes_in[msg.TYPE] += sum(len(f.buffer) for f in frames)
             if isinstance(msg, p.MapTask) and self.job is not None:
-                self.queue.append((msg.job_id, msg.task_id, msg.attempt, msg.length))
+                # Split bytes shipped by the master ride as the payload frame (path empty).
+                length = msg.length if msg.path else sum(len(f.buffer) for f in payload)
+                self.queue.append((msg.job_id, msg.task_id, msg.attempt, length))
         self.start_tasks()
 
     def start_tasks(self) -> None:

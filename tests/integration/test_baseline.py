@@ -153,6 +153,7 @@ def _run_jobs(jobs: int, runs: Path, text_files) -> None:
         assert got == [expected]
 
     with LocalCluster(nodes=2, slots=1) as cluster:
+        cluster.wait_ready()  # nodes answer before their executors have connected
         pids = [n.process.pid for n in cluster.nodes]
         files0 = run_dir_files(runs)
         assert len([f for f in files0 if os.sep not in f]) == 2, files0

@@ -21,7 +21,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,9 +30,21 @@ from pymr.cluster import LocalCluster
 from pymr.config import HEARTBEAT_INTERVAL_S, LEASE_TIMEOUT_S
 from pymr.status import probe
 from tests import helpers
-from tests.faults_helpers import (Freezer, Hooks, MasterProcess, Outcome, SlowNode,
-                                  alive, executor_pids, kill_node, node_pids, run_master,
-                                  signal_all, wait_gone)
+from tests.faults_helpers import (
+    Freezer,
+    HeartbeatWatch,
+    Hooks,
+    MasterProcess,
+    Outcome,
+    SlowNode,
+    alive,
+    executor_pids,
+    kill_node,
+    node_pids,
+    run_master,
+    signal_all,
+    wait_gone,
+)
 
 K = 1 << 10
 M = 1 << 20
@@ -104,6 +116,15 @@ def many_words(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture
+def settled(cluster: LocalCluster) -> Iterator[Callable[[Hooks], None]]:
+    """``settled(hooks)``: hold the job at its start until every node has published two
+    more heartbeats, so the master has heard from each (its death timer runs from a node's
+    first heartbeat) before a fault that is not about the start of a job."""
+    with HeartbeatWatch(cluster) as watch:
+        yield lambda hooks: hooks.at_start(lambda: watch.wait_beats(2, 10.0))
+
+
 def options(**kw: object) -> dict[str, object]:
     base: dict[str, object] = {"split_size": 64 * K, "death_timeout_s": DEATH_S}
     base.update(kw)
@@ -121,7 +142,8 @@ def assert_exact(outcome: Outcome, out: Path, expected: bytes) -> None:
     got = out.read_bytes()
     if got != expected:
         got_lines, want_lines = got.splitlines(), expected.splitlines()
-        first = next((i for i, (a, b) in enumerate(zip(got_lines, want_lines)) if a != b),
+        first = next((i for i, (a, b) in enumerate(zip(got_lines, want_lines, strict=False))
+                      if a != b),
                      min(len(got_lines), len(want_lines)))
         pytest.fail(f"answer differs from the reference: {len(got_lines)} lines, expected "
                     f"{len(want_lines)}; first difference at line {first + 1}: got "
@@ -183,12 +205,13 @@ def test_node_killed_while_mapping_more_seeds(seed: int, cluster: LocalCluster, 
     _kill_while_mapping(seed, cluster, text_8m, text_files, tmp_path)
 
 
-def test_reducer_killed_during_the_shuffle(cluster: LocalCluster, many_words: Path,
+def test_reducer_killed_during_the_shuffle(cluster: LocalCluster, settled, many_words: Path,
                                            tmp_path: Path) -> None:
     # Given 450,000 distinct words, executors that flush an output every 20,000 distinct
     # words (so map outputs shuffle to the reducers during the whole map phase)
     expected = helpers.expected_tsv(helpers.reference_for_files([many_words], "whitespace"))
     hooks = Hooks()
+    settled(hooks)
     killed: list[int] = []
     k = tasks_of(many_words, 256 * K) // 2
     hooks.at_advance(k, lambda: killed.extend(kill_node(cluster, 1)))
@@ -199,17 +222,18 @@ def test_reducer_killed_during_the_shuffle(cluster: LocalCluster, many_words: Pa
                                          flush_key_limit=20_000))
     # Then its partition is rebuilt elsewhere from the retained outputs and the answer is
     # exact
-    assert killed
+    assert killed, f"the map phase ended before the fault ({hooks.advances} tasks)"
     assert_exact(outcome, out, expected)
     assert outcome.summary["nodes_lost"] == ["local1"]
 
 
-def test_mapper_killed_after_its_output_was_committed(cluster: LocalCluster, many_words: Path,
-                                                      tmp_path: Path) -> None:
+def test_mapper_killed_after_its_output_was_committed(cluster: LocalCluster, settled,
+                                                      many_words: Path, tmp_path: Path) -> None:
     # Given executors that batch their whole map phase into one output each (flushed
     # when the master has seen every task executed), and 450,000 distinct words
     expected = helpers.expected_tsv(helpers.reference_for_files([many_words], "whitespace"))
     hooks = Hooks()
+    settled(hooks)
     killed: list[int] = []
     # When the master has just committed the last output (the reduce phase starts), the
     # reducers are still receiving and merging: a node is killed then, so its committed
@@ -226,13 +250,14 @@ def test_mapper_killed_after_its_output_was_committed(cluster: LocalCluster, man
     assert "merge" in hooks.phases
 
 
-def test_reducer_killed_while_the_master_fetches(cluster: LocalCluster, many_words: Path,
+def test_reducer_killed_while_the_master_fetches(cluster: LocalCluster, settled, many_words: Path,
                                                  tmp_path: Path) -> None:
     # Given three partitions of three result chunks each, fetched one chunk at a time
     expected = helpers.expected_tsv(helpers.reference_for_files([many_words], "whitespace"))
     records = expected.count(b"\n")
     at = records // 6
     hooks = Hooks()
+    settled(hooks)
     killed: list[int] = []
     # When the consumer has taken a sixth of the records (every partition is partly
     # fetched), the reducer of partition 0's node is killed
@@ -252,24 +277,35 @@ def test_reducer_killed_while_the_master_fetches(cluster: LocalCluster, many_wor
 # ------------------------------------------------------------------ zombie
 
 
-def test_frozen_node_comes_back_as_a_zombie(cluster: LocalCluster, text_8m: Path, text_files,
-                                            tmp_path: Path) -> None:
+def test_frozen_node_comes_back_as_a_zombie(cluster: LocalCluster, settled, text_8m: Path,
+                                            text_files, tmp_path: Path) -> None:
     # Given a job whose executors flush small outputs (so a thawed node has output to send)
     expected = text_files.expected(text_8m)
     hooks = Hooks()
+    settled(hooks)
     victim = 1
+    seen: set[str] = set()
+    thawed: list[float] = []
     with Freezer() as freezer:
+
+        def saw(what: str) -> None:
+            seen.add(what)
+            if seen == {"lost", "reduce"} and not thawed:
+                freezer.thaw()
+                thawed.append(time.monotonic())
+
         # When a node is frozen (SIGSTOP, daemon and executors) a quarter into the map
-        # phase, declared dead, and thawed (SIGCONT) once its tasks ran elsewhere and
-        # every task is committed
+        # phase, declared dead, and thawed (SIGCONT) once it was declared dead and its
+        # tasks ran elsewhere (every task committed: the reduce phase)
         hooks.at_advance(tasks_of(text_8m) // 4,
                          lambda: freezer.freeze(node_pids(cluster, victim)))
-        thawed: list[float] = []
-        hooks.at_phase("reduce", lambda: (freezer.thaw(), thawed.append(time.monotonic())))
+        hooks.at_event(" lost (", lambda: saw("lost"))
+        hooks.at_phase("reduce", lambda: saw("reduce"))
         out = tmp_path / "out.tsv"
         outcome = run_master(cluster, [text_8m], out, hooks, timeout_s=JOB_BOUND_S,
                              options=options(flush_key_limit=5_000))
     # Then its stale attempts and old-epoch data change nothing: the answer is exact
+    assert freezer.stopped == [] and thawed, f"the node was not frozen and thawed: {seen}"
     assert_exact(outcome, out, expected)
     assert outcome.summary["nodes_lost"] == [f"local{victim}"]
     lost_at = hooks.first_event(" lost (")
@@ -285,12 +321,14 @@ def test_frozen_node_comes_back_as_a_zombie(cluster: LocalCluster, text_8m: Path
 # ------------------------------------------------------------------ executors and task errors
 
 
-def test_executor_killed_is_replaced_and_its_work_redone(cluster: LocalCluster, text_8m: Path,
-                                                         text_files, tmp_path: Path) -> None:
+def test_executor_killed_is_replaced_and_its_work_redone(cluster: LocalCluster, settled,
+                                                         text_8m: Path, text_files,
+                                                         tmp_path: Path) -> None:
     # Given a node's executor (which maps, and reduces the node's partition)
     victim = 0
     (executor,) = executor_pids(cluster, victim)
     hooks = Hooks()
+    settled(hooks)
     hooks.at_advance(tasks_of(text_8m) // 3, lambda: signal_all([executor], signal.SIGKILL))
     out = tmp_path / "out.tsv"
     # When it is killed with SIGKILL a third into the map phase
@@ -307,9 +345,8 @@ def test_executor_killed_is_replaced_and_its_work_redone(cluster: LocalCluster, 
     assert not alive(executor)
 
 
-def test_task_failing_on_every_attempt_fails_the_job_cleanly(cluster: LocalCluster,
-                                                             write_text, text_files,
-                                                             tmp_path: Path) -> None:
+def test_task_failing_on_every_attempt_fails_the_job_cleanly(cluster: LocalCluster, write_text,
+                                                             text_files, tmp_path: Path) -> None:
     # Given a job whose map raises on every split, at most 3 attempts per task
     path = write_text("in.txt", "some words here\n" * 32768)
     hooks = Hooks()
@@ -351,9 +388,8 @@ def node_jobs(cluster: LocalCluster) -> list[list[str]] | None:
             for st in found if st.status is not None]
 
 
-def test_master_killed_mid_job_then_the_nodes_serve_the_next(cluster: LocalCluster,
-                                                              text_8m: Path, text_files,
-                                                              tmp_path: Path) -> None:
+def test_master_killed_mid_job_then_the_nodes_serve_the_next(cluster: LocalCluster, text_8m: Path,
+                                                             text_files, tmp_path: Path) -> None:
     # Given a job well into its map phase
     hooks = Hooks()
     victim = MasterProcess(cluster, [text_8m], tmp_path / "never.tsv", options=options())
@@ -426,10 +462,12 @@ def test_two_jobs_at_once_share_the_nodes(cluster: LocalCluster, text_8m: Path, 
 
 @pytest.mark.parametrize("moment", ["at-start", "mid-map"])
 def test_no_live_node_left_fails_within_the_detection_time(moment: str, cluster: LocalCluster,
-                                                           text_8m: Path,
+                                                           settled, text_8m: Path,
                                                            tmp_path: Path) -> None:
     # Given a job on three nodes
     hooks = Hooks()
+    if moment == "mid-map":
+        settled(hooks)
     killed_at: list[float] = []
 
     def kill_all() -> None:
@@ -440,7 +478,7 @@ def test_no_live_node_left_fails_within_the_detection_time(moment: str, cluster:
     # When every node is killed, right when the job starts (before any heartbeat reached
     # the master) or in the middle of the map phase
     if moment == "at-start":
-        hooks.when(lambda x: x["t"] == "start", lambda x: kill_all())
+        hooks.at_start(kill_all)
     else:
         hooks.at_advance(tasks_of(text_8m) // 2, kill_all)
     out = tmp_path / "out.tsv"
@@ -448,7 +486,7 @@ def test_no_live_node_left_fails_within_the_detection_time(moment: str, cluster:
                          options=options())
     # Then the job fails with ClusterLost, saying why, within the detection time, and
     # writes nothing
-    assert killed_at
+    assert killed_at, f"the map phase ended before the fault ({hooks.advances} tasks)"
     assert outcome.kind == "error", outcome
     assert outcome.error["type"] == "ClusterLost", outcome.error
     assert "no live node" in outcome.error["message"]
@@ -460,12 +498,13 @@ def test_no_live_node_left_fails_within_the_detection_time(moment: str, cluster:
 # ------------------------------------------------------------------ slow node
 
 
-def test_slow_node_is_overtaken_by_backups(cluster: LocalCluster, text_8m: Path, text_files,
-                                           tmp_path: Path) -> None:
+def test_slow_node_is_overtaken_by_backups(cluster: LocalCluster, settled, text_8m: Path,
+                                           text_files, tmp_path: Path) -> None:
     # Given one node ten times slower than its share of the CPU (a cgroup CPU quota, or
     # SIGSTOP/SIGCONT duty cycling where cgroup v1 is not available)
     share = min(1.0, (os.cpu_count() or 1) / NODES)
     hooks = Hooks()
+    settled(hooks)
     out = tmp_path / "out.tsv"
     with SlowNode(cluster, 2, factor=10, share_cpus=share, max_duration_s=JOB_BOUND_S):
         # When a job runs on the three nodes

@@ -513,10 +513,87 @@ def test_output_onto_a_device_never_replaces_it(capsysbinary, tmp_path: Path) ->
     text = tmp_path / "in.txt"
     text.write_bytes(b"one two two\n")
     for target in (dev, link):
-        code, out, err = cli.main(["job", "wordcount", str(text), *SMALL, "-o", str(target),
-                                   "--force", "-q"]), *capsysbinary.readouterr()
+        code = cli.main(["job", "wordcount", str(text), *SMALL, "-o", str(target), "--force",
+                         "-q"])
+        err = capsysbinary.readouterr().err
         assert b"Traceback" not in err
         assert stat.S_ISCHR(dev.stat().st_mode), \
             f"-o {target} --force replaced the device with a regular file (exit {code})"
         assert link.is_symlink(), f"-o {target} --force replaced the symlink"
         assert code in (0, 2), err
+
+
+# ================================================================== Ctrl-C on LAN-style nodes
+
+
+CLI_WITH_JOB = (
+    "import sys, pymr.jobs\n"
+    "from pymr.jobs import JobSpec\n"
+    "source = open(sys.argv[1]).read()\n"
+    "pymr.jobs.builtin_spec = lambda name: JobSpec.from_source(name, source)\n"
+    "from pymr.cli import main\n"
+    "sys.exit(main(sys.argv[2:]))\n")
+
+
+def test_ctrl_c_cancels_the_job_on_persistent_nodes_and_frees_their_slots(
+        tmp_path: Path) -> None:
+    """test_engine.py covers Ctrl-C with the embedded cluster (whose nodes simply exit);
+    here the nodes outlive the job, as LAN nodes do: they must drop it and free slots."""
+    import signal
+
+    import zmq
+
+    from pymr.cluster import LocalCluster
+    from pymr.state import open_state
+    from tests.integration.test_security import PACED_JOB, Member, view_nodes
+
+    gate = tmp_path / "gate"
+    gate.write_bytes(b"")
+    job_file = tmp_path / "paced_job.py"
+    job_file.write_text(PACED_JOB.format(gate=str(gate), pace=0.2))
+    text = helpers.generate_text(tmp_path / "in.txt", 1 << 20, seed=63)
+    target = tmp_path / "out" / "counts.tsv"
+    target.parent.mkdir()
+    home = tmp_path / "home"
+    ctx = zmq.Context()
+    try:
+        with LocalCluster(nodes=2, slots=1) as cluster:
+            open_state(home).save_key(cluster.key)
+            member = Member(ctx, cluster.key)
+            nodes = view_nodes(cluster, member)
+            nodes_arg = ",".join(n.control.removeprefix("tcp://") for n in nodes)
+            # Given `pymr job` (a real process) running a paced job on two persistent nodes
+            proc = subprocess.Popen(
+                [sys.executable, "-c", CLI_WITH_JOB, str(job_file), "job", "wordcount",
+                 str(text), "--nodes", nodes_arg, "--home", str(home), "--split-size", "16K",
+                 "-o", str(target)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=helpers.subprocess_env())
+            try:
+                running = helpers.wait_until(lambda: all(
+                    (st := member.status(n.control)) is not None and st.jobs and st.busy
+                    for n in nodes), 60)
+                assert running, "the job never ran on both nodes"
+                assert proc.poll() is None
+                # When the user presses Ctrl-C
+                proc.send_signal(signal.SIGINT)
+                out, err = proc.communicate(timeout=60)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
+            text_err = err.decode("utf-8", "replace")
+            # Then exit 130, one line, no output and no temp file
+            assert proc.returncode == 130, text_err
+            assert "interrupted" in text_err and "Traceback" not in text_err
+            assert list(target.parent.iterdir()) == []
+            # and every node dropped the job and freed its slots (while the gate still
+            # paces anything that would keep running)
+            def idle() -> bool:
+                sts = [member.status(n.control) for n in nodes]
+                return all(st is not None and not st.jobs and st.busy == 0 for st in sts)
+
+            assert helpers.wait_until(idle, 10), [member.status(n.control) for n in nodes]
+            member.close()
+    finally:
+        ctx.destroy(linger=0)
