@@ -160,7 +160,7 @@ class Executor:
         elif isinstance(msg, p.ResendChunks):
             self.resend(job, msg)
         elif isinstance(msg, p.Flush):
-            self.flush(job)
+            self.safe_flush(job)
         elif isinstance(msg, p.InputComplete):
             job.num_tasks = msg.num_tasks
             self.check_complete(job)
@@ -225,7 +225,7 @@ class Executor:
                                   task_id=task.task_id, attempt=task.attempt,
                                   nbytes=len(data)))
         if task.alone or job.combiner.distinct_raw() >= job.spec.flush_key_limit:
-            self.flush(job)
+            self.safe_flush(job)
 
     @staticmethod
     def _read_split(task: p.MapTask, payload: list[Any]) -> Any:
@@ -241,6 +241,21 @@ class Executor:
         if n != task.length:
             raise OSError(f"input changed while reading: {task.path} is shorter than planned")
         return buf
+
+    def safe_flush(self, job: ExecutorJob) -> None:
+        """Flush; if that fails, report its tasks failed so the master never waits for them."""
+        tasks = list(job.pending)
+        try:
+            self.flush(job)
+        except Exception as exc:
+            job.pending = []
+            job.combiner = None
+            log.exception("executor %d: flush failed", self.index)
+            for t, a in tasks:
+                self._send(p.TaskFailedReport(
+                    job_id=job.spec.job_id, node_id=self.node_id, task_id=t, attempt=a,
+                    exc_type=type(exc).__name__, message=f"flushing the output failed: {exc}",
+                    traceback=traceback.format_exc()))
 
     def flush(self, job: ExecutorJob) -> None:
         """Send the combined output of the pending tasks as one map output."""

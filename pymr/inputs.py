@@ -134,8 +134,14 @@ def resolve_inputs(paths: list[str], *, binary_ok: bool = False,
             out.append(_spool_stdin(spool_dir, stdin or sys.stdin.buffer))
             continue
         if os.path.isdir(path):
+            if not os.access(path, os.R_OK | os.X_OK):
+                raise UsageError(f"{path}: permission denied (cannot list this directory)")
             found = 0
-            for root, dirs, files in os.walk(path):  # followlinks=False
+
+            def warn(exc: OSError) -> None:
+                log.warning("skipping %s: %s", exc.filename, exc.strerror)
+
+            for root, dirs, files in os.walk(path, onerror=warn):  # followlinks=False
                 dirs.sort()
                 for name in sorted(files):
                     full = os.path.join(root, name)

@@ -127,6 +127,7 @@ class Master:
         self.reporter = reporter or QuietReporter()
         self.job_id = secrets.token_hex(6)
         self.identity = f"m-{self.job_id}".encode()
+        self.task_token = secrets.token_hex(16)  # travels only on the acked control channel
         self.links: dict[str, NodeLink] = {}
         self.by_socket: dict[zmq.Socket, NodeLink] = {}
         self.seq = 0
@@ -145,6 +146,7 @@ class Master:
         self.source: Generator[SplitRef, None, None] | None = None
         self.flushed_at = -1
         self.last_lease = 0.0
+        self.last_liveness_check = time.monotonic()
         self.failure: PymrError | None = None
         self.streams = PartitionStreams(opts.fetch_credit, self._request_chunks,
                                         lambda: self._pump(100), self._chunks_of)
@@ -277,7 +279,7 @@ class Master:
             source=self.spec.source, sha256=self.spec.sha256, tokenizer=self.opts.tokenizer,
             num_partitions=len(self.partition_map), partition_map=self.partition_map,
             shuffle_endpoints=shuffle, epoch=self.epoch,
-            flush_key_limit=self.opts.flush_key_limit), then=joined)
+            flush_key_limit=self.opts.flush_key_limit, task_token=self.task_token), then=joined)
 
     def _close_link(self, link: NodeLink) -> None:
         for sock in (link.control, link.task, link.events):
@@ -360,6 +362,11 @@ class Master:
     def _check_liveness(self) -> None:
         """A node silent past the death timeout (its timer starts at its first heartbeat)."""
         now = time.monotonic()
+        if now - self.last_liveness_check > self.opts.death_timeout_s / 2:
+            # This process was busy (or suspended) and read nothing: the silence is ours.
+            for link in self._live():
+                link.last_seen = max(link.last_seen, now)
+        self.last_liveness_check = now
         for link in self._live():
             if link.heard_heartbeat and now - link.last_seen > self.opts.death_timeout_s:
                 self._node_lost(link, f"silent for {self.opts.death_timeout_s:.0f} s")
@@ -379,7 +386,8 @@ class Master:
                 seq=self._next_seq(), job_id=self.job_id, job_name=self.spec.name,
                 source=self.spec.source, sha256=self.spec.sha256, tokenizer=self.opts.tokenizer,
                 num_partitions=nparts, partition_map=self.partition_map,
-                shuffle_endpoints=shuffle, flush_key_limit=self.opts.flush_key_limit))
+                shuffle_endpoints=shuffle, flush_key_limit=self.opts.flush_key_limit,
+                task_token=self.task_token))
         deadline = time.monotonic() + HELLO_TIMEOUT_S
         while self.pending and time.monotonic() < deadline:
             self._pump(100)
@@ -449,12 +457,12 @@ class Master:
         if link.local and f.seekable_plain:
             frames = p.encode(p.MapTask(job_id=self.job_id, task_id=task_id, attempt=attempt,
                                         path=f.path, offset=ref.offset, length=ref.length,
-                                        alone=alone))
+                                        alone=alone, token=self.task_token))
         else:
             data = ref.data if ref.data is not None else f.read(ref.offset, ref.length)
             ref.data = None
             frames = p.encode(p.MapTask(job_id=self.job_id, task_id=task_id, attempt=attempt,
-                                        alone=alone), data)
+                                        alone=alone, token=self.task_token), data)
         assert link.task is not None
         # Credit from the scheduler bounds what is queued, so the PUSH is rarely full; when
         # it stays full (the node is gone or frozen) the task is handed back, not blocked on.
@@ -527,7 +535,8 @@ class Master:
 
     def _on_output(self, link: NodeLink, msg: p.OutputDone) -> None:
         assert self.sched is not None
-        decision = self.sched.on_output(msg.output_id, [(t, a) for t, a in msg.tasks])
+        decision = self.sched.on_output(msg.output_id, [(t, a) for t, a in msg.tasks],
+                                        link.node_id)
         if not decision.commit:
             for x in self._live():
                 self._send_control(x.node_id, p.DropOutput(
@@ -536,8 +545,14 @@ class Master:
         self.summary.bad_bytes += msg.bad_bytes
         tasks = [t for t, _ in msg.tasks]
         self.outputs[msg.output_id] = CommittedOutput(link.node_id, tasks, msg.manifest)
-        for x in self._live():
-            self._commit_to(x.node_id, msg.output_id, tasks, msg.manifest)
+        by_node: dict[str, dict[int, list[int]]] = {}
+        for part, man in msg.manifest.items():
+            owner = self.partition_map.get(part)
+            if owner is not None:
+                by_node.setdefault(owner, {})[part] = man
+        for node_id, mine in by_node.items():
+            if self.links[node_id].alive:
+                self._commit_to(node_id, msg.output_id, tasks, mine)
 
     def _commit_to(self, node_id: str, output_id: str, tasks: list[int],
                    manifest: dict[int, list[int]]) -> None:
@@ -569,7 +584,9 @@ class Master:
         self.summary.nodes_lost.append(link.name)
         self._close_link(link)
         for seq in [s for s, x in self.pending.items() if x.node_id == link.node_id]:
-            del self.pending[seq]
+            then = self.pending.pop(seq).then
+            if then is not None:
+                then()  # e.g. a JobUpdate waits for no ack from a node that is gone
         live = self._live()
         if not live:
             self.failure = ClusterLost(f"node {link.name} was lost ({reason}) and no live node "

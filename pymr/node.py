@@ -9,6 +9,7 @@ partition, reports to the master that owns the job. Sends never block.
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import logging
 import os
 import secrets
@@ -43,6 +44,24 @@ def make_run_dir(node_id: str) -> str:
     path = tempfile.mkdtemp(prefix=f"pymr-node-{node_id}-")
     os.chmod(path, 0o700)
     return path
+
+
+def _job_start_problem(msg: p.JobStart) -> str:
+    """Why a JobStart cannot run here (a member's malformed job), or ""."""
+    from .tokenize import TOKENIZERS
+
+    if not 1 <= msg.num_partitions <= 1_000_000:
+        return f"bad partition count {msg.num_partitions}"
+    if sorted(msg.partition_map) != list(range(msg.num_partitions)):
+        return "the partition map does not name every partition exactly once"
+    for node, endpoint in msg.shuffle_endpoints.items():
+        if not endpoint.startswith("tcp://") or ":" not in endpoint[6:]:
+            return f"bad shuffle endpoint for node {node}"
+    if any(node not in msg.shuffle_endpoints for node in msg.partition_map.values()):
+        return "the partition map names a node without a shuffle endpoint"
+    if msg.tokenizer not in TOKENIZERS:
+        return f"unknown tokenizer {msg.tokenizer!r}"
+    return ""
 
 
 @dataclass
@@ -291,6 +310,9 @@ class NodeDaemon:
                                     or sha256_of(msg.source) != msg.sha256):
             return p.Ack(seq=msg.seq, ok=False,
                          error=f"node {self.name} runs only built-in jobs (--builtin-only)")
+        problem = _job_start_problem(msg)
+        if problem:
+            return p.Ack(seq=msg.seq, ok=False, error=problem)
         mine = sorted(part for part, node in msg.partition_map.items() if node == self.node_id)
         owners = {part: i % len(self.executors) for i, part in enumerate(mine)}
         endpoints = {part: msg.shuffle_endpoints.get(node, "")
@@ -418,6 +440,9 @@ class NodeDaemon:
                     job_id=msg.job_id, node_id=self.node_id, task_id=msg.task_id,
                     attempt=msg.attempt, exc_type="Refused",
                     message="this node does not read input files by path (no --shared-fs)"))])
+                continue
+            if not hmac.compare_digest(msg.token, job.spec.task_token):
+                self.drop("task socket", "map task without this job's token (not its master)")
                 continue
             job.queue.append(frames)
             if job.job_id not in self.rr:

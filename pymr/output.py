@@ -55,6 +55,9 @@ def check_output_path(path: str, force: bool) -> None:
         raise UsageError(f"{path}: the directory {directory} does not exist")
     if os.path.isdir(path):
         raise UsageError(f"{path}: is a directory; give a file name")
+    if os.path.lexists(path) and not os.path.isfile(path) or os.path.islink(path):
+        raise UsageError(f"{path}: exists and is not a regular file (a device, pipe, socket "
+                         "or link); give another name, or omit -o to write to stdout")
     if os.path.exists(path) and not force:
         raise UsageError(f"{path}: already exists; pass --force to replace it")
     if not os.access(directory, os.W_OK):
@@ -66,6 +69,9 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
     """Write to a temp file beside ``path``; rename over it only on success."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".pymr-", suffix=".tmp", dir=directory)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # like any file the user creates, not mkstemp's 0600
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as f:
             yield f

@@ -121,6 +121,9 @@ class JobStart(Message):
     shuffle_endpoints: dict[str, str]
     epoch: int = 1
     flush_key_limit: int = 2_000_000
+    #: secret of this job's master: map tasks without it are dropped (another member
+    #: cannot push tasks into someone else's job)
+    task_token: str = ""
 
 
 @_register
@@ -140,6 +143,7 @@ class MapTask(Message):
     offset: int = 0
     length: int = 0
     alone: bool = False
+    token: str = ""
 
 
 @_register
@@ -562,7 +566,9 @@ def decode_header(frame: bytes | memoryview) -> Message:
         raw = msgpack.unpackb(
             frame, raw=False, strict_map_key=False, use_list=True,
             max_bin_len=MAX_HEADER_BYTES,
-            max_str_len=MAX_HEADER_BYTES, max_array_len=1_000_000, max_map_len=1_000_000,
+            # Declared lengths can exceed the frame (decoder bombs): cap them by its size.
+            max_str_len=MAX_HEADER_BYTES, max_array_len=min(1_000_000, len(frame)),
+            max_map_len=min(1_000_000, len(frame) // 2),
             max_ext_len=0)
     except Exception as exc:  # msgpack raises many types on junk
         raise ProtocolError(f"undecodable header: {type(exc).__name__}") from exc

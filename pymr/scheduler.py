@@ -200,8 +200,8 @@ class Scheduler:
 
     def on_executed(self, task_id: int, attempt: int, node_id: str) -> None:
         task = self._task(task_id)
-        if task is None:
-            return
+        if task is None or task.running.get(attempt) != node_id:
+            return  # not an attempt this node was given: late, stale or forged
         if self._release(task, attempt) is not None:
             task.executed[attempt] = node_id
 
@@ -209,8 +209,9 @@ class Scheduler:
                   error: tuple[str, int, str, str, str] | None = None) -> None:
         """A task attempt failed: retry it, or raise ``JobFailedError`` when out of attempts."""
         task = self._task(task_id)
-        if task is None:
-            return
+        if task is None or node_id not in (task.running.get(attempt),
+                                           task.executed.get(attempt)):
+            return  # not an attempt this node was given
         ran = self._release(task, attempt) is not None
         was_executed = task.executed.pop(attempt, None) is not None
         if not (ran or was_executed) or task.committed is not None:
@@ -224,12 +225,17 @@ class Scheduler:
             self.alone.add(task_id)
             self.queue.insert(0, task_id)
 
-    def on_output(self, output_id: str, tasks: list[tuple[int, int]]) -> CommitDecision:
-        """The commit rule: an output counts only if none of its tasks is committed yet."""
+    def on_output(self, output_id: str, tasks: list[tuple[int, int]],
+                  node_id: str | None = None) -> CommitDecision:
+        """The commit rule: an output counts only if none of its tasks is committed yet,
+        and every attempt it names was given to the node that reports it."""
         known = [(self.tasks[t], a) for t, a in tasks if 0 <= t < len(self.tasks)]
         if len(known) != len(tasks) or not known or len({t for t, _ in tasks}) != len(tasks):
             return CommitDecision(False)  # unknown or repeated tasks: a bug or a forgery
-        forged = [(t, a) for t, a in known if a not in t.executed and a not in t.running]
+        forged = [(t, a) for t, a in known
+                  if (a not in t.executed and a not in t.running) or (
+                      node_id is not None
+                      and node_id not in (t.executed.get(a), t.running.get(a)))]
         if forged:
             # An attempt this master never started (forged, or from before a restart):
             # the output cannot count; its genuine tasks run again.

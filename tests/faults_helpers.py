@@ -138,6 +138,7 @@ class Hooks:
         self.lines: list[dict[str, Any]] = []
         self.started_at: float | None = None     # master clock at its reporter's start()
         self.advances = 0
+        self.bytes_done = 0
         self.total = 0
         self.nodes: list[str] = []
         self.phases: dict[str, float] = {}       # name -> when (test clock)
@@ -153,6 +154,11 @@ class Hooks:
     def at_advance(self, k: int, fn: Callable[[], None]) -> None:
         """After the master saw the k-th executed task (1-based)."""
         self.when(lambda x: x["t"] == "advance" and x["n"] >= k, lambda x: fn())
+
+    def at_fraction(self, fraction: float, fn: Callable[[], None]) -> None:
+        """When executed tasks cover ``fraction`` of the input bytes (counting re-runs)."""
+        self.when(lambda x: x["t"] == "advance" and self.bytes_done >= fraction * self.total,
+                  lambda x: fn())
 
     def at_start(self, fn: Callable[[], None]) -> None:
         """When the job started on every node, before the first task is dispatched."""
@@ -178,6 +184,7 @@ class Hooks:
             self.nodes = line["nodes"]
         elif kind == "advance":
             self.advances = line["n"]
+            self.bytes_done += line["nbytes"]
         elif kind == "phase":
             self.phases[line["name"]] = now
         elif kind == "event":

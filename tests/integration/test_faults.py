@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import threading
 import time
@@ -94,7 +95,7 @@ def cluster() -> Iterator[LocalCluster]:
 
 @pytest.fixture(scope="session")
 def text_8m(text_files) -> Path:
-    """8 MiB of generated text: 128 splits of 64K, a map phase of a few seconds."""
+    """8 MiB of generated text: 128 splits of 64K."""
     return text_files(8 * M, seed=11)
 
 
@@ -161,15 +162,19 @@ def lost_events(hooks: Hooks) -> list[str]:
 # ------------------------------------------------------------------ node loss while mapping
 
 
-def _kill_while_mapping(seed: int, cluster: LocalCluster, text: Path, text_files,
-                        tmp_path: Path) -> None:
+def _kill_while_mapping(seed: int, cluster: LocalCluster, settled: Callable[[Hooks], None],
+                        text: Path, text_files, tmp_path: Path) -> None:
     # Given three nodes, 8 MiB of text in 64K splits, and a victim and a moment drawn
-    # from the seed (the k-th executed task, anywhere in the map phase)
+    # from the seed (the k-th executed task, anywhere in the map phase); even seeds first
+    # let the master hear every node's heartbeat, odd ones start at once (the map phase
+    # may then end before the first heartbeat)
     rng = random.Random(f"kill-while-mapping-{seed}")
     victim = rng.randrange(NODES)
     k = rng.randint(1, tasks_of(text) * 3 // 4)
     daemon_only = rng.random() < 0.25   # sometimes the executors survive their daemon
     hooks = Hooks()
+    if seed % 2 == 0:
+        settled(hooks)
     killed: list[int] = []
 
     def kill() -> None:
@@ -193,16 +198,16 @@ def _kill_while_mapping(seed: int, cluster: LocalCluster, text: Path, text_files
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_node_killed_while_mapping(seed: int, cluster: LocalCluster, text_8m: Path, text_files,
-                                   tmp_path: Path) -> None:
-    _kill_while_mapping(seed, cluster, text_8m, text_files, tmp_path)
+def test_node_killed_while_mapping(seed: int, cluster: LocalCluster, settled, text_8m: Path,
+                                   text_files, tmp_path: Path) -> None:
+    _kill_while_mapping(seed, cluster, settled, text_8m, text_files, tmp_path)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", SLOW_SEEDS)
-def test_node_killed_while_mapping_more_seeds(seed: int, cluster: LocalCluster, text_8m: Path,
-                                              text_files, tmp_path: Path) -> None:
-    _kill_while_mapping(seed, cluster, text_8m, text_files, tmp_path)
+def test_node_killed_while_mapping_more_seeds(seed: int, cluster: LocalCluster, settled,
+                                              text_8m: Path, text_files, tmp_path: Path) -> None:
+    _kill_while_mapping(seed, cluster, settled, text_8m, text_files, tmp_path)
 
 
 def test_reducer_killed_during_the_shuffle(cluster: LocalCluster, settled, many_words: Path,
@@ -369,6 +374,15 @@ def test_task_failing_on_every_attempt_fails_the_job_cleanly(cluster: LocalClust
     failures = [x for x in hooks.event_texts() if "failed on" in x]
     assert len(failures) >= 3, hooks.event_texts()
     assert any("ValueError: boom" in x for x in failures)
+    # ... and a task that failed was retried on another node (three were available)
+    nodes_of: dict[str, set[str]] = {}
+    for text in failures:
+        match = re.match(r"task (\d+) attempt \d+ failed on (\S+):", text)
+        assert match, text
+        nodes_of.setdefault(match[1], set()).add(match[2])
+    retried = [t for t in nodes_of if sum(f"task {t} attempt" in x for x in failures) >= 2]
+    assert retried and all(len(nodes_of[t]) >= 2 for t in retried), \
+        f"failed tasks were retried on the same node: {failures}"
     # ... and the nodes dropped the failed job: the next job on them is exact
     good = text_files(512 * K, seed=31)
     out2 = tmp_path / "out2.tsv"
