@@ -77,6 +77,7 @@ class Run:
     nodes_lost: list[str] = field(default_factory=list)
     retries: int = 0
     backups: int = 0
+    load: float = 0.0      # 1-minute load average when the run started (other work)
     problem: str = ""
 
 
@@ -91,7 +92,7 @@ def ensure_input(workdir: Path, size: int, seed: int) -> Path:
 
 def one_run(scenario: str, rnd: int, path: Path, want_sha: str, args: argparse.Namespace,
             share: float, outdir: Path) -> Run:
-    run = Run(scenario, rnd)
+    run = Run(scenario, rnd, load=os.getloadavg()[0])
     out = outdir / f"{scenario}-{rnd}.tsv"
     hooks = Hooks()
     go: list[float] = []
@@ -202,6 +203,11 @@ def markdown(runs: list[Run], args: argparse.Namespace, share: float, method: st
             f"{fmt(min(walls) if walls else None)}–{fmt(max(walls) if walls else None)} | "
             f"{fmt(median([float(r.backups) for r in good]), '.0f')} |")
     detections = [r.detection_s for r in runs if r.detection_s is not None]
+    busiest = max((r.load for r in runs), default=0.0)
+    if busiest > 0.5:
+        lines += ["", f"**Warning:** other work ran during the bench (1-minute load average up "
+                      f"to {busiest:.2f} at the start of a run, on {os.cpu_count()} cores): "
+                      "wall times are noisy; see the last column below."]
     lines += [
         "",
         f"**Detection time** (SIGKILL to the master's \"node lost\" event, death timeout "
@@ -213,14 +219,14 @@ def markdown(runs: list[Run], args: argparse.Namespace, share: float, method: st
         "## Every run",
         "",
         "| round | scenario | ok | wall (s) | detection (s) | nodes lost | retries | backups | "
-        "problem |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "load before | problem |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in runs:
         lines.append(f"| {r.round} | {r.scenario} | {'yes' if r.ok else 'NO'} | "
                      f"{fmt(r.wall_s if r.ok else None)} | {fmt(r.detection_s)} | "
                      f"{', '.join(r.nodes_lost) or '–'} | {r.retries} | {r.backups} | "
-                     f"{r.problem.replace('|', '/') or '–'} |")
+                     f"{r.load:.2f} | {r.problem.replace('|', '/') or '–'} |")
     return "\n".join(lines) + "\n"
 
 
