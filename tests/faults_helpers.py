@@ -391,35 +391,42 @@ class HeartbeatWatch:
     """Follows the nodes' heartbeats (their events PUB), as an observer does."""
 
     def __init__(self, cluster: Any) -> None:
-        from pymr import protocol as p
-        from pymr.status import EventStream, probe
+        from pymr.status import probe
 
         found = probe([(ep, None) for ep in cluster.control_endpoints], cluster.key,
                       timeout_s=5.0, want_status=False)
         missing = [st.endpoint for st in found if st.hello is None]
         if missing:
             raise AssertionError(f"nodes did not answer a hello: {missing}")
-        self.names = [st.hello.name for st in found if st.hello is not None]
-        self.stream = EventStream(cluster.key, topics=(p.TOPIC_HEARTBEAT,))
-        for st in found:
-            assert st.hello is not None
-            self.stream.add(st.hello.name, st.hello.events_endpoint)
+        self.key = cluster.key
+        self.events = {st.hello.name: st.hello.events_endpoint
+                       for st in found if st.hello is not None}
 
     def wait_beats(self, count: int, timeout_s: float) -> None:
-        """Wait until every node has published ``count`` heartbeats from now on."""
-        seen = dict.fromkeys(self.names, 0)
-        deadline = time.monotonic() + timeout_s
-        while min(seen.values()) < count:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"heartbeats seen in {timeout_s:g} s: {seen}")
-            for event in self.stream.events(left):
-                seen[event.node] = seen.get(event.node, 0) + 1
-                if min(seen.values()) >= count:
-                    break
+        """Wait until every node has published ``count`` heartbeats from now on (a fresh
+        subscription each time: heartbeats queued earlier do not count)."""
+        from pymr import protocol as p
+        from pymr.status import EventStream
+
+        stream = EventStream(self.key, topics=(p.TOPIC_HEARTBEAT,))
+        try:
+            for name, endpoint in self.events.items():
+                stream.add(name, endpoint)
+            seen = dict.fromkeys(self.events, 0)
+            deadline = time.monotonic() + timeout_s
+            while min(seen.values()) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"heartbeats seen in {timeout_s:g} s: {seen}")
+                for event in stream.events(left):
+                    seen[event.node] = seen.get(event.node, 0) + 1
+                    if min(seen.values()) >= count:
+                        break
+        finally:
+            stream.close()
 
     def close(self) -> None:
-        self.stream.close()
+        pass
 
     def __enter__(self) -> HeartbeatWatch:
         return self
