@@ -33,6 +33,7 @@ import datetime as _dt
 import hashlib
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -77,7 +78,11 @@ class Run:
     nodes_lost: list[str] = field(default_factory=list)
     retries: int = 0
     backups: int = 0
-    load: float = 0.0      # 1-minute load average when the run started (other work)
+    killed_at_s: float | None = None   # these four: seconds after the first dispatch
+    lost_at_s: float | None = None
+    reduce_at_s: float | None = None
+    merge_at_s: float | None = None
+    other_cpu_s: float = 0.0  # CPU time used on the machine by processes not of this run
     problem: str = ""
 
 
@@ -92,7 +97,8 @@ def ensure_input(workdir: Path, size: int, seed: int) -> Path:
 
 def one_run(scenario: str, rnd: int, path: Path, want_sha: str, args: argparse.Namespace,
             share: float, outdir: Path) -> Run:
-    run = Run(scenario, rnd, load=os.getloadavg()[0])
+    run = Run(scenario, rnd)
+    cpu_before = cpu_accounts()
     out = outdir / f"{scenario}-{rnd}.tsv"
     hooks = Hooks()
     go: list[float] = []
@@ -120,17 +126,23 @@ def one_run(scenario: str, rnd: int, path: Path, want_sha: str, args: argparse.N
         except MasterHung as exc:
             run.problem = "hung: " + str(exc).splitlines()[0]
             return run
+    run.other_cpu_s = other_cpu(cpu_before, cpu_accounts())
     if outcome.kind != "done":
         run.problem = f"{outcome.kind}: {outcome.error.get('message', '')}"
         return run
     done_at = next(x["at"] for x in reversed(hooks.lines) if x["t"] == "done")
     run.wall_s = done_at - go[0]
+    lost = hooks.first_event(" lost (")
+    run.killed_at_s = killed[0] - go[0] if killed else None
+    run.lost_at_s = lost - go[0] if lost is not None else None
+    phases = {x["name"]: x["at"] for x in hooks.lines if x["t"] == "phase"}
+    run.reduce_at_s = phases["reduce"] - go[0] if "reduce" in phases else None
+    run.merge_at_s = phases["merge"] - go[0] if "merge" in phases else None
     run.nodes_lost = outcome.summary.get("nodes_lost", [])
     run.retries = outcome.summary.get("retries", 0)
     run.backups = outcome.summary.get("backups", 0)
-    if killed:
-        lost = hooks.first_event(" lost (")
-        run.detection_s = None if lost is None else lost - killed[0]
+    if killed and lost is not None:
+        run.detection_s = lost - killed[0]
     sha = hashlib.sha256(out.read_bytes()).hexdigest()
     out.unlink()
     if sha != want_sha:
@@ -140,6 +152,26 @@ def one_run(scenario: str, rnd: int, path: Path, want_sha: str, args: argparse.N
     else:
         run.ok = True
     return run
+
+
+def cpu_accounts() -> tuple[float, float]:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process and its reaped
+    descendants)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    mine = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        ru = resource.getrusage(who)
+        mine += ru.ru_utime + ru.ru_stime
+    return busy, mine
+
+
+def other_cpu(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """CPU seconds used meanwhile by processes that are not this run's (other work on the
+    machine; also the executors of a killed node, which nobody reaps here)."""
+    return max(0.0, (after[0] - before[0]) - (after[1] - before[1]))
 
 
 def median(xs: list[float]) -> float | None:
@@ -203,11 +235,40 @@ def markdown(runs: list[Run], args: argparse.Namespace, share: float, method: st
             f"{fmt(min(walls) if walls else None)}–{fmt(max(walls) if walls else None)} | "
             f"{fmt(median([float(r.backups) for r in good]), '.0f')} |")
     detections = [r.detection_s for r in runs if r.detection_s is not None]
-    busiest = max((r.load for r in runs), default=0.0)
-    if busiest > 0.5:
-        lines += ["", f"**Warning:** other work ran during the bench (1-minute load average up "
-                      f"to {busiest:.2f} at the start of a run, on {os.cpu_count()} cores): "
-                      "wall times are noisy; see the last column below."]
+    lines += [
+        "",
+        "## Where the time goes",
+        "",
+        "Medians over the successful runs, in seconds. map: first dispatch to the last commit "
+        "(the reduce phase); reduce: until every partition is complete; merge: fetching and "
+        "merging the partitions, writing the answer, ending the job. For lose-one, the kill "
+        "and the master's detection happen inside the map phase.",
+        "",
+        "| scenario | map | reduce | merge | kill at | lost at | lost to end of map |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for scenario in SCENARIOS:
+        good = [r for r in runs if r.scenario == scenario and r.ok
+                and r.reduce_at_s is not None and r.merge_at_s is not None]
+        maps = [r.reduce_at_s for r in good if r.reduce_at_s is not None]
+        reduces = [r.merge_at_s - r.reduce_at_s for r in good
+                   if r.merge_at_s is not None and r.reduce_at_s is not None]
+        merges = [r.wall_s - r.merge_at_s for r in good if r.merge_at_s is not None]
+        kills = [r.killed_at_s for r in good if r.killed_at_s is not None]
+        losts = [r.lost_at_s for r in good if r.lost_at_s is not None]
+        after = [r.reduce_at_s - r.lost_at_s for r in good
+                 if r.reduce_at_s is not None and r.lost_at_s is not None]
+        lines.append(f"| {scenario} | {fmt(median(maps))} | {fmt(median(reduces))} | "
+                     f"{fmt(median(merges))} | {fmt(median(kills))} | {fmt(median(losts))} | "
+                     f"{fmt(median(after))} |")
+    # A killed node's executors are reaped by init, so their CPU shows as "other" too.
+    noisy = [r for r in runs if r.scenario != "lose-one"
+             and r.other_cpu_s > 0.1 * max(r.wall_s, 1.0)]
+    if noisy:
+        lines += ["", f"**Warning:** other work used the CPU during {len(noisy)} run(s) "
+                      "(\"other CPU\" below: CPU seconds of processes that were not the run's; "
+                      "for lose-one it includes the killed node's executors): their wall times "
+                      "are noisy."]
     lines += [
         "",
         f"**Detection time** (SIGKILL to the master's \"node lost\" event, death timeout "
@@ -218,15 +279,20 @@ def markdown(runs: list[Run], args: argparse.Namespace, share: float, method: st
         "",
         "## Every run",
         "",
-        "| round | scenario | ok | wall (s) | detection (s) | nodes lost | retries | backups | "
-        "load before | problem |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "Times in seconds; kill, lost, reduce and merge are counted from the first dispatch "
+        "(the reduce phase starts when every task is committed, the merge when every "
+        "partition is complete).",
+        "",
+        "| round | scenario | ok | wall | kill | lost | reduce | merge | detection | "
+        "nodes lost | retries | backups | other CPU | problem |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in runs:
         lines.append(f"| {r.round} | {r.scenario} | {'yes' if r.ok else 'NO'} | "
-                     f"{fmt(r.wall_s if r.ok else None)} | {fmt(r.detection_s)} | "
-                     f"{', '.join(r.nodes_lost) or '–'} | {r.retries} | {r.backups} | "
-                     f"{r.load:.2f} | {r.problem.replace('|', '/') or '–'} |")
+                     f"{fmt(r.wall_s if r.ok else None)} | {fmt(r.killed_at_s)} | "
+                     f"{fmt(r.lost_at_s)} | {fmt(r.reduce_at_s)} | {fmt(r.merge_at_s)} | "
+                     f"{fmt(r.detection_s)} | {', '.join(r.nodes_lost) or '–'} | {r.retries} | "
+                     f"{r.backups} | {r.other_cpu_s:.1f} | {r.problem.replace('|', '/') or '–'} |")
     return "\n".join(lines) + "\n"
 
 

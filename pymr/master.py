@@ -355,9 +355,9 @@ class Master:
                 if self.failure is not None:
                     raise self.failure
         self._check_liveness()
-        self._step()
         if self.failure is not None:
             raise self.failure
+        self._step()
 
     def _check_liveness(self) -> None:
         """A node silent past the death timeout (its timer starts at its first heartbeat)."""
@@ -370,6 +370,9 @@ class Master:
         for link in self._live():
             if link.heard_heartbeat and now - link.last_seen > self.opts.death_timeout_s:
                 self._node_lost(link, f"silent for {self.opts.death_timeout_s:.0f} s")
+            elif not link.heard_heartbeat and now - link.last_seen > self.opts.death_timeout_s:
+                # No heartbeat ever (it died right after its hello): its timer never started.
+                self._node_lost(link, "no heartbeat since its hello")
 
     # ---------------------------------------------------------------- job start
     def _start_job(self) -> None:
@@ -453,6 +456,7 @@ class Master:
     def _dispatch(self, task_id: int, attempt: int, node_id: str, alone: bool) -> None:
         ref = self.splits[task_id]
         link = self.links[node_id]
+        assert link.alive and self.sched is not None
         f = self.inputs[ref.input_index]
         if link.local and f.seekable_plain:
             frames = p.encode(p.MapTask(job_id=self.job_id, task_id=task_id, attempt=attempt,
@@ -468,10 +472,9 @@ class Master:
         # it stays full (the node is gone or frozen) the task is handed back, not blocked on.
         if send_nowait(link.task, frames):
             return
-        if link.task.poll(1000, zmq.POLLOUT) and send_nowait(link.task, frames):
-            return
         assert self.sched is not None
         self.sched.on_failed(task_id, attempt, node_id, lost=True)
+        self.sched.pause(node_id, 1.0)  # never block the loop on one node's full socket
 
     # ---------------------------------------------------------------- handlers
     def _handle(self, link: NodeLink, msg: p.Message, payload: list[Any]) -> None:
@@ -587,6 +590,8 @@ class Master:
             then = self.pending.pop(seq).then
             if then is not None:
                 then()  # e.g. a JobUpdate waits for no ack from a node that is gone
+        if self.sched is not None:
+            self.sched.remove_node(link.node_id)
         live = self._live()
         if not live:
             self.failure = ClusterLost(f"node {link.name} was lost ({reason}) and no live node "
@@ -594,8 +599,6 @@ class Master:
             return
         self.reporter.event(f"node {link.name} lost ({reason}); its work moves to "
                             f"{', '.join(x.name for x in live)}")
-        assert self.sched is not None
-        self.sched.remove_node(link.node_id)
         for output_id in [o for o, x in self.outputs.items() if x.node_id == link.node_id]:
             self._lose_output(output_id)
         moved = [part for part, n in self.partition_map.items() if n == link.node_id]

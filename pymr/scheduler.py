@@ -26,6 +26,7 @@ class Task:
     running: dict[int, str] = field(default_factory=dict)   # attempt -> node id
     executed: dict[int, str] = field(default_factory=dict)  # attempt -> node id (unflushed)
     committed: str | None = None      # output id
+    failed_on: set[str] = field(default_factory=set)   # nodes where an attempt raised
     last_error: tuple[str, int, str, str, str] | None = None
 
 
@@ -77,10 +78,20 @@ class Scheduler:
         self.backups_started = 0
         self.last_served: dict[str, int] = {}
         self.serve_count = 0
+        self.paused: dict[str, float] = {}
 
     # ---------------------------------------------------------------- nodes
+    def pause(self, node_id: str, seconds: float) -> None:
+        """Give this node nothing for a while (its task socket stays full)."""
+        self.paused[node_id] = self.clock() + seconds
+
     def credit(self, node_id: str) -> int:
         """Tasks this node may still receive: slots plus a small prefetch."""
+        until = self.paused.get(node_id)
+        if until is not None:
+            if self.clock() < until:
+                return 0
+            del self.paused[node_id]
         slots = self.node_slots.get(node_id, 0)
         return max(0, slots + self.prefetch * slots - self.in_flight.get(node_id, 0))
 
@@ -139,11 +150,24 @@ class Scheduler:
             nodes = [n for n in self.node_slots if self.credit(n) > 0]
             if not nodes:
                 break
+            picked = None
+            for i, tid in enumerate(self.queue):
+                task = self.tasks[tid]
+                # A task that raised somewhere runs elsewhere: it waits for another node's
+                # credit unless every node has failed it already.
+                fresh = [n for n in nodes if n not in task.failed_on]
+                if fresh or all(n in task.failed_on for n in self.node_slots):
+                    picked = (i, task, fresh or nodes)
+                    break
+            if picked is None:
+                break
+            i, task, candidates = picked
+            del self.queue[i]
             # Most credit first; ties go to the node served longest ago (round-robin).
-            node = max(nodes, key=lambda n: (self.credit(n), -self.last_served.get(n, -1)))
+            node = max(candidates,
+                       key=lambda n: (self.credit(n), -self.last_served.get(n, -1)))
             self.serve_count += 1
             self.last_served[node] = self.serve_count
-            task = self.tasks[self.queue.pop(0)]
             out.append(self._start(task, node, task.task_id in self.alone))
         return out
 
@@ -219,6 +243,7 @@ class Scheduler:
         if not lost:
             task.failures += 1
             task.last_error = error
+            task.failed_on.add(node_id)
             if task.failures >= self.max_attempts:
                 raise JobFailedError(task)
         if not task.running and not task.executed and task_id not in self.queue:

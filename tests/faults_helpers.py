@@ -109,8 +109,10 @@ def master_main() -> int:
                           consume, endpoints=cfg["endpoints"], key=key,
                           reporter=PipeReporter())
     except PymrError as exc:
+        import traceback
+
         err = {"t": "error", "type": type(exc).__name__, "message": str(exc),
-               "consumed": calls}
+               "consumed": calls, "master_traceback": traceback.format_exc()}
         for attr in ("node", "task", "attempt", "exc_type", "traceback"):
             if hasattr(exc, attr):
                 err[attr] = getattr(exc, attr)

@@ -137,8 +137,7 @@ def options(**kw: object) -> dict[str, object]:
 
 def assert_exact(outcome: Outcome, out: Path, expected: bytes) -> None:
     """The job succeeded, consumed once, and wrote exactly the reference answer."""
-    assert outcome.kind == "done", (f"job ended with {outcome.kind}: {outcome.error}\n"
-                                    f"master stderr:\n{outcome.stderr}")
+    assert outcome.kind == "done", why(outcome)
     assert outcome.consumed == 1
     got = out.read_bytes()
     if got != expected:
@@ -149,6 +148,13 @@ def assert_exact(outcome: Outcome, out: Path, expected: bytes) -> None:
         pytest.fail(f"answer differs from the reference: {len(got_lines)} lines, expected "
                     f"{len(want_lines)}; first difference at line {first + 1}: got "
                     f"{got_lines[first:first + 1]!r}, expected {want_lines[first:first + 1]!r}")
+
+
+def why(outcome: Outcome) -> str:
+    """How a job ended, for assertion messages: the error and the master's traceback."""
+    err = {k: v for k, v in outcome.error.items() if k not in ("traceback", "master_traceback")}
+    return (f"{outcome.kind}: {err}\n{outcome.error.get('master_traceback', '')}"
+            f"\nmaster stderr:\n{outcome.stderr}")
 
 
 def tasks_of(path: Path, split: int = 64 * K) -> int:
@@ -362,9 +368,9 @@ def test_task_failing_on_every_attempt_fails_the_job_cleanly(cluster: LocalClust
                          job_source=FAILING_JOB, job_name="boom")
     # Then the job fails with the remote error (node, task, attempt, traceback), the
     # failures were reported as they happened, and nothing was output
-    assert outcome.kind == "error", outcome
+    assert outcome.kind == "error", why(outcome)
     err = outcome.error
-    assert err["type"] == "TaskFailed"
+    assert err["type"] == "TaskFailed", why(outcome)
     assert err["exc_type"] == "ValueError"
     assert "boom: this job always fails" in err["message"]
     assert "Traceback" in err["traceback"] and "add" in err["traceback"]
@@ -466,9 +472,16 @@ def test_two_jobs_at_once_share_the_nodes(cluster: LocalCluster, text_8m: Path, 
             raise result
         assert result is not None
         assert_exact(result, tmp_path / f"out{i}.tsv", text_files.expected(path, tok))
-    starts = [h.lines[0]["at"] for h in hooks]
-    ends = [h.lines[-1]["at"] for h in hooks]
-    assert starts[0] < ends[1] and starts[1] < ends[0], "the two jobs did not overlap"
+    # ... and they ran at the same time, both making progress while the other ran (the
+    # nodes' slots are shared between the jobs, not given to the first one until it ends)
+    assert all(h.started_at is not None for h in hooks)
+    both_from = max(h.started_at or 0.0 for h in hooks)
+    both_until = min(h.lines[-1]["at"] for h in hooks)
+    assert both_from < both_until, "the two jobs did not overlap"
+    for h in hooks:
+        moved = [x for x in h.lines
+                 if x["t"] == "advance" and both_from <= x["at"] <= both_until]
+        assert moved, "a job made no progress while the other one ran"
 
 
 # ------------------------------------------------------------------ no node left
@@ -501,8 +514,8 @@ def test_no_live_node_left_fails_within_the_detection_time(moment: str, cluster:
     # Then the job fails with ClusterLost, saying why, within the detection time, and
     # writes nothing
     assert killed_at, f"the map phase ended before the fault ({hooks.advances} tasks)"
-    assert outcome.kind == "error", outcome
-    assert outcome.error["type"] == "ClusterLost", outcome.error
+    assert outcome.kind == "error", why(outcome)
+    assert outcome.error["type"] == "ClusterLost", why(outcome)
     assert "no live node" in outcome.error["message"]
     took = outcome.error["at"] - killed_at[0]
     assert took <= DETECT_BOUND_S, f"ClusterLost {took:.1f} s after the last node died"
