@@ -135,7 +135,7 @@ def main() -> int:
     def consume(records: Any, summary: Any) -> None:
         n = bad = 0
         expected = None
-        for word, count in records:
+        for _word, count in records:
             n += 1
             expected = summary.tasks
             if count != expected:
