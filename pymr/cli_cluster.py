@@ -13,6 +13,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from .cli import positive_int
 from .security import ClusterKey
 
 log = logging.getLogger("pymr")
@@ -49,14 +50,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
+_positive = positive_int
 
 
 def _port(text: str) -> int:

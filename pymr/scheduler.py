@@ -266,33 +266,29 @@ class Scheduler:
             # the output cannot count; its genuine tasks run again.
             log.warning("output %s names attempts that were never started: %s", output_id,
                         [(t.task_id, a) for t, a in forged])
-            rerun = []
-            for t, a in known:
-                if (t, a) in forged:
-                    continue
+            genuine = [(t, a) for t, a in known if (t, a) not in forged]
+            for t, a in genuine:
                 self._release(t, a)
-                t.executed.pop(a, None)
-                if t.committed is None and not t.running and not t.executed \
-                        and t.task_id not in self.queue:
-                    self.queue.append(t.task_id)
-                    self.alone.add(t.task_id)
-                    rerun.append(t.task_id)
-            return CommitDecision(False, tuple(rerun))
+            return CommitDecision(False, self._requeue_uncommitted(genuine))
         if any(t.committed is not None for t, _ in known):
-            rerun = []
-            for t, a in known:
-                t.executed.pop(a, None)
-                if t.committed is None and not t.running and not t.executed \
-                        and t.task_id not in self.queue:
-                    self.queue.append(t.task_id)
-                    self.alone.add(t.task_id)
-                    rerun.append(t.task_id)
-            return CommitDecision(False, tuple(rerun))
+            return CommitDecision(False, self._requeue_uncommitted(known))
         for t, a in known:
             t.committed = output_id
             t.executed.pop(a, None)
             self.committed_count += 1
         return CommitDecision(True)
+
+    def _requeue_uncommitted(self, attempts: list[tuple[Task, int]]) -> tuple[int, ...]:
+        """An output that will not count: its tasks not committed elsewhere run again, alone."""
+        rerun = []
+        for t, a in attempts:
+            t.executed.pop(a, None)
+            if t.committed is None and not t.running and not t.executed \
+                    and t.task_id not in self.queue:
+                self.queue.append(t.task_id)
+                self.alone.add(t.task_id)
+                rerun.append(t.task_id)
+        return tuple(rerun)
 
     def uncommit(self, output_id: str) -> list[int]:
         """A committed output was lost (its mapper died): run its task set again."""
