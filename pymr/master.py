@@ -110,6 +110,27 @@ class CommittedOutput:
     manifest: dict[int, list[int]]
 
 
+class _NoticeReporter:
+    """Passes the master's events to the user's reporter and to the nodes' PUB sockets."""
+
+    def __init__(self, inner: Reporter, master: Master) -> None:
+        self.inner = inner
+        self.master = master
+
+    def start(self, total_bytes: int, nodes: list[str]) -> None:
+        self.inner.start(total_bytes, nodes)
+
+    def advance(self, nbytes: int) -> None:
+        self.inner.advance(nbytes)
+
+    def phase(self, name: str) -> None:
+        self.inner.phase(name)
+
+    def event(self, text: str) -> None:
+        self.inner.event(text)
+        self.master.notify(text)
+
+
 class Master:
     """Runs one job on a set of nodes; ``run`` returns the summary or raises ``PymrError``."""
 
@@ -124,7 +145,7 @@ class Master:
         self.inputs = inputs
         self.opts = opts
         self.local_reads = local_reads
-        self.reporter = reporter or QuietReporter()
+        self.reporter: Reporter = _NoticeReporter(reporter or QuietReporter(), self)
         self.job_id = secrets.token_hex(6)
         self.identity = f"m-{self.job_id}".encode()
         self.task_token = secrets.token_hex(16)  # travels only on the acked control channel
@@ -289,6 +310,13 @@ class Master:
                 self.poller.unregister(sock)
                 del self.by_socket[sock]
             sock.close(linger=0)
+
+    def notify(self, text: str) -> None:
+        """Publish a job event through every live node (observers see it in pymr events)."""
+        msg = p.encode(p.JobNotice(job_id=self.job_id, text=text))
+        for link in self._live():
+            if link.node_id:
+                send_nowait(link.control, list(msg))
 
     def _live(self) -> list[NodeLink]:
         return [x for x in self.links.values() if x.alive]

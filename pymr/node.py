@@ -286,6 +286,11 @@ class NodeDaemon:
             job = self.jobs.get(msg.job_id)
             if job is not None and job.master == peer:
                 job.last_lease = time.monotonic()
+        elif isinstance(msg, p.JobNotice):
+            job = self.jobs.get(msg.job_id)
+            if job is not None and job.master == peer:
+                send_nowait(self.events, p.encode_topic(p.TOPIC_PROGRESS, p.JobNotice(
+                    job_id=msg.job_id, text=msg.text[:1000], node_id=self.node_id)))
         elif isinstance(msg, p.FetchPartition):
             job = self._job_of(peer, msg.job_id)
             if job is not None and msg.partition in job.owners:

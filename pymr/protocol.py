@@ -503,6 +503,18 @@ class ErrorEvent(Message):
     traceback: str = ""
 
 
+@_register
+@dataclass(frozen=True, slots=True)
+class JobNotice(Message):
+    """Master -> nodes (control) -> PUB ``progress``: what the master decided (a lost
+    node, a retry, a backup), so that ``pymr events`` shows it too."""
+
+    TYPE: ClassVar[str] = "job_notice"
+    job_id: str
+    text: str
+    node_id: str = ""
+
+
 TOPIC_HEARTBEAT = b"hb"
 TOPIC_PROGRESS = b"progress"
 TOPIC_ERROR = b"error"

@@ -176,6 +176,8 @@ class Event:
         elif isinstance(m, p.Progress):
             what = (f"progress   job {m.job_id} task {m.task_id} attempt {m.attempt} "
                     f"{m.nbytes:,} bytes")
+        elif isinstance(m, p.JobNotice):
+            what = f"job        {m.job_id}: {m.text}"
         elif isinstance(m, p.ErrorEvent):
             what = (f"error      job {m.job_id} task {m.task_id} attempt {m.attempt}: "
                     f"{m.exc_type}: {m.message}")
