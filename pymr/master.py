@@ -244,7 +244,9 @@ class Master:
         link.shuffle_endpoint = msg.shuffle_endpoint
         link.local = self.local_reads
         link.last_seen = time.monotonic()
-        link.task = make_socket(self.ctx, zmq.PUSH, sndhwm=4)
+        # Credit (slots + prefetch) bounds what is queued; the HWM must not be the bound:
+        # libzmq returns write credit in batches, so a tight HWM refuses sends within credit.
+        link.task = make_socket(self.ctx, zmq.PUSH, sndhwm=1000)
         secure_connect(link.task, msg.task_endpoint, self.key)
         link.events = make_socket(self.ctx, zmq.SUB, rcvhwm=10_000)
         for topic in (p.TOPIC_ERROR, p.TOPIC_HEARTBEAT):
