@@ -55,6 +55,7 @@ from tests.faults_helpers import (  # noqa: E402
     HeartbeatWatch,
     Hooks,
     MasterHung,
+    RunDirSweeper,
     SlowNode,
     cgroup_cpu_available,
     kill_node,
@@ -105,6 +106,7 @@ def one_run(scenario: str, rnd: int, path: Path, want_sha: str, args: argparse.N
     killed: list[float] = []
     options = {"split_size": args.split, "death_timeout_s": args.death_timeout}
     with LocalCluster(nodes=NODES, slots=1) as cluster, HeartbeatWatch(cluster) as watch:
+        sweeper = RunDirSweeper(cluster)
 
         def settle() -> None:
             watch.wait_beats(2, 10.0)
@@ -125,7 +127,10 @@ def one_run(scenario: str, rnd: int, path: Path, want_sha: str, args: argparse.N
                                      options=options)
         except MasterHung as exc:
             run.problem = "hung: " + str(exc).splitlines()[0]
-            return run
+            outcome = None
+    sweeper.sweep()
+    if outcome is None:
+        return run
     run.other_cpu_s = other_cpu(cpu_before, cpu_accounts())
     if outcome.kind != "done":
         run.problem = f"{outcome.kind}: {outcome.error.get('message', '')}"

@@ -440,6 +440,32 @@ class HeartbeatWatch:
 # ====================================================================== node faults
 
 
+class RunDirSweeper:
+    """Removes the run directories (``$TMPDIR/pymr-node-<node id>-*``: the executors' ipc
+    socket) that nodes killed with SIGKILL leave behind; a node that stops normally removes
+    its own. Learn the node ids while every node is alive, sweep after the cluster closed."""
+
+    def __init__(self, cluster: Any) -> None:
+        from pymr.status import probe
+
+        found = probe([(ep, None) for ep in cluster.control_endpoints], cluster.key,
+                      timeout_s=5.0, want_status=False)
+        self.node_ids = [st.hello.node_id for st in found if st.hello is not None]
+
+    def sweep(self) -> list[str]:
+        import glob
+        import shutil
+
+        removed = []
+        for node_id in self.node_ids:
+            pattern = os.path.join(tempfile.gettempdir(), f"pymr-node-{node_id}-*")
+            for path in glob.glob(pattern):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        return removed
+
+
+
 def _stat(pid: int) -> list[str] | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:

@@ -37,6 +37,7 @@ from tests.faults_helpers import (
     Hooks,
     MasterProcess,
     Outcome,
+    RunDirSweeper,
     SlowNode,
     alive,
     executor_pids,
@@ -88,9 +89,12 @@ def make_combiner(tokenizer):
 
 @pytest.fixture
 def cluster() -> Iterator[LocalCluster]:
-    """Three nodes of one slot each on loopback; stopped and reaped after the test."""
+    """Three nodes of one slot each on loopback; stopped and reaped after the test, and the
+    run directories of the nodes a test killed removed."""
     with LocalCluster(nodes=NODES, slots=1) as c:
+        sweeper = RunDirSweeper(c)
         yield c
+    sweeper.sweep()
 
 
 @pytest.fixture(scope="session")
