@@ -13,16 +13,12 @@ import sys
 
 
 def main() -> int:
-    import os
-    import tempfile
-
-    from ._exec_entry import exec_endpoint, spawn_executors
+    from ._exec_entry import exec_endpoint, make_run_dir, spawn_executors
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the job process's to handle
     config = json.loads(sys.stdin.readline())
     # Executors first, before the heavy imports: their start-up overlaps ours.
-    run_dir = tempfile.mkdtemp(prefix=f"pymr-node-{config['node_id']}-")
-    os.chmod(run_dir, 0o700)
+    run_dir = make_run_dir(config["node_id"])
     procs = spawn_executors(config["slots"], config["node_id"], exec_endpoint(run_dir),
                             config["public"].encode(), config["secret"].encode(), 5,
                             config.get("log_level", logging.WARNING))

@@ -16,6 +16,16 @@ def run_executor(*args: Any) -> None:
 _IPC_PATH_MAX = 100
 
 
+def make_run_dir(node_id: str) -> str:
+    """A private directory for one node run's local socket and temp files."""
+    import os
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix=f"pymr-node-{node_id}-")
+    os.chmod(path, 0o700)
+    return path
+
+
 def exec_endpoint(run_dir: str) -> str:
     """The daemon <-> executor socket: a file in the private run dir, or, when that path
     is too long for a Unix socket (a deep TMPDIR), a Linux abstract socket named after

@@ -287,13 +287,8 @@ class Executor:
         tasks = job.pending
         job.pending = []
         for part, payloads in retained.items():
-            sock = self._push(spec.shuffle_endpoints[part])
-            try:
-                for seq, pl in enumerate(payloads):
-                    sock.send_multipart(p.encode(p.ShuffleChunk(
-                        job_id=spec.job_id, output_id=output_id, partition=part, seq=seq,
-                        epoch=spec.epoch), pl), copy=False)
-            except zmq.Again:
+            if not self._send_chunks(job, output_id, part, spec.shuffle_endpoints[part],
+                                     list(enumerate(payloads)), spec.epoch):
                 log.warning("reducer of partition %d did not take output %s; it will be "
                             "re-sent on request", part, output_id)
         job.retained[output_id] = retained
@@ -301,6 +296,19 @@ class Executor:
                                 tasks=tasks, manifest=manifest, words=words, bad_bytes=bad))
 
     # ---------------------------------------------------------------- reduce side
+    def _send_chunks(self, job: ExecutorJob, output_id: str, part: int, endpoint: str,
+                     chunks: list[tuple[int, bytes]], epoch: int) -> bool:
+        """Push numbered chunks to a reducer; False if it did not take them in time."""
+        sock = self._push(endpoint)
+        try:
+            for seq, payload in chunks:
+                sock.send_multipart(p.encode(p.ShuffleChunk(
+                    job_id=job.spec.job_id, output_id=output_id, partition=part, seq=seq,
+                    epoch=epoch), payload), copy=False)
+        except zmq.Again:
+            return False
+        return True
+
     def resend(self, job: ExecutorJob, msg: p.ResendChunks) -> None:
         """Send a retained output's chunks again (a gap, or the partition moved)."""
         retained = job.retained.get(msg.output_id)
@@ -309,16 +317,10 @@ class Executor:
                                     output_id=msg.output_id))
             return
         payloads = retained.get(msg.partition, [])
-        wanted = msg.seqs or range(len(payloads))
-        sock = self._push(msg.endpoint)
-        try:
-            for seq in wanted:
-                if 0 <= seq < len(payloads):
-                    sock.send_multipart(p.encode(p.ShuffleChunk(
-                        job_id=job.spec.job_id, output_id=msg.output_id,
-                        partition=msg.partition, seq=seq, epoch=msg.epoch), payloads[seq]),
-                        copy=False)
-        except zmq.Again:
+        wanted = [seq for seq in (msg.seqs or range(len(payloads)))
+                  if 0 <= seq < len(payloads)]
+        if not self._send_chunks(job, msg.output_id, msg.partition, msg.endpoint,
+                                 [(seq, payloads[seq]) for seq in wanted], msg.epoch):
             log.warning("resend of %s to %s timed out", msg.output_id, msg.endpoint)
 
     def on_chunk(self, job: ExecutorJob, msg: p.ShuffleChunk, payload: list[Any]) -> None:

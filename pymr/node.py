@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 import socket
-import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ import zmq
 
 from . import __version__
 from . import protocol as p
-from ._exec_entry import exec_endpoint, spawn_executors
+from ._exec_entry import exec_endpoint, make_run_dir, spawn_executors
 from .config import UNICODE_VERSION, NodeOptions
 from .errors import ProtocolError
 from .jobs import builtin_hashes, sha256_of
@@ -37,13 +36,6 @@ log = logging.getLogger(__name__)
 
 #: Map tasks an executor holds at once (one running, one waiting in its socket).
 EXECUTOR_TASK_DEPTH = 2
-
-
-def make_run_dir(node_id: str) -> str:
-    """A private directory for this node run's local sockets and temp files."""
-    path = tempfile.mkdtemp(prefix=f"pymr-node-{node_id}-")
-    os.chmod(path, 0o700)
-    return path
 
 
 def _job_start_problem(msg: p.JobStart) -> str:

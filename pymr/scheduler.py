@@ -139,10 +139,6 @@ class Scheduler:
         return (not self.input_done and len(self.queue) < room
                 and self.bytes_in_flight < self.byte_budget)
 
-    def _has_room(self) -> bool:
-        return self.bytes_in_flight < self.byte_budget and any(
-            self.credit(n) > 0 for n in self.node_slots)
-
     def assign(self) -> list[Assignment]:
         """Hand queued tasks to the nodes with the most credit left."""
         out: list[Assignment] = []

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests import helpers
+
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Kinds of report the master pauses at by default (all of them).
@@ -466,13 +468,7 @@ class RunDirSweeper:
 
 
 
-def _stat(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read().decode("ascii", "replace")
-    except OSError:
-        return None
-    return raw[raw.rfind(")") + 2:].split()
+_stat = helpers._stat_fields
 
 
 def _cmdline(pid: int) -> str:

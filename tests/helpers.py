@@ -194,3 +194,26 @@ def wait_until(predicate: Callable[[], object], timeout_s: float, interval_s: fl
 
 def describe(pids: Iterable[int]) -> str:
     return ", ".join(f"{pid} [{process_state(pid)}] {cmdline(pid)!r}" for pid in pids)
+
+
+# ------------------------------------------------------------------ a failing job
+
+#: A job program whose map raises on every split (shipped as source like any job).
+FAILING_JOB = '''
+"""A job whose map raises on every split."""
+
+
+class Boom:
+    def add(self, data):
+        raise ValueError("boom: this job always fails")
+
+    def distinct_raw(self):
+        return 0
+
+    def finish(self):
+        return {}, 0
+
+
+def make_combiner(tokenizer):
+    return Boom()
+'''

@@ -109,24 +109,7 @@ def test_persistent_cluster_runs_jobs_with_bytes_shipped(text_files) -> None:
 
 # ------------------------------------------------------------------ a failing job
 
-FAILING_JOB = '''
-"""A job whose map raises on every split."""
-
-
-class Boom:
-    def add(self, data):
-        raise ValueError("boom: this job always fails")
-
-    def distinct_raw(self):
-        return 0
-
-    def finish(self):
-        return {}, 0
-
-
-def make_combiner(tokenizer):
-    return Boom()
-'''
+FAILING_JOB = helpers.FAILING_JOB
 
 
 def test_failing_task_fails_the_job_with_the_remote_error(write_text) -> None:

@@ -13,18 +13,7 @@ from pymr.inputs import resolve_inputs
 from pymr.jobs import JobSpec
 from pymr.run import run_job
 from pymr.status import EventStream, probe
-
-FAILING = '''
-class C:
-    def add(self, data):
-        raise ValueError("boom")
-    def distinct_raw(self):
-        return 0
-    def finish(self):
-        return {}, 0
-def make_combiner(tokenizer):
-    return C()
-'''
+from tests import helpers
 
 
 def test_master_notices_reach_the_events_stream(tmp_path: Path) -> None:
@@ -45,7 +34,8 @@ def test_master_notices_reach_the_events_stream(tmp_path: Path) -> None:
 
             def job() -> None:
                 try:
-                    run_job(JobSpec.from_source("boom", FAILING), resolve_inputs([str(src)]),
+                    run_job(JobSpec.from_source("boom", helpers.FAILING_JOB),
+                            resolve_inputs([str(src)]),
                             JobOptions(split_size=16 << 10, max_attempts=3),
                             lambda r, s: None, endpoints=cluster.control_endpoints,
                             key=cluster.key)

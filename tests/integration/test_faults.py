@@ -64,24 +64,7 @@ DETECT_BOUND_S = DEATH_S + HEARTBEAT_INTERVAL_S + 1.0
 SEEDS = [1, 2]
 SLOW_SEEDS = [3, 4, 5, 6, 7, 8]
 
-FAILING_JOB = '''
-"""A job whose map raises on every split."""
-
-
-class Boom:
-    def add(self, data):
-        raise ValueError("boom: this job always fails")
-
-    def distinct_raw(self):
-        return 0
-
-    def finish(self):
-        return {}, 0
-
-
-def make_combiner(tokenizer):
-    return Boom()
-'''
+FAILING_JOB = helpers.FAILING_JOB
 
 
 # ------------------------------------------------------------------ fixtures
