@@ -371,6 +371,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], sizes: list[int])
         f"Python {meta['python']}, {meta['workers']} workers per engine; load average "
         f"before/after {meta['loadavg_before']} / {meta['loadavg_after']}; git {meta['git_head']}.",
         "",
+        *([f"**Partial: {meta['partial']}** (the run was still going when this was written).", ""]
+          if meta.get("partial") else []),
         "Versions: " + "; ".join(f"{k}: {v}" for k, v in sorted(meta["versions"].items())),
         "",
         "Command: `" + meta["command"] + "`",
@@ -455,6 +457,63 @@ def build_parser() -> argparse.ArgumentParser:
                     help="count CPU with rusage only (no cpuacct group per run)")
     ap.add_argument("--keep-outputs", action="store_true")
     return ap
+
+
+def report(runs: list[Run], outputs: dict[tuple[str, int, int], Path], sizes: list[int],
+           engines: list[Engine], skipped: dict[str, str], meta: dict[str, Any],
+           cpu_sources: set[str], args: argparse.Namespace, final: bool
+           ) -> tuple[bool, dict[int, Path]]:
+    """Check answers and write the tables; called after every round so a long run that is
+    stopped early still leaves its finished rounds on disk (answers are kept until final)."""
+    # Answers: pymr's (its first successful run) is the reference for each size.
+    failed = any(r.returncode != 0 or not r.output_sha256 for r in runs)
+    differences: list[str] = []
+    refs: dict[int, Path] = {}
+    for size in sizes:
+        group = [r for r in runs if r.size == size and r.output_sha256]
+        ref_run = next((r for r in group if r.engine == "pymr"), None) or \
+            next((r for r in group if r.engine == "plain"), None)
+        if ref_run is None:
+            continue
+        ref_path = outputs[(ref_run.engine, size, ref_run.round)]
+        refs[size] = ref_path
+        for r in group:
+            r.matches = r.output_sha256 == ref_run.output_sha256
+            if not r.matches:
+                failed = True
+                r.diff = word_diff(ref_path, outputs[(r.engine, size, r.round)])
+                msg = (f"{r.engine} {gen_text.format_size(size)} round {r.round}: {r.diff} "
+                       f"(answer kept: {outputs[(r.engine, size, r.round)]})")
+                differences.append(msg)
+                print("DIFFERS: " + msg, flush=True)
+        if final and not args.keep_outputs:
+            for r in group:
+                p = outputs[(r.engine, size, r.round)]
+                if r.matches and p != ref_path:
+                    p.unlink(missing_ok=True)
+    meta["loadavg_after"] = run_core._loadavg()
+    meta["cpu_source"] = ("cgroup v1 cpuacct per run" if cpu_sources == {"cgroup"}
+                          else "getrusage of reaped children" if cpu_sources == {"rusage"}
+                          else "mixed: " + ",".join(sorted(cpu_sources)))
+    meta["differences"] = differences
+    meta["answers"] = {}
+    for size, path in refs.items():
+        d = read_tsv(path)
+        meta["answers"][gen_text.format_size(size)] = {
+            "distinct_words": len(d), "total_words": sum(d.values()), "reference": path.name}
+    rows = summarise(runs, engines, sizes, skipped)
+    meta["verdicts"] = verdicts(rows, sizes)
+    table = markdown(rows, meta, sizes)
+    if final:
+        print()
+        print(table)
+    res = args.results.resolve()
+    res.parent.mkdir(parents=True, exist_ok=True)
+    res.with_name(res.name + ".json").write_text(json.dumps(
+        {"meta": meta, "summary": rows, "runs": [asdict(r) for r in runs]}, indent=1) + "\n")
+    res.with_name(res.name + ".md").write_text(table)
+    print(f"wrote {res}.json and {res}.md" + ("" if final else " (partial)"), flush=True)
+    return failed, refs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -550,53 +609,12 @@ def main(argv: list[str] | None = None) -> int:
                           f"{run.max_procs} procs", flush=True)
                 runs.append(run)
 
-    # Answers: pymr's (its first successful run) is the reference for each size.
-    failed = any(r.returncode != 0 or not r.output_sha256 for r in runs)
-    differences: list[str] = []
-    refs: dict[int, Path] = {}
-    for size in sizes:
-        group = [r for r in runs if r.size == size and r.output_sha256]
-        ref_run = next((r for r in group if r.engine == "pymr"), None) or \
-            next((r for r in group if r.engine == "plain"), None)
-        if ref_run is None:
-            continue
-        ref_path = outputs[(ref_run.engine, size, ref_run.round)]
-        refs[size] = ref_path
-        for r in group:
-            r.matches = r.output_sha256 == ref_run.output_sha256
-            if not r.matches:
-                failed = True
-                r.diff = word_diff(ref_path, outputs[(r.engine, size, r.round)])
-                msg = (f"{r.engine} {gen_text.format_size(size)} round {r.round}: {r.diff} "
-                       f"(answer kept: {outputs[(r.engine, size, r.round)]})")
-                differences.append(msg)
-                print("DIFFERS: " + msg, flush=True)
-        if not args.keep_outputs:
-            for r in group:
-                p = outputs[(r.engine, size, r.round)]
-                if r.matches and p != ref_path:
-                    p.unlink(missing_ok=True)
-    meta["loadavg_after"] = run_core._loadavg()
-    meta["cpu_source"] = ("cgroup v1 cpuacct per run" if cpu_sources == {"cgroup"}
-                          else "getrusage of reaped children" if cpu_sources == {"rusage"}
-                          else "mixed: " + ",".join(sorted(cpu_sources)))
-    meta["differences"] = differences
-    meta["answers"] = {}
-    for size, path in refs.items():
-        d = read_tsv(path)
-        meta["answers"][gen_text.format_size(size)] = {
-            "distinct_words": len(d), "total_words": sum(d.values()), "reference": path.name}
-    rows = summarise(runs, engines, sizes, skipped)
-    meta["verdicts"] = verdicts(rows, sizes)
-    table = markdown(rows, meta, sizes)
-    print()
-    print(table)
-    res = args.results.resolve()
-    res.parent.mkdir(parents=True, exist_ok=True)
-    res.with_name(res.name + ".json").write_text(json.dumps(
-        {"meta": meta, "summary": rows, "runs": [asdict(r) for r in runs]}, indent=1) + "\n")
-    res.with_name(res.name + ".md").write_text(table)
-    print(f"wrote {res}.json and {res}.md")
+        if rnd < args.rounds:
+            meta["partial"] = f"after round {rnd} of {args.rounds}"
+            report(runs, outputs, sizes, engines, skipped, meta, cpu_sources, args, final=False)
+    meta.pop("partial", None)
+    failed, refs = report(runs, outputs, sizes, engines, skipped, meta, cpu_sources, args,
+                          final=True)
     if not args.keep_outputs and not failed:
         for p in refs.values():
             p.unlink(missing_ok=True)
