@@ -21,7 +21,7 @@ def main() -> int:
     run_dir = make_run_dir(config["node_id"])
     procs = spawn_executors(config["slots"], config["node_id"], exec_endpoint(run_dir),
                             config["public"].encode(), config["secret"].encode(), 5,
-                            config.get("log_level", logging.WARNING))
+                            config.get("log_level", logging.WARNING), method="fork")
 
     from .config import NodeOptions
     from .node import NodeDaemon
@@ -30,7 +30,9 @@ def main() -> int:
     logging.basicConfig(level=config.get("log_level", logging.WARNING),
                         format="pymr node: %(levelname)s: %(message)s")
     opts = NodeOptions(name=config["name"], slots=config["slots"], host="127.0.0.1",
-                       embedded=True, read_paths=True)
+                       embedded=True, read_paths=True,
+                       **{k: config[k] for k in ("retain_memory", "lease_timeout_s")
+                          if k in config})
     key = ClusterKey(config["public"].encode(), config["secret"].encode())
     daemon = NodeDaemon(opts, key, node_id=config["node_id"], run_dir=run_dir, executors=procs)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())

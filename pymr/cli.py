@@ -9,12 +9,15 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import __version__
-from .config import JobOptions, MiB
+from .config import HEARTBEAT_INTERVAL_S, JobOptions, MiB
 from .errors import Interrupted, PymrError, UsageError
-from .master import JobSummary
+
+if TYPE_CHECKING:  # the master (zmq, the protocol) loads after the embedded nodes launch
+    from .cluster import LocalCluster
+    from .master import JobSummary
 
 log = logging.getLogger("pymr")
 
@@ -45,6 +48,20 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def death_timeout(text: str) -> float:
+    """Seconds; at least three heartbeat periods, so one late heartbeat is not a death."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    low = 3 * HEARTBEAT_INTERVAL_S
+    if not low <= value <= 3600:
+        raise argparse.ArgumentTypeError(
+            f"must be between {low:g} and 3600 seconds (heartbeats are every "
+            f"{HEARTBEAT_INTERVAL_S:g} s): {text!r}")
     return value
 
 
@@ -91,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="executors per embedded node (default: cores / nodes)")
     job.add_argument("--max-attempts", type=positive_int, default=_DEFAULTS.max_attempts,
                      metavar="N", help="attempts per task before the job fails (default 4)")
+    job.add_argument("--death-timeout", type=death_timeout, metavar="SECONDS",
+                     default=_DEFAULTS.death_timeout_s,
+                     help="a node silent this long is lost and its work moves "
+                     f"(default {_DEFAULTS.death_timeout_s:g}; raise it on sleepy Wi-Fi)")
     job.add_argument("--binary", action="store_true",
                      help="count files that look binary instead of refusing them")
     job.add_argument("-q", "--quiet", action="store_true", help="no progress and no summary")
@@ -200,8 +221,7 @@ def cmd_job(args: argparse.Namespace) -> int:
 def _cmd_job(args: argparse.Namespace, inputs: list[Any]) -> int:
     from .inputs import resolve_inputs
     from .jobs import builtin_spec
-    from .output import atomic_output, check_output_path, write_json, write_tsv
-    from .run import run_job
+    from .output import check_output_path
 
     # Ctrl-C and SIGTERM cancel the job cleanly, even when started with SIGINT ignored
     # (a background job of a non-interactive shell).
@@ -211,9 +231,40 @@ def _cmd_job(args: argparse.Namespace, inputs: list[Any]) -> int:
     if args.output:
         check_output_path(args.output, args.force)
     inputs.extend(resolve_inputs(args.paths, binary_ok=args.binary))
+    cluster = _launch_embedded(args)
+    try:
+        return _run(args, inputs, spec, cluster)
+    finally:
+        if cluster is not None:
+            cluster.close()  # a no-op when the job ran: run_job closed it
+
+
+def _launch_embedded(args: argparse.Namespace) -> LocalCluster | None:
+    """Start the embedded nodes now when they will be used (``--local``, or no cluster
+    key and no ``--nodes``), so they boot while this process loads the rest of pymr."""
+    from .cluster import LocalCluster
+    from .state import open_state
+
+    if not args.local:
+        if getattr(args, "nodes", None):
+            return None
+        if open_state(getattr(args, "home", None), getattr(args, "key_file", None)).has_key():
+            return None  # a member: discovery decides (it may still fall back)
+
+    cluster = LocalCluster(nodes=args.local or 1, slots=args.slots or 0)
+    cluster.launch()
+    return cluster
+
+
+def _run(args: argparse.Namespace, inputs: list[Any], spec: Any,
+         cluster: LocalCluster | None) -> int:
+    from .output import atomic_output, write_json, write_tsv
+    from .run import run_job
+
     opts = JobOptions(job_name=args.job, tokenizer=args.tokenizer, split_size=args.split_size,
                       max_token=args.max_token, num_partitions=args.partitions or 0,
-                      max_attempts=args.max_attempts, binary_ok=args.binary)
+                      max_attempts=args.max_attempts, binary_ok=args.binary,
+                      death_timeout_s=args.death_timeout)
     stdout_tty = sys.stdout.isatty()
     stderr_tty = sys.stderr.isatty()
     progress = _Progress(enabled=stderr_tty and not args.quiet)
@@ -250,7 +301,7 @@ def _cmd_job(args: argparse.Namespace, inputs: list[Any]) -> int:
 
     started = time.monotonic()
     endpoints, key = None, None
-    if not args.local:
+    if cluster is None and not args.local:
         from .cli_cluster import discover_for_job
 
         found = discover_for_job(args)
@@ -265,7 +316,7 @@ def _cmd_job(args: argparse.Namespace, inputs: list[Any]) -> int:
         summary = run_job(spec, inputs, opts, consume, local_nodes=args.local or 1,
                           slots=args.slots or 0, endpoints=endpoints, key=key,
                           reporter=progress, discover=watch.endpoints if watch else None,
-                          shared_fs=args.shared_fs)
+                          shared_fs=args.shared_fs, cluster=cluster)
     except KeyboardInterrupt:
         progress.stop()
         raise Interrupted("interrupted: the job was cancelled on every node") from None
@@ -295,9 +346,6 @@ def _first(records: Iterator[tuple[bytes, int]], n: int) -> Iterator[tuple[bytes
 
 def _show_result(summary: JobSummary, top: list[tuple[bytes, int]], table_on_stdout: bool,
                  stdout_tty: bool) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     mb = summary.input_bytes / MiB
     rate = mb / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
     line = (f"{summary.total_words:,} words, {summary.distinct_words:,} distinct; "
@@ -305,7 +353,16 @@ def _show_result(summary: JobSummary, top: list[tuple[bytes, int]], table_on_std
             f"in {summary.elapsed_s:.2f} s ({rate:,.1f} MiB/s)")
     if summary.total_words == 0:
         line = "no words found (the input is empty or has no words); " + line
+    faults = [f"{n} {what}" for n, what in (
+        (len(summary.nodes_lost), "node(s) lost (" + ", ".join(summary.nodes_lost) + ")"),
+        (summary.retries, "task retry(ies)"), (summary.backups, "backup attempt(s)"),
+        (summary.cancelled, "attempt(s) cancelled")) if n]
+    if faults:
+        line += "; " + ", ".join(faults)
     if stdout_tty:
+        from rich.console import Console
+        from rich.table import Table
+
         console = Console()
         if top:
             table = Table(title=f"top {len(top)} words")
@@ -316,6 +373,8 @@ def _show_result(summary: JobSummary, top: list[tuple[bytes, int]], table_on_std
             console.print(table)
         console.print(line)
     elif sys.stderr.isatty():
+        from rich.console import Console
+
         Console(stderr=True).print(line)
     else:
         print(f"pymr: {line}", file=sys.stderr)

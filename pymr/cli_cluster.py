@@ -53,6 +53,15 @@ def _seconds(text: str) -> float:
 _positive = positive_int
 
 
+def _size(text: str) -> int:
+    """``256M``, ``1G``, ``0``: like the job's sizes, but zero is allowed."""
+    from .cli import parse_size
+
+    if text.strip() == "0":
+        return 0
+    return parse_size(text)
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -70,7 +79,7 @@ def _add_state_args(p: Any) -> None:
 
 
 def _add_discovery_args(p: Any, what: str) -> None:
-    from .discovery import DEFAULT_DISCOVER_S
+    from .config import DEFAULT_DISCOVER_S
 
     p.add_argument("--nodes", metavar="HOST:PORT,...",
                    help=f"{what} these nodes (their control ports) and skip mDNS")
@@ -83,8 +92,7 @@ def _add_discovery_args(p: Any, what: str) -> None:
 
 def add_commands(sub: Any) -> None:
     """Register the cluster subcommands on the ``pymr`` parser."""
-    from .config import DEFAULT_BASE_PORT
-    from .discovery import FOUND_DISCOVER_S
+    from .config import DEFAULT_BASE_PORT, FOUND_DISCOVER_S
 
     node = sub.add_parser(
         "node", help="run a node on this machine (joins the cluster on the LAN)",
@@ -110,6 +118,9 @@ def add_commands(sub: Any) -> None:
                       help="this machine sees the same files at the same paths as the job's "
                       "machine (NFS, ...): read splits from the file instead of receiving "
                       "them. Lets any member make this node read any file it can read")
+    node.add_argument("--retain-memory", type=_size, metavar="SIZE", default=None,
+                      help="map outputs each executor keeps in memory for re-sends; older "
+                      "ones are spilled to the data directory (default 256M; 0: spill all)")
     node.add_argument("--discover", type=_seconds, metavar="SECONDS",
                       help=f"with no key: how long to look for a cluster to join (default "
                       f"{FOUND_DISCOVER_S:g}; 0 founds a new cluster at once)")
@@ -397,7 +408,9 @@ def _serve(args: argparse.Namespace, state: Any, key: ClusterKey, node_id: str,
              "(pass --interface to choose); mDNS runs on all of them")
     opts = NodeOptions(name=args.name or "", slots=args.slots or 0, host=host,
                        base_port=args.port, home=state.home, builtin_only=args.builtin_only,
-                       read_paths=args.shared_fs)
+                       read_paths=args.shared_fs, **(
+                           {} if args.retain_memory is None
+                           else {"retain_memory": args.retain_memory}))
     stop.restart = False
     daemon = _start_daemon(opts, key, node_id)
     stop.daemon = daemon
@@ -768,7 +781,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         if args.nodes:
             targets = [(ep, None) for ep in _parse_nodes(args.nodes)]
         else:
-            from .discovery import DEFAULT_DISCOVER_S
+            from .config import DEFAULT_DISCOVER_S
 
             browser = Browser(select_addresses(_interface_spec(args))).start()
             browser.poll(DEFAULT_DISCOVER_S if args.discover is None else args.discover)

@@ -46,14 +46,24 @@ class LocalNode:
 class LocalCluster:
     """Start N embedded nodes; ``close()`` stops them and reaps every process."""
 
-    def __init__(self, nodes: int = 1, slots: int = 0, key: ClusterKey | None = None) -> None:
+    def __init__(self, nodes: int = 1, slots: int = 0, key: ClusterKey | None = None, *,
+                 retain_memory: int | None = None,
+                 lease_timeout_s: float | None = None) -> None:
         self.key = key or ClusterKey.generate()
+        # Node options tests and benchmarks tune (None: the node's default).
+        self.node_options = {k: v for k, v in (("retain_memory", retain_memory),
+                                               ("lease_timeout_s", lease_timeout_s))
+                             if v is not None}
         self.count = nodes
         self.slots = slots or max(1, (os.cpu_count() or 1) // nodes)
         self.nodes: list[LocalNode] = []
+        self._launched: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> LocalCluster:
-        self.start()
+        if self._launched:
+            self.wait_started()
+        elif not self.nodes:
+            self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -64,8 +74,15 @@ class LocalCluster:
         return [n.control for n in self.nodes]
 
     def start(self) -> None:
+        """Launch the nodes and wait until each has bound its sockets."""
+        self.launch()
+        self.wait_started()
+
+    def launch(self) -> None:
+        """Start the node processes without waiting for them: a caller can do its own
+        start-up (imports, reading the input) while they boot. ``wait_started`` next."""
         level = logging.getLogger().getEffectiveLevel()
-        procs: list[subprocess.Popen[bytes]] = []
+        procs = self._launched
         try:
             for i in range(self.count):
                 proc = subprocess.Popen(
@@ -75,20 +92,32 @@ class LocalCluster:
                 config = {"name": f"local{i}", "node_id": f"local{i}-{secrets.token_hex(3)}",
                           "slots": self.slots,
                           "public": self.key.public.decode(), "secret": self.key.secret.decode(),
-                          "log_level": level}
+                          "log_level": level, **self.node_options}
                 assert proc.stdin is not None
                 proc.stdin.write(json.dumps(config).encode() + b"\n")
                 proc.stdin.close()
+        except BaseException:
+            self._abandon()
+            raise
+
+    def wait_started(self) -> None:
+        """Read each launched node's endpoint (it has bound and proved its security)."""
+        try:
             deadline = time.monotonic() + START_TIMEOUT_S
-            for proc in procs:
+            for proc in self._launched:
                 line = self._read_line(proc, deadline)
                 info = json.loads(line)
                 self.nodes.append(LocalNode(proc, info["control"]))
+            self._launched = []
         except BaseException:
-            known = {id(n.process) for n in self.nodes}
-            self.nodes.extend(LocalNode(pr, "") for pr in procs if id(pr) not in known)
-            self.close()
+            self._abandon()
             raise
+
+    def _abandon(self) -> None:
+        known = {id(n.process) for n in self.nodes}
+        self.nodes.extend(LocalNode(pr, "") for pr in self._launched if id(pr) not in known)
+        self._launched = []
+        self.close()
 
     def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
         """Block until every node's executors are started (nodes answer before that)."""
@@ -138,6 +167,9 @@ class LocalCluster:
         return buf
 
     def close(self) -> None:
+        if self._launched:  # launched, never waited for
+            self.nodes.extend(LocalNode(pr, "") for pr in self._launched)
+            self._launched = []
         for n in self.nodes:
             if n.process.poll() is None:
                 n.process.terminate()

@@ -12,7 +12,7 @@ MiB = 1 << 20
 #: How often a node publishes a heartbeat and the master renews its lease.
 HEARTBEAT_INTERVAL_S = 1.0
 #: A node silent for this long is considered dead (first heartbeat starts the timer).
-DEATH_TIMEOUT_S = 6.0
+DEATH_TIMEOUT_S = 4.0
 #: A node drops a job whose master's lease has not been renewed for this long.
 LEASE_TIMEOUT_S = 10.0
 #: Unacked control messages are re-sent after this long.
@@ -21,6 +21,16 @@ RESEND_INTERVAL_S = 1.0
 HANDSHAKE_IVL_MS = 5000
 #: Socket linger on close: bounded so nothing hangs at exit.
 LINGER_MS = 200
+#: Default browse window of ``pymr job`` / ``pymr status``. Measured in the namespace lab
+#: (nodes/lab.sh, tests/lan, 3 nodes): a fresh browser has every node's answer after
+#: 0.1-0.25 s (median 0.17 s; it waits 20-120 ms before asking, responders 20-120 ms
+#: before answering). A node that multicast its record less than 1 s before (it just
+#: started, or answered another browser) may not multicast it again (RFC 6762 rate limit)
+#: and answers only the browser's second question, sent at 1 s: seen at 1.1-1.25 s.
+#: 1.5 s covers both rounds.
+DEFAULT_DISCOVER_S = 1.5
+#: How long ``pymr node`` without a key looks for an existing cluster before founding one.
+FOUND_DISCOVER_S = 3.0
 #: Default base port of a node (task, shuffle, control, events = base..base+3).
 DEFAULT_BASE_PORT = 7370
 
@@ -65,6 +75,7 @@ class NodeOptions:
     nice: int = 5
     heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
     lease_timeout_s: float = LEASE_TIMEOUT_S
+    retain_memory: int = 256 * MiB   # map outputs an executor keeps in memory, then spills
 
 
 def home_from_env(explicit: str | None = None) -> Path:

@@ -36,23 +36,13 @@ from zeroconf import (
     Zeroconf,
 )
 
-from .config import UNICODE_VERSION
+from .config import DEFAULT_DISCOVER_S, FOUND_DISCOVER_S, UNICODE_VERSION  # noqa: F401 (re-exported)
 from .errors import ConfigError, DiscoveryError
 from .protocol import PROTOCOL_VERSION
 
 log = logging.getLogger(__name__)
 
 SERVICE_TYPE = "_pymr._tcp.local."
-#: Default browse window of ``pymr job`` / ``pymr status``. Measured in the namespace lab
-#: (nodes/lab.sh, tests/lan, 3 nodes): a fresh browser has every node's answer after
-#: 0.1-0.25 s (median 0.17 s; it waits 20-120 ms before asking, responders 20-120 ms
-#: before answering). A node that multicast its record less than 1 s before (it just
-#: started, or answered another browser) may not multicast it again (RFC 6762 rate limit)
-#: and answers only the browser's second question, sent at 1 s: seen at 1.1-1.25 s.
-#: 1.5 s covers both rounds.
-DEFAULT_DISCOVER_S = 1.5
-#: How long ``pymr node`` without a key looks for an existing cluster before founding one.
-FOUND_DISCOVER_S = 3.0
 #: Wait for the SRV/TXT/A records of a name the browser reported.
 RESOLVE_TIMEOUT_MS = 1000
 #: Interfaces never used by default: container and VM bridges.

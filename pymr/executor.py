@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import time
 import traceback
 import zlib
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +26,7 @@ from . import protocol as p
 from .errors import ProtocolError
 from .jobs import JobCache
 from .ledger import Manifest, ReducerLedger
+from .retained import RetainedOutputs
 from .security import ClusterKey, secure_connect
 from .transport import LogOnce, make_socket
 
@@ -30,12 +34,40 @@ log = logging.getLogger(__name__)
 
 #: Records per shuffle / result chunk: keeps every frame far below MAX_FRAME_BYTES.
 CHUNK_RECORDS = 65_536
-#: How often a reducer looks for committed outputs whose chunks stalled.
-MISSING_CHECK_S = 2.0
+#: How often a reducer looks for committed outputs whose chunks stalled. A pair is asked
+#: for again once no chunk of the job arrived for this long and its gap stayed the same
+#: since the last check; repeats back off (x2 up to MISSING_BACKOFF_MAX_S), so a slow link
+#: that still delivers is never flooded with re-send requests.
+MISSING_CHECK_S = 0.5
+MISSING_BACKOFF_MAX_S = 16.0
 #: How long a shuffle send may wait for a reducer. A reducer that does not take a
 #: chunk in time is skipped: the output is retained, and the reducer (or the node its
 #: partition moves to) gets the chunks again when it reports them missing.
 SHUFFLE_SEND_TIMEOUT_MS = 2_000
+#: Retained map outputs an executor keeps in memory; older ones spill to the node's disk.
+RETAINED_MEMORY_LIMIT = 256 << 20
+#: A running task looks for a cancel after each piece of this size (cut after ASCII
+#: whitespace, so each piece is itself a valid split).
+CANCEL_CHECK_BYTES = 1 << 20
+_ASCII_WS_RE = re.compile(rb"[ \n\t\r\x0b\x0c]")
+
+
+class _Cancelled(Exception):
+    """The running task, or one in the unflushed batch, lost to another attempt."""
+
+
+def pieces(data: Any, size: int = CANCEL_CHECK_BYTES) -> Iterator[memoryview]:
+    """``data`` in pieces of about ``size`` bytes, each cut right after ASCII whitespace."""
+    view = data if type(data) is memoryview else memoryview(data)
+    if view.itemsize != 1 or view.ndim != 1:
+        view = view.cast("B")
+    n = len(view)
+    i = 0
+    while i < n:
+        m = _ASCII_WS_RE.search(view, i + size - 1) if i + size < n else None
+        j = m.end() if m is not None else n
+        yield view[i:j]
+        i = j
 
 
 def partition_of(key: bytes, num_partitions: int) -> int:
@@ -52,10 +84,14 @@ class ExecutorJob:
     broken: str = ""
     combiner: Any = None
     pending: list[list[int]] = field(default_factory=list)  # [task, attempt] not flushed
+    cancelled: set[tuple[int, int]] = field(default_factory=set)  # (task, attempt)
     flushes: int = 0
-    retained: dict[str, dict[int, list[bytes]]] = field(default_factory=dict)
+    retained: RetainedOutputs = field(default_factory=lambda: RetainedOutputs(None))
     ledgers: dict[int, ReducerLedger] = field(default_factory=dict)
-    missing_seen: set[tuple[str, int, tuple[int, ...]]] = field(default_factory=set)
+    #: (output, partition, absent seqs) -> (when to ask for them, times asked)
+    missing_seen: dict[tuple[str, int, tuple[int, ...]], tuple[float, int]] = field(
+        default_factory=dict)
+    last_chunk_at: float = 0.0
     counts: dict[int, dict[bytes, int]] = field(default_factory=dict)
     num_tasks: int | None = None
     sorted_runs: dict[int, list[tuple[bytes, int]]] = field(default_factory=dict)
@@ -78,6 +114,7 @@ class Executor:
         self.drop = LogOnce(log)
         self.ctx: zmq.Context | None = None
         self.sock: zmq.Socket | None = None
+        self.deferred: deque[list[Any]] = deque()  # read while a task ran, not handled yet
 
     # ---------------------------------------------------------------- I/O
     def _send(self, msg: p.Message, *payload: Any) -> None:
@@ -117,10 +154,13 @@ class Executor:
                     if os.getppid() != self.parent_pid:
                         log.info("executor %d: daemon gone, exiting", self.index)
                         return
-                    self.report_missing()
-                if not poller.poll(int(MISSING_CHECK_S * 1000)):
+                    self.report_missing(time.monotonic())
+                if self.deferred:
+                    frames = self.deferred.popleft()
+                elif not poller.poll(int(MISSING_CHECK_S * 1000)):
                     continue
-                frames = self.sock.recv_multipart(copy=False)
+                else:
+                    frames = self.sock.recv_multipart(copy=False)
                 try:
                     msg, payload = p.decode(frames)
                 except ProtocolError as exc:
@@ -133,6 +173,8 @@ class Executor:
                 except Exception:  # a bug or a hostile member's message: never crash
                     log.exception("executor %d: failed to handle %s", self.index, msg.TYPE)
         finally:
+            for job in self.jobs.values():
+                job.retained.close()
             for s in self.pushes.values():
                 s.close(linger=0)
             if self.sock is not None:
@@ -154,6 +196,10 @@ class Executor:
             self.on_chunk(job, msg, payload)
         elif isinstance(msg, p.Commit):
             self.on_commit(job, msg)
+        elif isinstance(msg, p.CancelTask):
+            job.cancelled.add((msg.task_id, msg.attempt))
+            if [msg.task_id, msg.attempt] in job.pending:
+                self._discard_batch(job, None)
         elif isinstance(msg, p.DropOutput):
             for ledger in job.ledgers.values():
                 ledger.drop_output(msg.output_id)
@@ -167,7 +213,9 @@ class Executor:
         elif isinstance(msg, p.FetchPartition):
             self.serve_fetch(job, msg)
         elif isinstance(msg, p.ExecJobEnd):
-            self.jobs.pop(msg.job_id, None)
+            ended = self.jobs.pop(msg.job_id, None)
+            if ended is not None:
+                ended.retained.close()
             self._close_unused_pushes()
         else:
             self.drop("daemon", f"unexpected {msg.TYPE}")
@@ -185,9 +233,18 @@ class Executor:
                 broken = f"{type(exc).__name__}: {exc}"
             else:
                 broken = ""
-            job = ExecutorJob(spec=msg, module=module, broken=broken)
+            job = ExecutorJob(spec=msg, module=module, broken=broken,
+                              retained=RetainedOutputs(
+                                  msg.spill_dir or None, msg.retain_memory if
+                                  msg.retain_memory >= 0 else RETAINED_MEMORY_LIMIT))
             self.jobs[msg.job_id] = job
         job.spec = msg
+        for part in [x for x in job.ledgers if x not in msg.partitions]:
+            # The partition moved away (its reducer was slow, or this node was thought
+            # lost): its merge here is moot, and chunks still queued for it are dropped.
+            for table in (job.ledgers, job.counts, job.sorted_runs):
+                table.pop(part, None)  # type: ignore[attr-defined]
+            job.completed.discard(part)
         for part in msg.partitions:
             if part not in job.ledgers:
                 job.ledgers[part] = ReducerLedger([part])
@@ -198,6 +255,10 @@ class Executor:
 
     # ---------------------------------------------------------------- map side
     def run_task(self, job: ExecutorJob, task: p.MapTask, payload: list[Any]) -> None:
+        if (task.task_id, task.attempt) in job.cancelled:
+            self._report_lost(job, task.task_id, task.attempt, p.CANCELLED,
+                              "cancelled before it started: another attempt won")
+            return
         try:
             if job.broken:
                 raise RuntimeError(f"the job's program does not load here: {job.broken}")
@@ -206,7 +267,13 @@ class Executor:
             data = self._read_split(task, payload)
             if job.combiner is None:
                 job.combiner = job.module.make_combiner(job.spec.tokenizer)
-            job.combiner.add(data)
+            for piece in pieces(data):
+                job.combiner.add(piece)
+                if self._cancel_arrived(job, task):
+                    raise _Cancelled
+        except _Cancelled:
+            self._discard_batch(job, task)
+            return
         except Exception as exc:  # the job's code failed: report, never crash
             lost = job.pending
             job.pending = []
@@ -216,9 +283,8 @@ class Executor:
                 attempt=task.attempt, exc_type=type(exc).__name__, message=str(exc),
                 traceback=traceback.format_exc()))
             for t, a in lost:  # their combined counts were discarded with the batch
-                self._send(p.TaskFailedReport(
-                    job_id=job.spec.job_id, node_id=self.node_id, task_id=t, attempt=a,
-                    exc_type="Lost", message="batch discarded after another task failed"))
+                self._report_lost(job, t, a, p.LOST,
+                                  "batch discarded after another task failed")
             return
         job.pending.append([task.task_id, task.attempt])
         self._send(p.TaskExecuted(job_id=job.spec.job_id, node_id=self.node_id,
@@ -226,6 +292,46 @@ class Executor:
                                   nbytes=len(data)))
         if task.alone or job.combiner.distinct_raw() >= job.spec.flush_key_limit:
             self.safe_flush(job)
+
+    def _cancel_arrived(self, job: ExecutorJob, task: p.MapTask) -> bool:
+        """Between pieces of a task: read what the daemon sent; apply cancels at once, keep
+        the rest for the main loop. True if the batch being built holds a loser."""
+        assert self.sock is not None
+        while self.sock.poll(0):
+            frames = self.sock.recv_multipart(copy=False)
+            try:
+                msg = p.decode_header(frames[0].buffer)
+            except ProtocolError:
+                msg = None
+            if isinstance(msg, p.CancelTask) and msg.job_id in self.jobs:
+                self.jobs[msg.job_id].cancelled.add((msg.task_id, msg.attempt))
+            else:
+                self.deferred.append(frames)
+        if not job.cancelled:
+            return False
+        return (task.task_id, task.attempt) in job.cancelled or any(
+            (t, a) in job.cancelled for t, a in job.pending)
+
+    def _discard_batch(self, job: ExecutorJob, running: p.MapTask | None) -> None:
+        """A loser is in the batch being combined: its counts cannot be taken out, so the
+        batch goes; its other tasks are reported lost (they run again, not as a failure)."""
+        tasks = [(t, a) for t, a in job.pending]
+        if running is not None:
+            tasks.append((running.task_id, running.attempt))
+        job.pending = []
+        job.combiner = None
+        for t, a in tasks:
+            if (t, a) in job.cancelled:
+                self._report_lost(job, t, a, p.CANCELLED, "cancelled: another attempt won")
+            else:
+                self._report_lost(job, t, a, p.LOST,
+                                  "batch discarded: it held an attempt that was cancelled")
+
+    def _report_lost(self, job: ExecutorJob, task_id: int, attempt: int, kind: str,
+                     why: str) -> None:
+        self._send(p.TaskFailedReport(job_id=job.spec.job_id, node_id=self.node_id,
+                                      task_id=task_id, attempt=attempt, exc_type=kind,
+                                      message=why))
 
     @staticmethod
     def _read_split(task: p.MapTask, payload: list[Any]) -> Any:
@@ -291,7 +397,7 @@ class Executor:
                                      list(enumerate(payloads)), spec.epoch):
                 log.warning("reducer of partition %d did not take output %s; it will be "
                             "re-sent on request", part, output_id)
-        job.retained[output_id] = retained
+        job.retained.add(output_id, retained)
         self._send(p.OutputDone(job_id=spec.job_id, node_id=self.node_id, output_id=output_id,
                                 tasks=tasks, manifest=manifest, words=words, bad_bytes=bad))
 
@@ -311,12 +417,15 @@ class Executor:
 
     def resend(self, job: ExecutorJob, msg: p.ResendChunks) -> None:
         """Send a retained output's chunks again (a gap, or the partition moved)."""
-        retained = job.retained.get(msg.output_id)
-        if retained is None:
+        try:
+            payloads = job.retained.chunks(msg.output_id, msg.partition)
+        except OSError as exc:  # a spilled file is gone or unreadable: its tasks run again
+            log.warning("retained output %s unreadable: %s", msg.output_id, exc)
+            payloads = None
+        if payloads is None:
             self._send(p.OutputLost(job_id=job.spec.job_id, node_id=self.node_id,
                                     output_id=msg.output_id))
             return
-        payloads = retained.get(msg.partition, [])
         wanted = [seq for seq in (msg.seqs or range(len(payloads)))
                   if 0 <= seq < len(payloads)]
         if not self._send_chunks(job, msg.output_id, msg.partition, msg.endpoint,
@@ -330,30 +439,44 @@ class Executor:
             return
         frame = payload[0]
         data = frame.bytes if hasattr(frame, "bytes") else bytes(frame)
+        job.last_chunk_at = time.monotonic()
         ledger.stage(msg.output_id, msg.partition, msg.seq, data)
         self.merge_ready(job, ledger)
 
     def on_commit(self, job: ExecutorJob, msg: p.Commit) -> None:
-        for part, (chunks, records, checksum) in msg.manifest.items():
-            ledger = job.ledgers.get(part)
-            if ledger is not None:
-                ledger.commit(msg.output_id, msg.tasks, part,
-                              Manifest(chunks, records, checksum))
-                self.merge_ready(job, ledger)
+        touched: dict[int, ReducerLedger] = {}
+        for output_id, tasks, manifest in msg.entries():
+            for part, entry in manifest.items():
+                ledger = job.ledgers.get(part)
+                if ledger is None:
+                    continue
+                if len(entry) != 3:
+                    self.drop("daemon", "commit manifest entry is not [chunks, records, crc]")
+                    continue
+                chunks, records, checksum = entry
+                ledger.commit(output_id, tasks, part, Manifest(chunks, records, checksum))
+                touched[part] = ledger
+        for ledger in touched.values():
+            self.merge_ready(job, ledger)
 
-    def report_missing(self) -> None:
-        """Committed pairs whose chunks stalled since the last check: ask for them again."""
+    def report_missing(self, now: float) -> None:
+        """Committed pairs whose chunks stalled while nothing arrived: ask for them again."""
         for job in self.jobs.values():
-            now: set[tuple[str, int, tuple[int, ...]]] = set()
+            if now - job.last_chunk_at < MISSING_CHECK_S:
+                continue  # chunks are still arriving: the gap may be in flight
+            seen: dict[tuple[str, int, tuple[int, ...]], tuple[float, int]] = {}
             for ledger in job.ledgers.values():
                 for output_id, part, seqs in ledger.missing():
                     key = (output_id, part, tuple(seqs))
-                    now.add(key)
-                    if key in job.missing_seen:
+                    due, asked = job.missing_seen.get(key, (now + MISSING_CHECK_S, 0))
+                    if now >= due:
                         self._send(p.ChunksMissing(job_id=job.spec.job_id,
                                                    node_id=self.node_id, output_id=output_id,
                                                    partition=part, seqs=list(seqs)))
-            job.missing_seen = now
+                        asked += 1
+                        due = now + min(MISSING_BACKOFF_MAX_S, MISSING_CHECK_S * 2 ** asked)
+                    seen[key] = (due, asked)
+            job.missing_seen = seen
 
     def merge_ready(self, job: ExecutorJob, ledger: ReducerLedger) -> None:
         ready = ledger.take_ready()

@@ -26,7 +26,7 @@ from .inputs import InputFile, iter_bytes_splits
 from .jobs import JobSpec
 from .scheduler import JobFailedError, Scheduler
 from .security import ClusterKey, secure_connect
-from .transport import LogOnce, make_socket, send_nowait
+from .transport import LogOnce, context_for, make_socket, send_nowait
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,13 @@ log = logging.getLogger(__name__)
 HELLO_TIMEOUT_S = 10.0
 #: How long the master waits for JobEnd acks before giving up on a node.
 JOB_END_TIMEOUT_S = 3.0
+#: Most outputs in one Commit message (keeps a header far below MAX_HEADER_BYTES).
+COMMIT_BATCH = 512
+#: A partition still merging this long into the reduce phase (and this many times longer
+#: than the median partition took) moves, once, to a node that finished its own: a slow
+#: reducer is backed up like a slow mapper.
+REDUCE_LAG_MIN_S = 1.0
+REDUCE_LAG_FACTOR = 4.0
 
 
 class Reporter(Protocol):
@@ -64,6 +71,7 @@ class JobSummary:
     elapsed_s: float = 0.0
     retries: int = 0
     backups: int = 0
+    cancelled: int = 0
     nodes_lost: list[str] = field(default_factory=list)
 
 
@@ -157,7 +165,11 @@ class Master:
         self.summary = JobSummary(job_id=self.job_id)
         self.partition_map: dict[int, str] = {}
         self.partition_done: dict[int, p.PartitionComplete] = {}
+        self.done_at: dict[int, float] = {}
+        self.lag_moved: set[int] = set()
+        self.moved_at: dict[int, float] = {}
         self.outputs: dict[str, CommittedOutput] = {}
+        self.commit_buf: dict[str, list[tuple[str, list[int], dict[int, list[int]]]]] = {}
         self.epoch = 1
         self.updating = 0               # JobUpdates not yet acked: no dispatch meanwhile
         self.drop = LogOnce(log)
@@ -176,7 +188,8 @@ class Master:
     def run(self, consume: Callable[[Iterator[tuple[bytes, int]], JobSummary], None]
             ) -> JobSummary:
         started = time.monotonic()
-        self.ctx = zmq.Context()
+        # Three sockets per node, with room for nodes that join during the job.
+        self.ctx = context_for(6 * len(self.endpoints) + 64)
         try:
             self._connect_all()
             self._start_job()
@@ -184,8 +197,10 @@ class Master:
             while not self.sched.all_committed():
                 self._pump(200)
             self.reporter.phase("reduce")
+            reduce_started = time.monotonic()
             while len(self.partition_done) < len(self.partition_map):
                 self._pump(200)
+                self._back_up_lagging_reducers(reduce_started)
             self.summary.total_words = sum(x.total for x in self.partition_done.values())
             self.summary.distinct_words = sum(x.records for x in self.partition_done.values())
             for f in self.inputs:
@@ -247,6 +262,10 @@ class Master:
         # Credit (slots + prefetch) bounds what is queued; the HWM must not be the bound:
         # libzmq returns write credit in batches, so a tight HWM refuses sends within credit.
         link.task = make_socket(self.ctx, zmq.PUSH, sndhwm=1000)
+        # Queue while the connection is still in its CURVE handshake: refusing (immediate)
+        # handed the first tasks back and paused the node for a second at every job start.
+        # One peer per socket, and credit bounds the queue.
+        link.task.immediate = False
         secure_connect(link.task, msg.task_endpoint, self.key)
         link.events = make_socket(self.ctx, zmq.SUB, rcvhwm=10_000)
         for topic in (p.TOPIC_ERROR, p.TOPIC_HEARTBEAT):
@@ -388,6 +407,7 @@ class Master:
         if self.failure is not None:
             raise self.failure
         self._step()
+        self._flush_commits()
 
     def _check_liveness(self) -> None:
         """A node silent past the death timeout (its timer starts at its first heartbeat)."""
@@ -397,12 +417,25 @@ class Master:
             for link in self._live():
                 link.last_seen = max(link.last_seen, now)
         self.last_liveness_check = now
-        for link in self._live():
-            if link.heard_heartbeat and now - link.last_seen > self.opts.death_timeout_s:
-                self._node_lost(link, f"silent for {self.opts.death_timeout_s:.0f} s")
-            elif not link.heard_heartbeat and now - link.last_seen > self.opts.death_timeout_s:
-                # No heartbeat ever (it died right after its hello): its timer never started.
-                self._node_lost(link, "no heartbeat since its hello")
+        # A node that never heartbeated (it died right after its hello) is timed from then.
+        overdue = [(link, f"silent for {self.opts.death_timeout_s:g} s" if link.heard_heartbeat
+                    else "no heartbeat since its hello") for link in self._live()
+                   if now - link.last_seen > self.opts.death_timeout_s]
+        if overdue and len(overdue) == len(self._live()) > 1:
+            self.summary.nodes_lost.extend(link.name for link, _ in overdue)
+            self.failure = ClusterLost(
+                f"nodes {', '.join(link.name for link, _ in overdue)} were lost ("
+                f"{overdue[0][1]}) and no live node is left; the job was cancelled")
+            for link, _ in overdue:
+                link.alive = False
+                self._close_link(link)
+            return
+        for link, _ in overdue:
+            link.alive = False  # nodes lost together are never named as each other's heirs
+        for link, reason in overdue:
+            self._node_lost(link, reason)
+            if self.failure is not None:
+                return
 
     # ---------------------------------------------------------------- job start
     def _start_job(self) -> None:
@@ -527,6 +560,7 @@ class Master:
         elif isinstance(msg, p.PartitionComplete):
             if self.partition_map.get(msg.partition) == link.node_id:
                 self.partition_done[msg.partition] = msg
+                self.done_at.setdefault(msg.partition, time.monotonic())
         elif isinstance(msg, p.PartitionData):
             if self.partition_map.get(msg.partition) == link.node_id and payload:
                 frame = payload[0]
@@ -552,7 +586,7 @@ class Master:
 
     def _on_task_failed(self, link: NodeLink, msg: p.TaskFailedReport) -> None:
         assert self.sched is not None
-        lost = msg.exc_type == "Lost"
+        lost = msg.exc_type in (p.LOST, p.CANCELLED)
         if not lost:
             self.summary.retries += 1
             self.reporter.event(f"task {msg.task_id} attempt {msg.attempt} failed on "
@@ -575,6 +609,14 @@ class Master:
                 self._send_control(x.node_id, p.DropOutput(
                     seq=self._next_seq(), job_id=self.job_id, output_id=msg.output_id))
             return
+        for task_id, attempt, node_id in decision.cancel:
+            loser = self.links.get(node_id)
+            if loser is not None and loser.alive:
+                send_nowait(loser.control, p.encode(p.CancelTask(
+                    job_id=self.job_id, task_id=task_id, attempt=attempt)))
+                self.summary.cancelled += 1
+                self.reporter.event(f"task {task_id} done by another attempt; attempt "
+                                    f"{attempt} on {loser.name} cancelled")
         self.summary.bad_bytes += msg.bad_bytes
         tasks = [t for t, _ in msg.tasks]
         self.outputs[msg.output_id] = CommittedOutput(link.node_id, tasks, msg.manifest)
@@ -589,12 +631,25 @@ class Master:
 
     def _commit_to(self, node_id: str, output_id: str, tasks: list[int],
                    manifest: dict[int, list[int]]) -> None:
+        """Queue a commit for a reducer node; ``_flush_commits`` sends them batched."""
         mine = {part: man for part, man in manifest.items()
                 if self.partition_map.get(part) == node_id}
         if mine:
-            self._send_control(node_id, p.Commit(
-                seq=self._next_seq(), job_id=self.job_id, output_id=output_id, tasks=tasks,
-                manifest=mine, epoch=self.epoch))
+            self.commit_buf.setdefault(node_id, []).append((output_id, tasks, mine))
+
+    def _flush_commits(self) -> None:
+        """One acked Commit per reducer node for everything committed since the last turn."""
+        buf, self.commit_buf = self.commit_buf, {}
+        for node_id, entries in buf.items():
+            link = self.links.get(node_id)
+            if link is None or not link.alive:
+                continue  # its partitions move; _refill re-commits to the new owners
+            for i in range(0, len(entries), COMMIT_BATCH):
+                part = entries[i:i + COMMIT_BATCH]
+                self._send_control(node_id, p.Commit(
+                    seq=self._next_seq(), job_id=self.job_id,
+                    output_ids=[e[0] for e in part], tasks=[e[1] for e in part],
+                    manifests=[e[2] for e in part], epoch=self.epoch))
 
     def _on_chunks_missing(self, msg: p.ChunksMissing) -> None:
         out = self.outputs.get(msg.output_id)
@@ -646,14 +701,44 @@ class Master:
         assert self.sched is not None
         self.sched.uncommit(output_id)
 
-    def _move_partitions(self, parts: list[int], exclude: str | None) -> None:
-        live = [x for x in self._live() if x.node_id != exclude]
+    def _back_up_lagging_reducers(self, started: float) -> None:
+        """Partitions still merging long after the others finished move to the nodes that
+        finished theirs (each partition once), rebuilt from the retained map outputs."""
+        if self.updating or len(self.partition_done) == len(self.partition_map):
+            return
+        took = sorted(max(0.0, t - started) for part, t in self.done_at.items()
+                      if part in self.partition_done)
+        if 2 * len(took) < len(self.partition_map):
+            return  # judge against the typical partition only once most are done
+        now = time.monotonic()
+        limit = max(REDUCE_LAG_MIN_S, REDUCE_LAG_FACTOR * took[len(took) // 2])
+        # A partition that moved (its node was lost) is timed from its move: it is being
+        # rebuilt, not slow.
+        lagging = [part for part in self.partition_map
+                   if part not in self.partition_done and part not in self.lag_moved
+                   and now - max(started, self.moved_at.get(part, 0.0)) >= limit]
+        slow = {self.partition_map[part] for part in lagging}
+        fast = [x.node_id for x in self._live() if x.node_id not in slow]
+        if not lagging or not fast:
+            return
+        self.lag_moved.update(lagging)
+        self.reporter.event(
+            f"partition(s) {', '.join(map(str, lagging))} still merging on "
+            f"{', '.join(sorted(self.links[n].name for n in slow))} after {now - started:.1f} s; "
+            f"rebuilding them on {', '.join(self.links[n].name for n in fast)}")
+        self._move_partitions(lagging, exclude=None, targets=fast)
+
+    def _move_partitions(self, parts: list[int], exclude: str | None,
+                         targets: list[str] | None = None) -> None:
+        live = [x for x in self._live() if x.node_id != exclude
+                and (targets is None or x.node_id in targets)]
         load = {x.node_id: 0 for x in live}
         for part, n in self.partition_map.items():
             if n in load and part not in parts:
                 load[n] += 1
         for part in parts:
             target = min(load, key=lambda n: (load[n], n))
+            self.moved_at[part] = time.monotonic()
             self.partition_map[part] = target
             load[target] += 1
             self.partition_done.pop(part, None)

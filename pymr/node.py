@@ -30,6 +30,7 @@ from .config import UNICODE_VERSION, NodeOptions
 from .errors import ProtocolError
 from .jobs import builtin_hashes, sha256_of
 from .security import Authenticator, ClusterKey, prove_rejects_strangers, secure_bind
+from .state import DATA_DIR
 from .transport import LogOnce, make_socket, send_nowait
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class NodeDaemon:
         self.drop = LogOnce(log)
         self._stop = False
         self.run_dir = Path(run_dir or make_run_dir(self.node_id))
+        self.spill_root = self._spill_root()
         self.exec_endpoint = exec_endpoint(str(self.run_dir))
         self._prespawned = executors or []
         self.ctx: zmq.Context | None = None
@@ -119,6 +121,21 @@ class NodeDaemon:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+
+    def _spill_root(self) -> Path:
+        """Where executors spill retained map outputs: a run directory in the node's data
+        dir (a real disk, unlike a tmpfs /tmp); the embedded cluster keeps to its run dir
+        and never writes to the user's home."""
+        if self.opts.embedded:
+            return self.run_dir / "spill"
+        data = self.opts.home / DATA_DIR
+        try:
+            data.mkdir(parents=True, exist_ok=True, mode=0o700)
+            return Path(make_run_dir(self.node_id, parent=str(data)))
+        except OSError as exc:
+            log.warning("cannot use %s for spilled map outputs (%s); using %s", data,
+                        exc.strerror, self.run_dir)
+            return self.run_dir / "spill"
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> NodeEndpoints:
@@ -200,6 +217,7 @@ class NodeDaemon:
             self.ctx.destroy(linger=0)
             self.ctx = None
         shutil.rmtree(self.run_dir, ignore_errors=True)
+        shutil.rmtree(self.spill_root, ignore_errors=True)
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
                 os.close(fd)
@@ -283,6 +301,10 @@ class NodeDaemon:
             if job is not None and job.master == peer:
                 send_nowait(self.events, p.encode_topic(p.TOPIC_PROGRESS, p.JobNotice(
                     job_id=msg.job_id, text=msg.text[:1000], node_id=self.node_id)))
+        elif isinstance(msg, p.CancelTask):
+            job = self._job_of(peer, msg.job_id)
+            if job is not None:
+                self._cancel_task(job, msg)
         elif isinstance(msg, p.FetchPartition):
             job = self._job_of(peer, msg.job_id)
             if job is not None and msg.partition in job.owners:
@@ -324,8 +346,7 @@ class NodeDaemon:
         log.info("job %s started by a master; reducing partitions %s", msg.job_id, mine)
         return p.Ack(seq=msg.seq)
 
-    @staticmethod
-    def _exec_job(msg: p.JobStart, owners: dict[int, int], index: int,
+    def _exec_job(self, msg: p.JobStart, owners: dict[int, int], index: int,
                   map_only: bool = False, num_tasks: int = -1) -> p.ExecJob:
         parts = [] if map_only else [part for part, idx in owners.items() if idx == index]
         endpoints = {part: msg.shuffle_endpoints[node] for part, node in msg.partition_map.items()}
@@ -333,7 +354,9 @@ class NodeDaemon:
             job_id=msg.job_id, job_name=msg.job_name, source=msg.source, sha256=msg.sha256,
             tokenizer=msg.tokenizer, num_partitions=msg.num_partitions, partitions=parts,
             shuffle_endpoints=endpoints, flush_key_limit=msg.flush_key_limit,
-            num_tasks=num_tasks, epoch=msg.epoch)
+            num_tasks=num_tasks, epoch=msg.epoch,
+            spill_dir=str(self.spill_root / f"{msg.job_id}.{index}"),
+            retain_memory=self.opts.retain_memory)
 
     def _job_update(self, job: NodeJob, msg: p.JobUpdate) -> None:
         """Partitions moved: adopt the new map, give new partitions to live executors."""
@@ -366,14 +389,7 @@ class NodeDaemon:
             self.drop(peer.hex(), "control message for a job this peer does not own")
             return
         if isinstance(msg, p.Commit):
-            by_exec: dict[int, dict[int, list[int]]] = {}
-            for part, man in msg.manifest.items():
-                if part in job.owners:
-                    by_exec.setdefault(job.owners[part], {})[part] = man
-            for idx, subset in by_exec.items():
-                self._to_executor(idx, p.encode(p.Commit(
-                    seq=msg.seq, job_id=msg.job_id, output_id=msg.output_id, tasks=msg.tasks,
-                    manifest=subset, epoch=msg.epoch)))
+            self._route_commit(job, msg)
         elif isinstance(msg, p.JobEnd):
             self._end_job(job, msg.reason)
         elif isinstance(msg, p.JobUpdate):
@@ -394,6 +410,24 @@ class NodeDaemon:
             for e in self.executors:
                 self._to_executor(e.index, p.encode(msg))
         self._reply(peer, p.Ack(seq=msg.seq))
+
+    def _route_commit(self, job: NodeJob, msg: p.Commit) -> None:
+        """Split a batch of commits by the executor that reduces each partition."""
+        per_exec: dict[int, tuple[list[str], list[list[int]], list[dict[int, list[int]]]]] = {}
+        for output_id, tasks, manifest in msg.entries():
+            by_exec: dict[int, dict[int, list[int]]] = {}
+            for part, man in manifest.items():
+                if part in job.owners:
+                    by_exec.setdefault(job.owners[part], {})[part] = man
+            for idx, subset in by_exec.items():
+                ids, task_lists, manifests = per_exec.setdefault(idx, ([], [], []))
+                ids.append(output_id)
+                task_lists.append(tasks)
+                manifests.append(subset)
+        for idx, (ids, task_lists, manifests) in per_exec.items():
+            self._to_executor(idx, p.encode(p.Commit(
+                seq=msg.seq, job_id=msg.job_id, output_ids=ids, tasks=task_lists,
+                manifests=manifests, epoch=msg.epoch)))
 
     def _end_job(self, job: NodeJob, reason: str) -> None:
         self.jobs.pop(job.job_id, None)
@@ -463,6 +497,20 @@ class NodeDaemon:
             self._to_executor(e.index, frames)
             if job.queue:
                 self.rr.append(job_id)
+
+    def _cancel_task(self, job: NodeJob, msg: p.CancelTask) -> None:
+        """Drop a losing attempt still queued here, or tell the executor that has it."""
+        key = (job.job_id, msg.task_id, msg.attempt)
+        for frames in job.queue:
+            task = p.decode_header(frames[0].buffer)
+            assert isinstance(task, p.MapTask)
+            if (task.task_id, task.attempt) == key[1:]:
+                job.queue.remove(frames)
+                return
+        for e in self.executors:
+            if key in e.tasks or key in e.unflushed:
+                self._to_executor(e.index, p.encode(msg))
+                return
 
     def _to_executor(self, index: int, frames: list[Any]) -> None:
         e = self.executors[index]
@@ -550,7 +598,7 @@ class NodeDaemon:
                 if running is not None:
                     send_nowait(self.control, [running.master, *p.encode(p.TaskFailedReport(
                         job_id=job_id, node_id=self.node_id, task_id=task_id,
-                        attempt=attempt, exc_type="Lost" if (job_id, task_id, attempt)
+                        attempt=attempt, exc_type=p.LOST if (job_id, task_id, attempt)
                         in e.unflushed else "ExecutorCrashed",
                         message=f"executor exited with code {e.process.exitcode}"))])
             new = self._spawn_executor(e.index)

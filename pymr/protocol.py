@@ -174,6 +174,26 @@ class TaskFailedReport(Message):
     traceback: str = ""
 
 
+#: ``exc_type`` of reports that are not the task's fault: they never count as attempts.
+LOST = "Lost"            # its output was discarded with a batch, or its node lost it
+CANCELLED = "Cancelled"  # the master cancelled this attempt (another one won)
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class CancelTask(Message):
+    """Master -> node -> executor: another attempt of this task won; stop this one.
+
+    Not acked: a cancel that arrives too late only means the loser's output is refused
+    at commit, as it would have been without one.
+    """
+
+    TYPE: ClassVar[str] = "cancel_task"
+    job_id: str
+    task_id: int
+    attempt: int
+
+
 @_register
 @dataclass(frozen=True, slots=True)
 class Flush(Message):
@@ -206,16 +226,28 @@ class OutputDone(Message):
 @_register
 @dataclass(frozen=True, slots=True)
 class Commit(Message):
-    """Master -> reducer node: this output counts for these tasks, for these partitions."""
+    """Master -> reducer node: these outputs count for these tasks, for these partitions.
+
+    Batched: one message per reducer node carries every output the master committed since
+    its last loop turn, so control traffic per task does not grow with the number of
+    reducer nodes (M x R single commits would dominate past a few dozen nodes).
+    """
 
     TYPE: ClassVar[str] = "commit"
     seq: int
     job_id: str
-    output_id: str
-    tasks: list[int]
-    #: partition -> [chunks, records, checksum], only the partitions this node reduces
-    manifest: dict[int, list[int]]
+    output_ids: list[str]
+    tasks: list[list[int]]
+    #: per output: partition -> [chunks, records, checksum], only this node's partitions
+    manifests: list[dict[int, list[int]]]
     epoch: int = 1
+
+    def __post_init__(self) -> None:
+        if not len(self.output_ids) == len(self.tasks) == len(self.manifests):
+            raise ValueError("output_ids, tasks and manifests differ in length")
+
+    def entries(self) -> typing.Iterator[tuple[str, list[int], dict[int, list[int]]]]:
+        return zip(self.output_ids, self.tasks, self.manifests, strict=True)
 
 
 @_register
@@ -439,6 +471,10 @@ class ExecJob(Message):
     flush_key_limit: int = 2_000_000
     num_tasks: int = -1
     epoch: int = 1
+    #: where this executor spills the map outputs it retains ("" = keep them in memory)
+    spill_dir: str = ""
+    #: bytes of retained outputs kept in memory before the oldest spill (-1: the default)
+    retain_memory: int = -1
 
 
 @_register

@@ -21,12 +21,13 @@ def run_job(spec: JobSpec, inputs: list[InputFile], opts: JobOptions, consume: C
             local_nodes: int = 1, slots: int = 0, endpoints: list[str] | None = None,
             key: ClusterKey | None = None, reporter: Reporter | None = None,
             discover: Callable[[], list[str]] | None = None,
-            shared_fs: bool = False) -> JobSummary:
+            shared_fs: bool = False, cluster: LocalCluster | None = None) -> JobSummary:
     """Run one job; ``consume`` gets the sorted records and the summary.
 
     With ``endpoints`` (and the cluster ``key``) the job runs on those nodes;
     otherwise on an embedded cluster of ``local_nodes`` nodes that read their
-    splits from the input files by offset and stop when the job ends.
+    splits from the input files by offset and stop when the job ends (``cluster``: one
+    the caller launched already, so that its start overlapped the caller's own).
     """
     if endpoints:
         if key is None:
@@ -34,7 +35,7 @@ def run_job(spec: JobSpec, inputs: list[InputFile], opts: JobOptions, consume: C
         master = Master(key, endpoints, spec, inputs, opts, local_reads=shared_fs,
                         reporter=reporter, discover=discover)
         return master.run(consume)
-    with LocalCluster(nodes=local_nodes, slots=slots) as cluster:
+    with cluster or LocalCluster(nodes=local_nodes, slots=slots) as cluster:
         master = Master(cluster.key, cluster.control_endpoints, spec, inputs, opts,
                         local_reads=True, reporter=reporter)
         return master.run(consume)

@@ -15,6 +15,27 @@ from .protocol import MAX_FRAME_BYTES
 log = logging.getLogger(__name__)
 
 
+def context_for(sockets: int) -> zmq.Context:
+    """A context for about ``sockets`` sockets. libzmq allows 1023 per context by default
+    and each socket holds file descriptors: a master with three sockets per node needs
+    more of both past ~300 nodes."""
+    ctx = zmq.Context()
+    wanted = sockets + 64
+    if wanted > ctx.get(zmq.MAX_SOCKETS):
+        ctx.set(zmq.MAX_SOCKETS, wanted)
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        need = 3 * wanted
+        if soft != resource.RLIM_INFINITY and soft < need:
+            new = need if hard == resource.RLIM_INFINITY else min(hard, need)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    except (ImportError, ValueError, OSError):
+        log.debug("could not raise the open-file limit", exc_info=True)
+    return ctx
+
+
 def make_socket(ctx: zmq.Context, kind: int, *, sndhwm: int = 1000, rcvhwm: int = 1000,
                 identity: bytes | None = None) -> zmq.Socket:
     """A socket with the options every pymr socket needs."""

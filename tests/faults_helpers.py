@@ -471,14 +471,6 @@ class RunDirSweeper:
 _stat = helpers._stat_fields
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
 def descendants(pid: int) -> list[int]:
     parents: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
@@ -501,9 +493,8 @@ def node_pids(cluster: Any, index: int) -> list[int]:
 
 
 def executor_pids(cluster: Any, index: int) -> list[int]:
-    """The node's executors (spawned children running ``spawn_main``)."""
-    pid = cluster.nodes[index].process.pid
-    return [c for c in descendants(pid) if "spawn_main" in _cmdline(c)]
+    """The node's live executors."""
+    return helpers.executor_children(cluster.nodes[index].process.pid)
 
 
 def alive(pid: int) -> bool:

@@ -112,6 +112,14 @@ def descendants_of(pid: int) -> list[int]:
     return out
 
 
+def executor_children(node_pid: int) -> list[int]:
+    """A node daemon's live executors: its direct children except multiprocessing's
+    resource tracker (executors are forked by the embedded node, spawned elsewhere)."""
+    return sorted(pid for pid in children_of(node_pid)
+                  if "resource_tracker" not in cmdline(pid)
+                  and process_state(pid) not in (None, "Z", "X"))
+
+
 def process_state(pid: int) -> str | None:
     fields = _stat_fields(pid)
     return fields[0] if fields is not None else None

@@ -167,11 +167,12 @@ class SimNode:
                 if isinstance(msg, p.Flush):
                     self.flush()
                 elif isinstance(msg, p.Commit):
-                    for part in msg.manifest:
-                        seen = job["seen"].get(part)
-                        if seen is not None and msg.output_id not in seen:
-                            seen.add(msg.output_id)
-                            job["committed"][part] += len(msg.tasks)
+                    for output_id, tasks, manifest in msg.entries():
+                        for part in manifest:
+                            seen = job["seen"].get(part)
+                            if seen is not None and output_id not in seen:
+                                seen.add(output_id)
+                                job["committed"][part] += len(tasks)
                     self.check_complete()
                 elif isinstance(msg, p.JobUpdate):
                     # Partitions moved (the master lost a node): adopt the new map; a new

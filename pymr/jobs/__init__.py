@@ -1,9 +1,11 @@
 """Jobs travel as source text with their sha256 and are loaded from that text.
 
-A job module defines ``make_combiner(tokenizer) -> Combiner-like`` (``add(bytes)``,
+A job module defines ``make_combiner(tokenizer) -> Combiner-like`` (``add(data)``,
 ``distinct_raw()``, ``finish() -> (dict[bytes, int], bad_bytes)``); the reduce
-step is a sum of counts. Nodes never import their own copy of a job: they load
-the shipped source, cached by hash.
+step is a sum of counts. ``add`` gets a bytes-like object (often a ``memoryview``): a
+split, or a piece of about 1 MiB of one, always cut right after ASCII whitespace (the
+executor feeds long splits piece by piece so that a cancelled attempt stops early).
+Nodes never import their own copy of a job: they load the shipped source, cached by hash.
 """
 
 from __future__ import annotations

@@ -16,10 +16,12 @@ the random-moment kill run only with ``--run-slow``.
 
 from __future__ import annotations
 
+import glob
 import os
 import random
 import re
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from pymr.cluster import LocalCluster
-from pymr.config import HEARTBEAT_INTERVAL_S, LEASE_TIMEOUT_S
+from pymr.config import HEARTBEAT_INTERVAL_S
 from pymr.status import probe
 from tests import helpers
 from tests.faults_helpers import (
@@ -61,6 +63,9 @@ JOB_BOUND_S = 45.0
 #: master's poll period.
 DETECT_BOUND_S = DEATH_S + HEARTBEAT_INTERVAL_S + 1.0
 
+#: The nodes' lease timeout in the master-killed test (the default is 10 s).
+LEASE_S = 4.0
+
 SEEDS = [1, 2]
 SLOW_SEEDS = [3, 4, 5, 6, 7, 8]
 
@@ -71,10 +76,11 @@ FAILING_JOB = helpers.FAILING_JOB
 
 
 @pytest.fixture
-def cluster() -> Iterator[LocalCluster]:
+def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     """Three nodes of one slot each on loopback; stopped and reaped after the test, and the
-    run directories of the nodes a test killed removed."""
-    with LocalCluster(nodes=NODES, slots=1) as c:
+    run directories of the nodes a test killed removed. Parametrize indirectly with a dict
+    of LocalCluster node options to tune them."""
+    with LocalCluster(nodes=NODES, slots=1, **getattr(request, "param", {})) as c:
         sweeper = RunDirSweeper(c)
         yield c
     sweeper.sweep()
@@ -223,6 +229,45 @@ def test_reducer_killed_during_the_shuffle(cluster: LocalCluster, settled, many_
     assert killed, f"the map phase ended before the fault ({hooks.advances} tasks)"
     assert_exact(outcome, out, expected)
     assert outcome.summary["nodes_lost"] == ["local1"]
+
+
+def spilled_files(cluster: LocalCluster, node_ids: list[str]) -> list[str]:
+    """Retained map outputs the embedded nodes spilled (in their run dirs)."""
+    return [f for n in node_ids for f in glob.glob(os.path.join(
+        tempfile.gettempdir(), f"pymr-node-{n}-*", "spill", "*", "*"))]
+
+
+@pytest.mark.parametrize("cluster", [{"retain_memory": 0}], indirect=True)
+def test_reducer_killed_and_rebuilt_from_spilled_outputs(cluster: LocalCluster, settled,
+                                                         many_words: Path,
+                                                         tmp_path: Path) -> None:
+    # Given nodes that keep no retained map output in memory (every output is spilled to
+    # disk as soon as it is sent), and outputs flushed every 20,000 distinct words
+    expected = helpers.expected_tsv(helpers.reference_for_files([many_words], "whitespace"))
+    node_ids = RunDirSweeper(cluster).node_ids
+    hooks = Hooks()
+    settled(hooks)
+    killed: list[int] = []
+    spilled_then: list[str] = []
+
+    def kill() -> None:
+        spilled_then.extend(spilled_files(cluster, node_ids))
+        killed.extend(kill_node(cluster, 1))
+
+    hooks.at_advance(tasks_of(many_words, 256 * K) // 2, kill)
+    out = tmp_path / "out.tsv"
+    # When a reducer is killed halfway
+    outcome = run_master(cluster, [many_words], out, hooks, timeout_s=JOB_BOUND_S,
+                         options=options(split_size=256 * K, tokenizer="whitespace",
+                                         flush_key_limit=20_000))
+    # Then outputs were on disk, its partition was rebuilt from them, the answer is exact
+    assert killed and spilled_then, "no output was spilled before the fault"
+    assert_exact(outcome, out, expected)
+    assert outcome.summary["nodes_lost"] == ["local1"]
+    # ... and the live nodes removed their spilled files when the job ended
+    live = [n for i, n in enumerate(node_ids) if i != 1]
+    assert helpers.wait_until(lambda: not spilled_files(cluster, live), 5.0), \
+        spilled_files(cluster, live)
 
 
 def test_mapper_killed_after_its_output_was_committed(cluster: LocalCluster, settled,
@@ -395,6 +440,7 @@ def node_jobs(cluster: LocalCluster) -> list[list[str]] | None:
             for st in found if st.status is not None]
 
 
+@pytest.mark.parametrize("cluster", [{"lease_timeout_s": LEASE_S}], indirect=True)
 def test_master_killed_mid_job_then_the_nodes_serve_the_next(cluster: LocalCluster, text_8m: Path,
                                                              text_files, tmp_path: Path) -> None:
     # Given a job well into its map phase
@@ -415,7 +461,7 @@ def test_master_killed_mid_job_then_the_nodes_serve_the_next(cluster: LocalClust
     assert outcome.summary["nodes_lost"] == []
     # ... and every node drops the orphaned job by itself when its lease expires, and its
     # slots are free again
-    bound = LEASE_TIMEOUT_S + 2 * HEARTBEAT_INTERVAL_S + 3.0
+    bound = LEASE_S + 2 * HEARTBEAT_INTERVAL_S + 3.0
     left = helpers.wait_until(lambda: node_jobs(cluster) == [[]] * NODES,
                               max(0.0, killed_at + bound - time.monotonic()), interval_s=0.5)
     assert left, f"nodes still hold a job {bound:.0f} s after its master died: " \
@@ -531,3 +577,6 @@ def test_slow_node_is_overtaken_by_backups(cluster: LocalCluster, settled, text_
     assert outcome.summary["backups"] >= 1, hooks.event_texts()
     assert any("backup attempt" in x for x in hooks.event_texts())
     assert outcome.summary["nodes_lost"] == []
+    # ... and the attempts that lost the race were cancelled, not left to run
+    assert outcome.summary["cancelled"] >= 1, hooks.event_texts()
+    assert any("cancelled" in x for x in hooks.event_texts())

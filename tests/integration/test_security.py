@@ -163,10 +163,8 @@ class NodeView:
 
 
 def executor_pids(node_pid: int) -> list[int]:
-    """The node's executor processes (multiprocessing spawn children)."""
-    return sorted(pid for pid in helpers.children_of(node_pid)
-                  if "spawn_main" in helpers.cmdline(pid)
-                  and helpers.process_state(pid) not in (None, "Z"))
+    """The node's executor processes."""
+    return helpers.executor_children(node_pid)
 
 
 class Member:
@@ -659,9 +657,10 @@ def control_forgeries(job_id: str, seq: Callable[[], int], node_ids: list[str],
     everything_to_me = {part: node_ids[0] for part in range(ATTACK_OPTIONS.num_partitions)}
     return {
         "commit of a forged output": p.Commit(
-            seq=seq(), job_id=job_id, output_id="forged.0.0.1", tasks=[0, 1, 2],
-            manifest={0: [1, 1, 0]}, epoch=99),
+            seq=seq(), job_id=job_id, output_ids=["forged.0.0.1"], tasks=[[0, 1, 2]],
+            manifests=[{0: [1, 1, 0]}], epoch=99),
         "job end": p.JobEnd(seq=seq(), job_id=job_id, reason="forged"),
+        "cancel of a running task": p.CancelTask(job_id=job_id, task_id=0, attempt=1),
         "flush": p.Flush(seq=seq(), job_id=job_id),
         "input complete with a wrong task count": p.InputComplete(
             seq=seq(), job_id=job_id, num_tasks=1),
@@ -749,8 +748,8 @@ def test_members_malformed_and_forged_messages_are_dropped_and_the_job_is_exact(
                 shuffle_endpoints=shuffle), p.Ack, match=lambda m, s=seq: m.seq == s)
             assert ack is not None
             # Commit / JobEnd of a job that does not exist: acked (idempotent), nothing else
-            for msg in (p.Commit(seq=member.next_seq(), job_id="no-such-job", output_id="o",
-                                 tasks=[0], manifest={0: [1, 1, 0]}),
+            for msg in (p.Commit(seq=member.next_seq(), job_id="no-such-job", output_ids=["o"],
+                                 tasks=[[0]], manifests=[{0: [1, 1, 0]}]),
                         p.JobEnd(seq=member.next_seq(), job_id="no-such-job")):
                 ack = member.ask(n.control, msg, p.Ack, match=lambda m, s=msg.seq: m.seq == s)
                 assert ack is not None and ack.ok, f"node{n.index}: {msg.TYPE} of no job"
@@ -1202,8 +1201,8 @@ def test_malformed_fields_of_a_members_own_job_crash_no_executor(
         job_ids.append("bad-commit")
         for manifest in ({0: [1, 2]}, {0: []}, {0: [1, 2, 3, 4]}, {7: [1, 1, 0]}):
             member.ask(builtin_node.control, p.Commit(
-                seq=member.next_seq(), job_id="bad-commit", output_id="x.0.1.1", tasks=[0],
-                manifest=manifest), p.Ack, timeout_s=2)
+                seq=member.next_seq(), job_id="bad-commit", output_ids=["x.0.1.1"],
+                tasks=[[0]], manifests=[manifest]), p.Ack, timeout_s=2)
         time.sleep(EXECUTOR_CHECK_S)  # the scenario: give the daemon time to notice
         after = executor_pids(node_pid)
         for job_id in job_ids:

@@ -68,7 +68,26 @@ def strategy_for(hint: Any) -> st.SearchStrategy[Any]:
 
 def message_strategy(cls: type) -> st.SearchStrategy[p.Message]:
     hints = hints_of(cls)
+    if cls is p.Commit:  # parallel lists: one entry per committed output
+        entry = st.tuples(strategy_for(str), strategy_for(list[int]),
+                          strategy_for(dict[int, list[int]]))
+        return st.builds(
+            lambda seq, job_id, entries, epoch: p.Commit(
+                seq=seq, job_id=job_id, output_ids=[e[0] for e in entries],
+                tasks=[e[1] for e in entries], manifests=[e[2] for e in entries], epoch=epoch),
+            strategy_for(int), strategy_for(str), st.lists(entry, max_size=4),
+            strategy_for(int))
     return st.builds(cls, **{f.name: strategy_for(hints[f.name]) for f in fields_of(cls)})
+
+
+@pytest.mark.parametrize("lengths", [(1, 0, 0), (0, 1, 1), (2, 1, 2), (2, 2, 1)])
+def test_commit_lists_of_different_lengths_are_rejected(lengths: tuple[int, int, int]) -> None:
+    ids, tasks, manifests = lengths
+    fields = {"v": p.PROTOCOL_VERSION, "t": "commit", "seq": 1, "job_id": "j",
+              "output_ids": ["o"] * ids, "tasks": [[0]] * tasks,
+              "manifests": [{0: [1, 1, 0]}] * manifests}
+    exc = assert_rejected([msgpack.packb(fields, use_bin_type=True)])
+    assert "length" in str(exc)
 
 
 ANY_MESSAGE = st.one_of([message_strategy(TYPES[name]) for name in TYPE_NAMES])

@@ -43,6 +43,16 @@ def check(s: Scheduler) -> None:
     assert len(s.queue) == len(set(s.queue)), "a task is queued twice"
     assert s.committed_count == sum(1 for t in s.tasks if t.committed is not None)
     assert s.running_count() == sum(running_per_node.values())
+    # the incremental books agree with full scans
+    assert s._room() == sum(s.credit(n) for n in s.node_slots), "free capacity drifted"
+    assert s._running_tasks == {t.task_id for t in s.tasks if t.running}
+    assert s._unsettled == {t.task_id for t in s.tasks if t.committed is None
+                            and (t.running or not t.executed)}
+    assert s.durations == sorted(s.durations)
+    with_credit = [n for n in s.node_slots if s.credit(n) > 0]
+    best = max(with_credit, key=lambda n: (s.credit(n), -s.last_served.get(n, -1)),
+               default=None)
+    assert s._best_node() == best, "the heap's pick differs from the scan's"
 
 
 def make(nodes: dict[str, int], tasks: int = 0, size: int = 100, **kw: int) -> Scheduler:
@@ -298,7 +308,7 @@ def test_first_output_wins_and_a_second_output_reruns_its_uncommitted_tasks() ->
     # When an output holding tasks 0 and 1 arrives, it is committed
     first = s.on_output("o1", [(0, 1), (1, 1)])
     check(s)
-    assert first == CommitDecision(True)
+    assert first == CommitDecision(True, cancel=((1, backup.attempt, backup.node_id),))
     assert s.tasks[0].committed == "o1" and s.tasks[1].committed == "o1"
     assert s.committed_count == 2
     # When a second output holds task 1 (committed) and task 2 (not)
@@ -520,15 +530,51 @@ def test_a_straggler_gets_one_backup_on_another_node_and_the_first_to_finish_win
     assert (backup.task_id, backup.attempt, backup.alone) == (slow.task_id, 2, True)
     assert backup.node_id != slow.node_id
     assert s.backups() == [], "one backup per task"
-    # Then the backup finishes first and is committed; the original's output loses
+    # Then the backup finishes first and is committed: the original is cancelled, its
+    # slot is free at once, and it does not count as an attempt
     run_to_executed(s, backup)
-    assert s.on_output("o-backup", [(slow.task_id, backup.attempt)]).commit
+    won = s.on_output("o-backup", [(slow.task_id, backup.attempt)])
+    check(s)
+    assert won.commit and won.cancel == ((slow.task_id, slow.attempt, slow.node_id),)
+    assert s.in_flight[slow.node_id] == 0 and s.tasks[slow.task_id].attempts == 1
     assert s.on_output("o-fast", [(fast.task_id, fast.attempt)]).commit
-    run_to_executed(s, slow)
-    late = s.on_output("o-slow", [(slow.task_id, slow.attempt)])
+    # ... and if the cancel came too late, the original's output loses without a re-run
+    s.on_executed(slow.task_id, slow.attempt, slow.node_id)
+    late = s.on_output("o-slow", [(slow.task_id, slow.attempt)], slow.node_id)
     check(s)
     assert late == CommitDecision(False, ())
     assert s.all_committed() and s.committed_count == 2
+
+
+def test_a_loser_executed_into_a_batch_is_cancelled_and_its_batch_mates_rerun_on_loss() -> None:
+    # Given task 0 executed on node a (unflushed, in a batch with task 1) and a backup of
+    # task 0 on node b
+    s = make({"a": 2}, tasks=2, prefetch=0)
+    s.finish_input()
+    on_a = assign(s)
+    assert [x.node_id for x in on_a] == ["a", "a"]
+    for x in on_a:
+        run_to_executed(s, x)
+    t0 = on_a[0]
+    s.add_node("b", 1)
+    other = "b"
+    backup = s._start(s.tasks[t0.task_id], other, True)
+    check(s)
+    # When the backup's output commits first
+    run_to_executed(s, backup)
+    won = s.on_output("o-b", [(t0.task_id, backup.attempt)], other)
+    check(s)
+    # Then the executed original is a loser to cancel, and frees no credit (it had none)
+    assert won.commit and won.cancel == ((t0.task_id, t0.attempt, "a"),)
+    assert t0.attempt not in s.tasks[t0.task_id].executed
+    # ... and when node a discards its batch, the batch mates run again (not as failures)
+    for x in on_a[1:]:
+        s.on_failed(x.task_id, x.attempt, "a", lost=True)
+        check(s)
+        assert x.task_id in s.queue and s.tasks[x.task_id].failures == 0
+    s.on_failed(t0.task_id, t0.attempt, "a", lost=True)  # its "Cancelled" report
+    check(s)
+    assert t0.task_id not in s.queue
 
 
 def test_no_backup_while_tasks_are_queued_or_without_an_idle_slot() -> None:

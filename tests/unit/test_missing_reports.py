@@ -1,0 +1,68 @@
+"""A reducer asks for the chunks of a committed output that stalled: soon after the
+shuffle goes quiet, never while chunks still arrive, and less and less often if the
+re-sends do not come (a slow link is not flooded with requests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymr import protocol as p
+from pymr.executor import MISSING_CHECK_S, Executor, ExecutorJob
+from pymr.ledger import Manifest, ReducerLedger, chained_crc32
+from pymr.security import ClusterKey
+
+CHUNKS = [p.pack_records({b"a": 1}), p.pack_records({b"b": 2})]
+
+
+def reducer() -> tuple[Executor, ExecutorJob, list[p.Message]]:
+    sent: list[p.Message] = []
+    ex = Executor(0, "n", "ipc://unused", ClusterKey.generate(), parent_pid=1)
+    ex._send = lambda msg, *payload: sent.append(msg)  # type: ignore[method-assign]
+    spec = p.ExecJob(job_id="j", job_name="wordcount", source="", sha256="", tokenizer="words",
+                     num_partitions=1, partitions=[0], shuffle_endpoints={0: "tcp://x:1"})
+    job = ExecutorJob(spec=spec, module=None)
+    job.ledgers[0] = ReducerLedger([0])
+    job.counts[0] = {}
+    ex.jobs["j"] = job
+    # output "o" committed with two chunks, of which only the first arrived
+    job.ledgers[0].commit("o", [0], 0, Manifest(2, 2, chained_crc32(CHUNKS)))
+    job.ledgers[0].stage("o", 0, 0, CHUNKS[0])
+    return ex, job, sent
+
+
+def asked(sent: list[Any]) -> list[tuple[str, int, list[int]]]:
+    return [(m.output_id, m.partition, m.seqs) for m in sent if isinstance(m, p.ChunksMissing)]
+
+
+def test_no_request_while_chunks_arrive_then_soon_after_quiet() -> None:
+    ex, job, sent = reducer()
+    job.last_chunk_at = 100.0
+    ex.report_missing(100.0 + MISSING_CHECK_S / 2)
+    assert asked(sent) == [], "chunks arrived just now: the gap may be in flight"
+    quiet = 100.0 + MISSING_CHECK_S
+    ex.report_missing(quiet)
+    assert asked(sent) == [], "seen once: wait one more check"
+    ex.report_missing(quiet + MISSING_CHECK_S)
+    assert asked(sent) == [("o", 0, [1])]
+
+
+def test_repeated_requests_back_off_and_stop_when_complete() -> None:
+    ex, job, sent = reducer()
+    t = 10.0
+    times = []
+    while t < 40.0:
+        before = len(asked(sent))
+        ex.report_missing(t)
+        if len(asked(sent)) > before:
+            times.append(t)
+        t += MISSING_CHECK_S / 4
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert len(times) >= 3 and all(b >= 1.9 * a for a, b in zip(gaps, gaps[1:], strict=False)), \
+        f"requests at {times}: not backing off"
+    # When the chunk finally arrives, the pair completes and nobody asks again
+    job.ledgers[0].stage("o", 0, 1, CHUNKS[1])
+    ex.merge_ready(job, job.ledgers[0])
+    n = len(asked(sent))
+    for k in range(20):
+        ex.report_missing(t + 100 + k)
+    assert len(asked(sent)) == n and job.missing_seen == {}
