@@ -44,6 +44,8 @@ MISSING_BACKOFF_MAX_S = 16.0
 #: chunk in time is skipped: the output is retained, and the reducer (or the node its
 #: partition moves to) gets the chunks again when it reports them missing.
 SHUFFLE_SEND_TIMEOUT_MS = 2_000
+#: ... and how long once a send to that reducer timed out, until one goes through again.
+STALLED_SEND_TIMEOUT_MS = 100
 #: Retained map outputs an executor keeps in memory; older ones spill to the node's disk.
 RETAINED_MEMORY_LIMIT = 256 << 20
 #: A running task looks for a cancel after each piece of this size (cut after ASCII
@@ -111,6 +113,9 @@ class Executor:
         self.jobs: dict[str, ExecutorJob] = {}
         self.cache = JobCache()
         self.pushes: dict[str, zmq.Socket] = {}
+        #: reducers that let a send time out: later sends to them do not wait (a dead node
+        #: would otherwise cost every flush SHUFFLE_SEND_TIMEOUT_MS until it is declared lost)
+        self.stalled: set[str] = set()
         self.drop = LogOnce(log)
         self.ctx: zmq.Context | None = None
         self.sock: zmq.Socket | None = None
@@ -136,6 +141,7 @@ class Executor:
         used = {ep for job in self.jobs.values() for ep in job.spec.shuffle_endpoints.values()}
         for endpoint in [e for e in self.pushes if e not in used]:
             self.pushes.pop(endpoint).close(linger=0)
+            self.stalled.discard(endpoint)
 
     def run(self) -> None:
         self.ctx = zmq.Context()
@@ -238,8 +244,10 @@ class Executor:
                                   msg.spill_dir or None, msg.retain_memory if
                                   msg.retain_memory >= 0 else RETAINED_MEMORY_LIMIT))
             self.jobs[msg.job_id] = job
+        moved_away = [x for x in job.ledgers if x not in msg.partitions] \
+            if msg.epoch > job.spec.epoch else []  # a replacement's map-only copy drops none
         job.spec = msg
-        for part in [x for x in job.ledgers if x not in msg.partitions]:
+        for part in moved_away:
             # The partition moved away (its reducer was slow, or this node was thought
             # lost): its merge here is moot, and chunks still queued for it are dropped.
             for table in (job.ledgers, job.counts, job.sorted_runs):
@@ -399,20 +407,25 @@ class Executor:
                             "re-sent on request", part, output_id)
         job.retained.add(output_id, retained)
         self._send(p.OutputDone(job_id=spec.job_id, node_id=self.node_id, output_id=output_id,
-                                tasks=tasks, manifest=manifest, words=words, bad_bytes=bad))
+                                tasks=tasks, manifest=manifest, words=words, bad_bytes=bad,
+                                epoch=spec.epoch))
 
     # ---------------------------------------------------------------- reduce side
     def _send_chunks(self, job: ExecutorJob, output_id: str, part: int, endpoint: str,
                      chunks: list[tuple[int, bytes]], epoch: int) -> bool:
         """Push numbered chunks to a reducer; False if it did not take them in time."""
         sock = self._push(endpoint)
+        sock.sndtimeo = (STALLED_SEND_TIMEOUT_MS if endpoint in self.stalled
+                         else SHUFFLE_SEND_TIMEOUT_MS)
         try:
             for seq, payload in chunks:
                 sock.send_multipart(p.encode(p.ShuffleChunk(
                     job_id=job.spec.job_id, output_id=output_id, partition=part, seq=seq,
                     epoch=epoch), payload), copy=False)
         except zmq.Again:
+            self.stalled.add(endpoint)
             return False
+        self.stalled.discard(endpoint)
         return True
 
     def resend(self, job: ExecutorJob, msg: p.ResendChunks) -> None:

@@ -37,8 +37,8 @@ JOB_END_TIMEOUT_S = 3.0
 #: Most outputs in one Commit message (keeps a header far below MAX_HEADER_BYTES).
 COMMIT_BATCH = 512
 #: A partition still merging this long into the reduce phase (and this many times longer
-#: than the median partition took) moves, once, to a node that finished its own: a slow
-#: reducer is backed up like a slow mapper.
+#: than the median partition took) on a node whose map tasks needed backups moves, once,
+#: to a node that finished its own: a slow reducer is backed up like a slow mapper.
 REDUCE_LAG_MIN_S = 1.0
 REDUCE_LAG_FACTOR = 4.0
 
@@ -168,6 +168,7 @@ class Master:
         self.done_at: dict[int, float] = {}
         self.lag_moved: set[int] = set()
         self.moved_at: dict[int, float] = {}
+        self.moved_in: dict[int, int] = {}     # partition -> epoch of its last move
         self.outputs: dict[str, CommittedOutput] = {}
         self.commit_buf: dict[str, list[tuple[str, list[int], dict[int, list[int]]]]] = {}
         self.epoch = 1
@@ -628,6 +629,16 @@ class Master:
         for node_id, mine in by_node.items():
             if self.links[node_id].alive:
                 self._commit_to(node_id, msg.output_id, tasks, mine)
+        # Chunks sent under an older partition map went to a partition's former owner:
+        # have them sent to the new one now rather than when it finds them missing (while
+        # a move is being acked, its refill covers this output).
+        for part in msg.manifest if not self.updating else ():
+            if msg.epoch and self.moved_in.get(part, 0) > msg.epoch \
+                    and part in self.partition_map:
+                target = self.links[self.partition_map[part]]
+                self._send_control(link.node_id, p.ResendChunks(
+                    seq=self._next_seq(), job_id=self.job_id, output_id=msg.output_id,
+                    partition=part, endpoint=target.shuffle_endpoint, epoch=self.epoch))
 
     def _commit_to(self, node_id: str, output_id: str, tasks: list[int],
                    manifest: dict[int, list[int]]) -> None:
@@ -714,8 +725,12 @@ class Master:
         limit = max(REDUCE_LAG_MIN_S, REDUCE_LAG_FACTOR * took[len(took) // 2])
         # A partition that moved (its node was lost) is timed from its move: it is being
         # rebuilt, not slow.
+        # Only nodes already seen to be slow (their map tasks needed backups): a partition
+        # that merely has more to merge (its node took over a lost node's) is left alone.
+        suspects = self.sched.slow_nodes if self.sched is not None else set()
         lagging = [part for part in self.partition_map
                    if part not in self.partition_done and part not in self.lag_moved
+                   and self.partition_map[part] in suspects
                    and now - max(started, self.moved_at.get(part, 0.0)) >= limit]
         slow = {self.partition_map[part] for part in lagging}
         fast = [x.node_id for x in self._live() if x.node_id not in slow]
@@ -744,6 +759,8 @@ class Master:
             self.partition_done.pop(part, None)
             self.streams.restart(part)
         self.epoch += 1
+        for part in parts:
+            self.moved_in[part] = self.epoch
         shuffle = {x.node_id: x.shuffle_endpoint for x in self._live()}
         num_tasks = self.sched.num_tasks if self.sched and self.sched.input_done else -1
         acks_left = {x.node_id for x in self._live()}

@@ -221,6 +221,8 @@ class OutputDone(Message):
     manifest: dict[int, list[int]]
     words: int = 0
     bad_bytes: int = 0
+    #: the partition map's epoch the chunks were sent under (0: unknown)
+    epoch: int = 0
 
 
 @_register

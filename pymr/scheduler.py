@@ -86,6 +86,7 @@ class Scheduler:
         self.started: dict[tuple[int, int], float] = {}
         self.durations: list[float] = []     # sorted: the median is a lookup
         self.backups_started = 0
+        self.slow_nodes: set[str] = set()     # nodes whose attempts needed a backup
         self.last_served: dict[str, int] = {}
         self.serve_count = 0
         self.paused: dict[str, float] = {}
@@ -308,6 +309,7 @@ class Scheduler:
             target = max(others, key=lambda n: (self.credit(n), n))
             self.alone.add(t.task_id)
             self.backups_started += 1
+            self.slow_nodes.add(node)
             out.append(self._start(t, target, True))
         return out
 
