@@ -231,7 +231,7 @@ def _cmd_job(args: argparse.Namespace, inputs: list[Any]) -> int:
     if args.output:
         check_output_path(args.output, args.force)
     inputs.extend(resolve_inputs(args.paths, binary_ok=args.binary))
-    cluster = _launch_embedded(args)
+    cluster = _launch_embedded(args, sum(f.size for f in inputs))
     try:
         return _run(args, inputs, spec, cluster)
     finally:
@@ -239,9 +239,11 @@ def _cmd_job(args: argparse.Namespace, inputs: list[Any]) -> int:
             cluster.close()  # a no-op when the job ran: run_job closed it
 
 
-def _launch_embedded(args: argparse.Namespace) -> LocalCluster | None:
+def _launch_embedded(args: argparse.Namespace, total_bytes: int) -> LocalCluster | None:
     """Start the embedded nodes now when they will be used (``--local``, or no cluster
-    key and no ``--nodes``), so they boot while this process loads the rest of pymr."""
+    key and no ``--nodes``), so they boot while this process loads the rest of pymr.
+    Without ``--slots``, no more executors than the input has splits: a small job does not
+    pay for processes it cannot use."""
     from .cluster import LocalCluster
     from .state import open_state
 
@@ -251,7 +253,12 @@ def _launch_embedded(args: argparse.Namespace) -> LocalCluster | None:
         if open_state(getattr(args, "home", None), getattr(args, "key_file", None)).has_key():
             return None  # a member: discovery decides (it may still fall back)
 
-    cluster = LocalCluster(nodes=args.local or 1, slots=args.slots or 0)
+    nodes = args.local or 1
+    slots = args.slots or 0
+    if not slots:
+        splits = -(-total_bytes // args.split_size)
+        slots = max(1, min((os.cpu_count() or 1) // nodes, -(-splits // nodes)))
+    cluster = LocalCluster(nodes=nodes, slots=slots)
     cluster.launch()
     return cluster
 

@@ -147,19 +147,31 @@ def run_measured(cmd: list[str], env: dict[str, str], log_path: Path, timeout_s:
                                 cwd=cwd, start_new_session=True)
         sampler = PssSampler(proc.pid, group)
         sampler.start()
-        try:
-            rc = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
+        # A blocking wait, with the timeout on a timer: Popen.wait(timeout) polls with
+        # sleeps of up to 50 ms, which rounded every wall time up to a 50 ms step.
+        timed_out = threading.Event()
+
+        def expire() -> None:
+            timed_out.set()
             _kill(proc.pid, sampler, group)
+
+        timer = threading.Timer(timeout_s, expire) if timeout_s else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        try:
             rc = proc.wait()
-            rc = rc if rc else -9
-            log.write(f"\n[run_peers] killed after {timeout_s} s\n".encode())
+            if timed_out.is_set():
+                rc = rc if rc else -9
+                log.write(f"\n[run_peers] killed after {timeout_s} s\n".encode())
         except BaseException:
             _kill(proc.pid, sampler, group)
             proc.wait()
             raise
         finally:
             wall = time.perf_counter() - t0
+            if timer is not None:
+                timer.cancel()
             sampler.stop()
     # Leftovers: daemons of the engine still alive after its root exited.
     left = [p for p in sampler.members() if p != proc.pid and proctree.rss_kib(p) > 0]
