@@ -490,8 +490,8 @@ def test_fuzz_mutated_valid_messages_long(msg: p.Message, data: st.DataObject) -
     test_fuzz_mutated_valid_messages.hypothesis.inner_test(msg, data)  # type: ignore[attr-defined]
 
 
-MSGPACK_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False)
+DECODED_VALUES = st.recursive(
+    st.none() | st.booleans() | WIRE_INT | st.floats(allow_nan=False)
     | st.text(max_size=3) | st.binary(max_size=3),
     lambda inner: st.lists(inner, max_size=4)
     | st.dictionaries(st.integers(-3, 3) | st.text(max_size=2) | st.booleans(), inner,
@@ -500,7 +500,7 @@ MSGPACK_VALUES = st.recursive(
 
 
 @settings(max_examples=300, deadline=None)
-@given(value=MSGPACK_VALUES, data=st.data())
+@given(value=DECODED_VALUES, data=st.data())
 def test_compiled_validators_agree_with_the_reference_check(value: Any, data: Any) -> None:
     """The per-annotation validators decode_header uses say what _conforms says, for every
     field annotation of every message and any value msgpack can produce."""
