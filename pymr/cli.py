@@ -253,12 +253,10 @@ def _launch_embedded(args: argparse.Namespace, total_bytes: int) -> LocalCluster
         if open_state(getattr(args, "home", None), getattr(args, "key_file", None)).has_key():
             return None  # a member: discovery decides (it may still fall back)
 
-    nodes = args.local or 1
-    slots = args.slots or 0
-    if not slots:
+    cluster = LocalCluster(nodes=args.local or 1, slots=args.slots or 0)
+    if not args.slots:
         splits = -(-total_bytes // args.split_size)
-        slots = max(1, min((os.cpu_count() or 1) // nodes, -(-splits // nodes)))
-    cluster = LocalCluster(nodes=nodes, slots=slots)
+        cluster.slots = max(1, min(cluster.slots, -(-splits // cluster.count)))
     cluster.launch()
     return cluster
 

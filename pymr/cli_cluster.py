@@ -288,7 +288,8 @@ class _Stop:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    from .discovery import FOUND_DISCOVER_S, browse, select_addresses
+    from .config import FOUND_DISCOVER_S
+    from .discovery import browse, select_addresses
 
     state = _state(args)
     state.ensure()
@@ -497,7 +498,8 @@ def _need_key(state: Any, why: str) -> ClusterKey:
 def _find(args: argparse.Namespace, key: ClusterKey, *, min_nodes: int | None = None,
           timeout_s: float | None = None, want_status: bool = True) -> tuple[list[Any], Any]:
     """Probe ``--nodes`` or browse and probe; returns (statuses, browse result or None)."""
-    from .discovery import DEFAULT_DISCOVER_S, browse, select_addresses
+    from .config import DEFAULT_DISCOVER_S
+    from .discovery import browse, select_addresses
     from .status import PROBE_TIMEOUT_S, probe
 
     timeout = PROBE_TIMEOUT_S if timeout_s is None else timeout_s

@@ -97,7 +97,7 @@ class LocalCluster:
                 proc.stdin.write(json.dumps(config).encode() + b"\n")
                 proc.stdin.close()
         except BaseException:
-            self._abandon()
+            self.close()
             raise
 
     def wait_started(self) -> None:
@@ -110,14 +110,8 @@ class LocalCluster:
                 self.nodes.append(LocalNode(proc, info["control"]))
             self._launched = []
         except BaseException:
-            self._abandon()
+            self.close()
             raise
-
-    def _abandon(self) -> None:
-        known = {id(n.process) for n in self.nodes}
-        self.nodes.extend(LocalNode(pr, "") for pr in self._launched if id(pr) not in known)
-        self._launched = []
-        self.close()
 
     def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
         """Block until every node's executors are started (nodes answer before that)."""
@@ -167,9 +161,10 @@ class LocalCluster:
         return buf
 
     def close(self) -> None:
-        if self._launched:  # launched, never waited for
-            self.nodes.extend(LocalNode(pr, "") for pr in self._launched)
-            self._launched = []
+        # Launched and not (or not all) waited for: stop those too.
+        known = {id(n.process) for n in self.nodes}
+        self.nodes.extend(LocalNode(pr, "") for pr in self._launched if id(pr) not in known)
+        self._launched = []
         for n in self.nodes:
             if n.process.poll() is None:
                 n.process.terminate()

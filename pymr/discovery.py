@@ -36,7 +36,7 @@ from zeroconf import (
     Zeroconf,
 )
 
-from .config import DEFAULT_DISCOVER_S, FOUND_DISCOVER_S, UNICODE_VERSION  # noqa: F401 (re-exported)
+from .config import UNICODE_VERSION
 from .errors import ConfigError, DiscoveryError
 from .protocol import PROTOCOL_VERSION
 

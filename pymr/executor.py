@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import time
 import traceback
 import zlib
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +26,7 @@ from .jobs import JobCache
 from .ledger import Manifest, ReducerLedger
 from .retained import RetainedOutputs
 from .security import ClusterKey, secure_connect
+from .tokenize import pieces
 from .transport import LogOnce, make_socket
 
 log = logging.getLogger(__name__)
@@ -51,25 +50,10 @@ RETAINED_MEMORY_LIMIT = 256 << 20
 #: A running task looks for a cancel after each piece of this size (cut after ASCII
 #: whitespace, so each piece is itself a valid split).
 CANCEL_CHECK_BYTES = 1 << 20
-_ASCII_WS_RE = re.compile(rb"[ \n\t\r\x0b\x0c]")
 
 
 class _Cancelled(Exception):
     """The running task, or one in the unflushed batch, lost to another attempt."""
-
-
-def pieces(data: Any, size: int = CANCEL_CHECK_BYTES) -> Iterator[memoryview]:
-    """``data`` in pieces of about ``size`` bytes, each cut right after ASCII whitespace."""
-    view = data if type(data) is memoryview else memoryview(data)
-    if view.itemsize != 1 or view.ndim != 1:
-        view = view.cast("B")
-    n = len(view)
-    i = 0
-    while i < n:
-        m = _ASCII_WS_RE.search(view, i + size - 1) if i + size < n else None
-        j = m.end() if m is not None else n
-        yield view[i:j]
-        i = j
 
 
 def partition_of(key: bytes, num_partitions: int) -> int:
@@ -275,7 +259,7 @@ class Executor:
             data = self._read_split(task, payload)
             if job.combiner is None:
                 job.combiner = job.module.make_combiner(job.spec.tokenizer)
-            for piece in pieces(data):
+            for piece in pieces(data, CANCEL_CHECK_BYTES):
                 job.combiner.add(piece)
                 if self._cancel_arrived(job, task):
                     raise _Cancelled

@@ -167,8 +167,7 @@ class Master:
         self.partition_done: dict[int, p.PartitionComplete] = {}
         self.done_at: dict[int, float] = {}
         self.lag_moved: set[int] = set()
-        self.moved_at: dict[int, float] = {}
-        self.moved_in: dict[int, int] = {}     # partition -> epoch of its last move
+        self.moved: dict[int, tuple[int, float]] = {}  # partition -> (epoch, time) of last move
         self.outputs: dict[str, CommittedOutput] = {}
         self.commit_buf: dict[str, list[tuple[str, list[int], dict[int, list[int]]]]] = {}
         self.epoch = 1
@@ -633,7 +632,7 @@ class Master:
         # have them sent to the new one now rather than when it finds them missing (while
         # a move is being acked, its refill covers this output).
         for part in msg.manifest if not self.updating else ():
-            if msg.epoch and self.moved_in.get(part, 0) > msg.epoch \
+            if msg.epoch and self.moved.get(part, (0, 0.0))[0] > msg.epoch \
                     and part in self.partition_map:
                 target = self.links[self.partition_map[part]]
                 self._send_control(link.node_id, p.ResendChunks(
@@ -731,7 +730,7 @@ class Master:
         lagging = [part for part in self.partition_map
                    if part not in self.partition_done and part not in self.lag_moved
                    and self.partition_map[part] in suspects
-                   and now - max(started, self.moved_at.get(part, 0.0)) >= limit]
+                   and now - max(started, self.moved.get(part, (0, 0.0))[1]) >= limit]
         slow = {self.partition_map[part] for part in lagging}
         fast = [x.node_id for x in self._live() if x.node_id not in slow]
         if not lagging or not fast:
@@ -753,14 +752,13 @@ class Master:
                 load[n] += 1
         for part in parts:
             target = min(load, key=lambda n: (load[n], n))
-            self.moved_at[part] = time.monotonic()
             self.partition_map[part] = target
             load[target] += 1
             self.partition_done.pop(part, None)
             self.streams.restart(part)
         self.epoch += 1
         for part in parts:
-            self.moved_in[part] = self.epoch
+            self.moved[part] = (self.epoch, time.monotonic())
         shuffle = {x.node_id: x.shuffle_endpoint for x in self._live()}
         num_tasks = self.sched.num_tasks if self.sched and self.sched.input_done else -1
         acks_left = {x.node_id for x in self._live()}

@@ -313,10 +313,12 @@ class Scheduler:
             out.append(self._start(t, target, True))
         return out
 
-    def _release(self, task: Task, attempt: int) -> str | None:
+    def _release(self, task: Task, attempt: int, timed: bool = True) -> str | None:
+        """The attempt no longer runs: free its credit (``timed``: it finished, so its
+        duration feeds the backup threshold; a cancelled loser's does not)."""
         started = self.started.pop((task.task_id, attempt), None)
         node = task.running.pop(attempt, None)
-        if node is not None and started is not None:
+        if timed and node is not None and started is not None:
             bisect.insort(self.durations, self.clock() - started)
         if node is not None:
             self.bytes_in_flight -= task.size
@@ -395,20 +397,13 @@ class Scheduler:
     def _cancel_losers(self, task: Task) -> list[tuple[int, int, str]]:
         """The task is committed: its other attempts (running, or executed into a batch
         not flushed yet) lost. Free their credit now; they never count as attempts."""
-        losers = []
-        for attempt, node in list(task.running.items()):
-            self.started.pop((task.task_id, attempt), None)
-            del task.running[attempt]
-            self.bytes_in_flight -= task.size
-            self._busy(node, -1)
-            losers.append((task.task_id, attempt, node))
-        for attempt, node in list(task.executed.items()):
-            del task.executed[attempt]
-            losers.append((task.task_id, attempt, node))
-        for _, attempt, node in losers:
+        losers = [*task.running.items(), *task.executed.items()]
+        for attempt, node in losers:
+            self._release(task, attempt, timed=False)
+            task.executed.pop(attempt, None)
             task.cancelled[attempt] = node
             task.attempts -= 1
-        return losers
+        return [(task.task_id, attempt, node) for attempt, node in losers]
 
     def _requeue_uncommitted(self, attempts: list[tuple[Task, int]]) -> tuple[int, ...]:
         """An output that will not count: its tasks not committed elsewhere run again, alone."""

@@ -33,7 +33,7 @@ from __future__ import annotations
 import collections
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 try:  # the C helper behind Counter.update; a plain dict avoids Counter's Python wrapper
     from collections import _count_elements  # type: ignore[attr-defined]
@@ -155,6 +155,22 @@ def _normalise_ws_keys(keys: list[bytes]) -> list[tuple[tuple[bytes, ...], int]]
     ]
 
 
+def pieces(data: bytes | bytearray | memoryview, size: int) -> Iterator[memoryview]:
+    """``data`` in pieces of about ``size`` bytes, each cut right after ASCII whitespace
+    (so that each piece is itself a valid split); the last piece ends with ``data``."""
+    view = data if type(data) is memoryview else memoryview(data)
+    if view.itemsize != 1 or view.ndim != 1:
+        view = view.cast("B")
+    n = len(view)
+    search = _ASCII_WS_RE.search
+    i = 0
+    while i < n:
+        m = search(view, i + size - 1) if i + size < n else None
+        j = m.end() if m is not None else n
+        yield view[i:j]
+        i = j
+
+
 class Combiner:
     """One per executor per job: counts raw byte tokens of many splits, normalises once per
     distinct key at finish()."""
@@ -176,21 +192,12 @@ class Combiner:
         16 MiB split at once, and the peak memory is a few chunk copies instead of
         several times the split.
         """
-        view = data if type(data) is memoryview else memoryview(data)
-        if view.itemsize != 1 or view.ndim != 1:
-            view = view.cast("B")
         count = self._count_words if self._words else self._count_whitespace
-        n = len(view)
-        if n <= _CHUNK_BYTES:
-            count(data if type(data) is bytes else view.tobytes())
+        if len(data) <= _CHUNK_BYTES:
+            count(data if type(data) is bytes else bytes(data))
             return
-        search = _ASCII_WS_RE.search
-        i = 0
-        while i < n:
-            m = search(view, i + _CHUNK_BYTES) if i + _CHUNK_BYTES < n else None
-            j = m.end() if m is not None else n
-            count(view[i:j].tobytes())
-            i = j
+        for piece in pieces(data, _CHUNK_BYTES):
+            count(piece.tobytes())
 
     def _count_whitespace(self, chunk: bytes) -> None:
         _count_elements(self._raw, chunk.split())

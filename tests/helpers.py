@@ -9,11 +9,14 @@ from __future__ import annotations
 import collections
 import importlib.util
 import os
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 GEN_TEXT = ROOT / "bench" / "gen_text.py"
@@ -182,6 +185,30 @@ def cmdline(pid: int) -> str:
             return f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
     except OSError:
         return "?"
+
+
+#: ``python -c CLI_WITH_JOB JOB_FILE job wordcount ...``: the real ``pymr`` CLI in its own
+#: process, with the built-in wordcount replaced by the job in JOB_FILE.
+CLI_WITH_JOB = (
+    "import sys, pymr.jobs\n"
+    "from pymr.jobs import JobSpec\n"
+    "source = open(sys.argv[1]).read()\n"
+    "pymr.jobs.builtin_spec = lambda name: JobSpec.from_source(name, source)\n"
+    "from pymr.cli import main\n"
+    "sys.exit(main(sys.argv[2:]))\n")
+
+
+def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM,
+                 timeout_s: float = 15.0) -> int | None:
+    """Ask a process to stop with ``sig``; kill it if it has not within ``timeout_s``."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    return proc.returncode
 
 
 def wait_until(predicate: Callable[[], object], timeout_s: float, interval_s: float = 0.05

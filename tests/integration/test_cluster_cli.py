@@ -39,6 +39,7 @@ from pymr.errors import ConfigError
 from pymr.security import ClusterKey
 from pymr.state import open_state
 from pymr.tokenize import reference_count
+from tests import helpers
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "samples" / "sample.txt"
@@ -78,14 +79,7 @@ class Node:
             time.sleep(0.1)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
+        return helpers.stop_process(self.proc, sig)
 
     @property
     def node_id(self) -> str:

@@ -167,13 +167,7 @@ def test_failing_job_in_a_real_process_reports_cleanly(write_text, tmp_path: Pat
     # Given `pymr job` (a real process) whose wordcount is replaced by the failing job
     path = write_text("in.txt", "some words here\n" * 65536)
     target = tmp_path / "counts.tsv"
-    script = (
-        "import sys, pymr.jobs\n"
-        "from pymr.jobs import JobSpec\n"
-        "source = open(sys.argv[1]).read()\n"
-        "pymr.jobs.builtin_spec = lambda name: JobSpec.from_source(name, source)\n"
-        "from pymr.cli import main\n"
-        "sys.exit(main(sys.argv[2:]))\n")
+    script = helpers.CLI_WITH_JOB
     job = write_text("boom_job.py", FAILING_JOB)
     proc = subprocess.run(
         [sys.executable, "-c", script, str(job), "job", "wordcount", str(path), "--local", "2",

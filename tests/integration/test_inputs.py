@@ -526,15 +526,6 @@ def test_output_onto_a_device_never_replaces_it(capsysbinary, tmp_path: Path) ->
 # ================================================================== Ctrl-C on LAN-style nodes
 
 
-CLI_WITH_JOB = (
-    "import sys, pymr.jobs\n"
-    "from pymr.jobs import JobSpec\n"
-    "source = open(sys.argv[1]).read()\n"
-    "pymr.jobs.builtin_spec = lambda name: JobSpec.from_source(name, source)\n"
-    "from pymr.cli import main\n"
-    "sys.exit(main(sys.argv[2:]))\n")
-
-
 def test_ctrl_c_cancels_the_job_on_persistent_nodes_and_frees_their_slots(
         tmp_path: Path) -> None:
     """test_engine.py covers Ctrl-C with the embedded cluster (whose nodes simply exit);
@@ -564,7 +555,7 @@ def test_ctrl_c_cancels_the_job_on_persistent_nodes_and_frees_their_slots(
             nodes_arg = ",".join(n.control.removeprefix("tcp://") for n in nodes)
             # Given `pymr job` (a real process) running a paced job on two persistent nodes
             proc = subprocess.Popen(
-                [sys.executable, "-c", CLI_WITH_JOB, str(job_file), "job", "wordcount",
+                [sys.executable, "-c", helpers.CLI_WITH_JOB, str(job_file), "job", "wordcount",
                  str(text), "--nodes", nodes_arg, "--home", str(home), "--split-size", "16K",
                  "-o", str(target)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -21,7 +21,6 @@ import collections
 import os
 import random
 import select
-import signal
 import socket
 import stat
 import subprocess
@@ -1022,13 +1021,7 @@ def start_node(tmp_path: Path, *args: str) -> NodeProc:
 
 
 def stop_node(node: NodeProc) -> None:
-    if node.proc.poll() is None:
-        node.proc.send_signal(signal.SIGTERM)
-        try:
-            node.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            node.proc.kill()
-            node.proc.wait(timeout=10)
+    helpers.stop_process(node.proc, timeout_s=20)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import shutil
 import signal
 import struct
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -24,8 +23,9 @@ from pathlib import Path
 import pytest
 
 from pymr.tokenize import reference_count
+from tests import helpers
 
-from .lab import REPO, Lab, _env
+from .lab import REPO, Lab, run_private_job
 
 SAMPLE = REPO / "samples" / "sample.txt"
 #: Words that occur in the input only, long enough never to appear in ciphertext by chance
@@ -139,13 +139,7 @@ class Capture:
             time.sleep(0.05)  # polling tcpdump's log file for its start line
 
     def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        helpers.stop_process(self.proc, signal.SIGINT, 20)
         return self.log.read_text(errors="replace")
 
 
@@ -159,24 +153,6 @@ def make_marked_input(path: Path, copies: int) -> bytes:
             out += MARKERS[j % 2] + b" " + line
     path.write_bytes(out)
     return bytes(out)
-
-
-def run_private_job(lab: Lab, host_name: str, src: Path, *args: str,
-                    timeout: float = 180.0) -> subprocess.CompletedProcess[bytes]:
-    """``pymr job wordcount`` on a host whose input is on a tmpfs only it can see, so the
-    split bytes must cross the network (``ip netns exec`` gives a private mount ns)."""
-    host = lab.hosts[host_name]
-    private = Path(f"/tmp/{lab.prefix}-capture-{host_name}")
-    private.mkdir(exist_ok=True)
-    script = (f"mount -t tmpfs -o size=256m pymr-capture {private} && "
-              f"cp {src} {private}/input.txt && "
-              f"exec {sys.executable} -m pymr job wordcount {private}/input.txt "
-              + " ".join(args))
-    try:
-        return subprocess.run(host.argv("sh", "-c", script), env=_env(), capture_output=True,
-                              timeout=timeout)
-    finally:
-        private.rmdir()
 
 
 def test_capture_shows_only_curve_greetings_and_no_plaintext(lab: Lab) -> None:

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from .lab import Lab
-from .test_lan import expected_rows, make_input, parse_tsv, run_private_job
+from .lab import Lab, run_private_job
+from .test_lan import expected_rows, make_input, parse_tsv
 
 NFT = shutil.which("nft")
 

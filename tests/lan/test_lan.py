@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 
-from pymr.discovery import DEFAULT_DISCOVER_S, dns_label
+from pymr.config import DEFAULT_DISCOVER_S
+from pymr.discovery import dns_label
 from pymr.tokenize import reference_count
 
-from .lab import REPO, Lab, _env
+from .lab import REPO, Lab, _env, run_private_job
 
 SAMPLE = REPO / "samples" / "sample.txt"
 #: Where measured figures go (optional): discovery times and throughput.
@@ -57,28 +58,6 @@ def parse_tsv(out: bytes) -> list[tuple[bytes, int]]:
 
 def expected_rows(data: bytes) -> list[tuple[bytes, int]]:
     return sorted(reference_count(data).items(), key=lambda kv: (-kv[1], kv[0]))
-
-
-def run_private_job(lab: Lab, host_name: str, src: Path, *args: str,
-                    timeout: float = 180.0) -> subprocess.CompletedProcess[bytes]:
-    """``pymr job wordcount`` on a host whose input lives on a tmpfs only it can see.
-
-    ``ip netns exec`` gives the command its own mount namespace, so the tmpfs mounted
-    there is invisible to the nodes: a node could not read the split by offset even if
-    the master asked it to; the job succeeds only if the bytes travel over the network.
-    """
-    host = lab.hosts[host_name]
-    private = Path(f"/tmp/{lab.prefix}-private-{host_name}")
-    private.mkdir(exist_ok=True)
-    script = (f"mount -t tmpfs -o size=512m pymr-private {private} && "
-              f"cp {src} {private}/input.txt && "
-              f"exec {sys.executable} -m pymr job wordcount {private}/input.txt "
-              + " ".join(args))
-    try:
-        return subprocess.run(host.argv("sh", "-c", script), env=_env(), capture_output=True,
-                              timeout=timeout)
-    finally:
-        private.rmdir()
 
 
 def wait_for(cond: Any, timeout_s: float, detail: Any = lambda: "") -> None:
