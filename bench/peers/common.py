@@ -4,6 +4,16 @@ Engine scripts run under ``bench/.venv-peers/bin/python`` with ``PYTHONPATH`` ho
 checkout (for ``pymr.tokenize``) and ``bench/`` (for ``baselines``); they import nothing of
 pymr but the tokenizer.
 
+Two tokenizers, the ones of ``pymr job wordcount --tokenizer`` (see pymr/tokenize.py):
+
+* ``words`` (default): decode UTF-8 with replacement, ``lower()``, the matches of
+  ``WORD_PATTERN``.
+* ``whitespace``: split on the six ASCII whitespace bytes (``bytes.split()``), each token
+  decoded UTF-8 with replacement; case and punctuation kept.  On decoded text that is
+  ``WS_RE.split`` with the empty strings dropped, never ``str.split()``: that one also
+  splits on NBSP, U+3000, U+2009, ... which the generated text contains.  Decoding first
+  and splitting after is exact: an ASCII byte ends any truncated UTF-8 sequence.
+
 Every script prints one line ``PEERS-TIMING {json}`` on stderr with the phases it measured
 itself (seconds since the interpreter started): ``imported`` (engine modules loaded),
 ``cluster`` (the engine's cluster/session is up), ``counted`` (the answer is in the driver),
@@ -12,6 +22,7 @@ itself (seconds since the interpreter started): ``imported`` (engine modules loa
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
@@ -38,6 +49,10 @@ WORD_RE = re.compile(WORD_PATTERN)
 #: combining marks, so the classes are spelled out.
 JAVA_WORD = r"[\p{L}\p{N}_]"
 JAVA_WORD_PATTERN = JAVA_WORD + r"+(?:['’]" + JAVA_WORD + r"+)*"
+#: ASCII whitespace, what ``bytes.split()`` splits on (str and Java regex spellings).
+WS_RE = re.compile(r"[ \t\n\r\x0b\x0c]+")
+JAVA_WS_PATTERN = r"[ \t\n\r\x0B\f]+"
+TOKENIZERS = ("words", "whitespace")
 BLOCK = 16 << 20
 
 _marks: dict[str, float] = {}
@@ -58,6 +73,28 @@ def words_of_text(text: str) -> list[str]:
 
 def words_of_bytes(data: bytes) -> list[str]:
     return WORD_RE.findall(data.decode("utf-8", "replace").lower())
+
+
+def tokens_of_text(text: str) -> list[str]:
+    """The whitespace rule on decoded text (lines or whole blocks)."""
+    return [t for t in WS_RE.split(text) if t]
+
+
+def text_tokenizer(tokenizer: str):  # -> Callable[[str], list[str]]
+    return words_of_text if tokenizer == "words" else tokens_of_text
+
+
+def count_bytes(data: bytes, tokenizer: str) -> dict[str, int]:
+    """One block's counts, str keys.  ``whitespace`` counts the raw tokens first (C speed)
+    and decodes each distinct token once: the same answer as decoding every token."""
+    if tokenizer == "words":
+        return dict(collections.Counter(words_of_bytes(data)))
+    out: dict[str, int] = {}
+    get = out.get
+    for raw, n in collections.Counter(data.split()).items():
+        k = raw.decode("utf-8", "replace")
+        out[k] = get(k, 0) + n
+    return out
 
 
 def ranges(path: str, block: int = BLOCK) -> list[tuple[int, int]]:
@@ -87,11 +124,12 @@ def read_range(path: str, offset: int, length: int) -> bytes:
         os.close(fd)
 
 
-def pymr_count_ranges(path: str, rngs: Iterable[tuple[int, int]]) -> dict[bytes, int]:
+def pymr_count_ranges(path: str, rngs: Iterable[tuple[int, int]],
+                      tokenizer: str = "words") -> dict[bytes, int]:
     """pymr's per-byte algorithm over some blocks: one Combiner, one finish."""
     from pymr.tokenize import Combiner
 
-    comb = Combiner("words")
+    comb = Combiner(tokenizer)
     for off, n in rngs:
         comb.add(read_range(path, off, n))
     words, _bad = comb.finish()
@@ -130,4 +168,5 @@ def base_args(argv: list[str] | None, variants: tuple[str, ...]) -> Any:
     ap.add_argument("path")
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--workers", type=int, default=2, help="worker processes / cores")
+    ap.add_argument("--tokenizer", choices=TOKENIZERS, default="words")
     return ap.parse_args(argv)

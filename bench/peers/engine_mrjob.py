@@ -1,6 +1,7 @@
 """Word count with mrjob's local runner (Hadoop emulated with local subprocesses).
 
     python engine_mrjob.py words|pymr FILE -o OUT [--workers 2] [--runner local|inline]
+                           [--tokenizer words|whitespace]
 
 * ``words`` (idiomatic): ``mrjob_words.MRWords``, mapper = the word rule per line, combiner
   and reducer sum.
@@ -25,13 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--runner", choices=("local", "inline"), default="local")
+    ap.add_argument("--tokenizer", choices=common.TOKENIZERS, default="words")
     args = ap.parse_args(argv)
     if args.variant == "words":
         from mrjob_words import MRWords as Job
     else:
         from mrjob_pymr import MRPymrWords as Job
     common.mark("imported")
-    job_args = ["-r", args.runner, "--no-conf", args.path]
+    job_args = ["-r", args.runner, "--no-conf", "--tokenizer", args.tokenizer, args.path]
     if args.runner == "local":
         job_args[2:2] = ["--num-cores", str(args.workers)]
     job = Job(job_args)
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     common.mark("cluster_closed")
     common.write(counts, args.output)
     common.report(engine="mrjob", variant=args.variant, runner=args.runner,
-                  distinct=len(counts))
+                  tokenizer=args.tokenizer, distinct=len(counts))
     return 0
 
 

@@ -1,10 +1,11 @@
 """Word count on Ray (local, ``ray.init(num_cpus=N)``): tasks returning Counters.
 
-    python engine_ray.py tasks|pymr FILE -o OUT [--workers 2]
+    python engine_ray.py tasks|pymr FILE -o OUT [--workers 2] [--tokenizer words|whitespace]
 
 * ``tasks`` (idiomatic): one ``@ray.remote`` task per 16 MiB block (pread by offset: the
-  file is on this machine), decode + lower + findall + ``Counter``; the driver merges the
-  Counters as they finish (``ray.wait``).
+  file is on this machine), decode + lower + findall + ``Counter`` (whitespace: ``Counter``
+  of ``bytes.split()``, distinct tokens decoded once); the driver merges the Counters as they
+  finish (``ray.wait``).
 * ``pymr`` (pymr's per-byte algorithm inside): 2 x N tasks, each running one
   ``pymr.tokenize.Combiner`` over its share of the blocks and returning one dict.
 """
@@ -29,11 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         rngs = common.ranges(args.path)
         if args.variant == "tasks":
             @ray.remote
-            def count_block(path: str, off: int, n: int) -> collections.Counter:
+            def count_block(path: str, off: int, n: int, tokenizer: str) -> collections.Counter:
                 import common as c
-                return collections.Counter(c.words_of_bytes(c.read_range(path, off, n)))
+                return collections.Counter(c.count_bytes(c.read_range(path, off, n), tokenizer))
 
-            refs = [count_block.remote(args.path, off, n) for off, n in rngs]
+            refs = [count_block.remote(args.path, off, n, args.tokenizer) for off, n in rngs]
             total: collections.Counter[str] = collections.Counter()
             while refs:
                 done, refs = ray.wait(refs, num_returns=1)
@@ -41,11 +42,11 @@ def main(argv: list[str] | None = None) -> int:
             counts = common.to_bytes_counts(total.items())
         else:
             @ray.remote
-            def count_group(path: str, group: list) -> dict:
+            def count_group(path: str, group: list, tokenizer: str) -> dict:
                 import common as c
-                return c.pymr_count_ranges(path, group)
+                return c.pymr_count_ranges(path, group, tokenizer)
 
-            refs = [count_group.remote(args.path, g)
+            refs = [count_group.remote(args.path, g, args.tokenizer)
                     for g in common.groups(rngs, 2 * args.workers)]
             counts = {}
             while refs:
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
     common.mark("cluster_closed")
     common.write(counts, args.output)
-    common.report(engine="ray", variant=args.variant, distinct=len(counts))
+    common.report(engine="ray", variant=args.variant, tokenizer=args.tokenizer,
+                  distinct=len(counts))
     return 0
 
 

@@ -14,9 +14,13 @@ BATCH_BYTES = 1 << 20
 class MRPymrWords(MRJob):
     INPUT_PROTOCOL = BytesValueProtocol
 
+    def configure_args(self):
+        super().configure_args()
+        self.add_passthru_arg("--tokenizer", choices=("words", "whitespace"), default="words")
+
     def mapper_init(self):
         from pymr.tokenize import Combiner
-        self.comb = Combiner("words")
+        self.comb = Combiner(self.options.tokenizer)
         self.buf = []
         self.size = 0
 

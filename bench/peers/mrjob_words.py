@@ -1,4 +1,8 @@
-"""mrjob job, idiomatic: the word rule per line, combiner and reducer sum (see engine_mrjob.py)."""
+"""mrjob job, idiomatic: the tokenizer per line, combiner and reducer sum (see engine_mrjob.py).
+
+``--tokenizer words`` (default): the word rule; ``whitespace``: ``line.split()`` on the raw
+bytes (ASCII whitespace), each token decoded UTF-8 with replacement.
+"""
 
 import re
 
@@ -11,9 +15,17 @@ WORD_RE = re.compile(r"\w+(?:['’]\w+)*")
 class MRWords(MRJob):
     INPUT_PROTOCOL = BytesValueProtocol      # raw line bytes: we decode with "replace"
 
+    def configure_args(self):
+        super().configure_args()
+        self.add_passthru_arg("--tokenizer", choices=("words", "whitespace"), default="words")
+
     def mapper(self, _, line):
-        for word in WORD_RE.findall(line.decode("utf-8", "replace").lower()):
-            yield word, 1
+        if self.options.tokenizer == "words":
+            for word in WORD_RE.findall(line.decode("utf-8", "replace").lower()):
+                yield word, 1
+        else:
+            for token in line.split():
+                yield token.decode("utf-8", "replace"), 1
 
     def combiner(self, word, counts):
         yield word, sum(counts)

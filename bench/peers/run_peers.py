@@ -1,6 +1,7 @@
 """pymr against the engines a user would pick instead: Dask, PySpark, Ray, mrjob, baselines.
 
     python bench/peers/run_peers.py --sizes 1M,100M,1G --rounds 3
+    python bench/peers/run_peers.py --sizes 1M,100M,1G --rounds 3 --tokenizer whitespace
     python bench/peers/run_peers.py --sizes 1M --rounds 1 --engines pymr,dask-bag,ray-tasks
 
 Every run is a fresh process started as a user would start it (its cluster start included):
@@ -26,6 +27,10 @@ Peer engines run under ``bench/.venv-peers/bin/python`` (``bench/peers/setup_ven
 creates it from ``bench/requirements-peers.txt``); an engine whose packages (or Java, for
 Spark) are missing is reported as skipped.  pymr and the baselines run under this Python.
 
+``--tokenizer`` (``words``, the default, or ``whitespace``) is given to every engine: pymr's
+``--tokenizer``, the baselines', and each engine script's own implementation of the rule
+(``bench/peers/common.py`` says how each engine spells it).
+
 Rounds are interleaved: round 1 of every (size, engine), then round 2, ...; the engine order
 rotates from round to round.  Every answer (TSV ``word<TAB>count``, count desc then word asc
 bytewise) must equal pymr's for the same input, word by word; a differing answer is kept and
@@ -37,8 +42,9 @@ ones; rusage as a fallback); peak summed PSS over those processes; the phases th
 script reports (imports, cluster up, counted, written).  The smallest size doubles as the
 start-up measurement (1 MiB from cold to answer).
 
-Writes ``bench/PEERS.json`` (every run) and ``bench/PEERS.md`` (the tables), or
-``--results PATH`` (without suffix).  Exit status 1 when a run failed or an answer differed.
+Writes ``bench/PEERS.json`` (every run) and ``bench/PEERS.md`` (the tables), for the
+whitespace tokenizer ``bench/PEERS-whitespace.*``, or ``--results PATH`` (without suffix).
+Exit status 1 when a run failed or an answer differed.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ import gen_text  # noqa: E402
 import run_core  # noqa: E402  (inputs, warm-up, machine info, first difference)
 from measure import run_measured  # noqa: E402
 
+TOKENIZERS = ("words", "whitespace")
 VENV = BENCH / ".venv-peers"
 VENV_PY = VENV / "bin" / "python"
 MIB = 1 << 20
@@ -188,14 +195,18 @@ def engine_env() -> dict[str, str]:
     return env
 
 
-def engine_cmd(e: Engine, path: Path, out: Path, workers: int) -> list[str]:
+def engine_cmd(e: Engine, path: Path, out: Path, workers: int,
+               tokenizer: str = "words") -> list[str]:
+    tok = ["--tokenizer", tokenizer]
     if e.family == "pymr":
-        return [sys.executable, "-m", "pymr", "job", "wordcount", str(path), "-o", str(out)]
+        return [sys.executable, "-m", "pymr", "job", "wordcount", str(path), "-o", str(out),
+                *tok]
     if e.family == "baseline":
-        cmd = [sys.executable, str(BENCH / "baselines.py"), e.variant, str(path), "-o", str(out)]
+        cmd = [sys.executable, str(BENCH / "baselines.py"), e.variant, str(path), "-o", str(out),
+               *tok]
         return cmd + (["--processes", str(workers)] if e.variant == "pool" else [])
     return [str(VENV_PY), str(HERE / e.script), e.variant, str(path), "-o", str(out),
-            "--workers", str(workers)]
+            "--workers", str(workers), *tok]
 
 
 def stray_pymr() -> list[int]:
@@ -365,7 +376,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], sizes: list[int])
         return "-" if v is None else format(v, fmt)
 
     L = [
-        f"# pymr against peer engines ({meta['date']})",
+        f"# pymr against peer engines, {meta.get('tokenizer', 'words')} tokenizer "
+        f"({meta['date']})",
         "",
         f"{meta['rounds']} interleaved round(s); {meta['cpu_count']} CPUs ({meta['cpu_model']}), "
         f"Python {meta['python']}, {meta['workers']} workers per engine; load average "
@@ -446,10 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated subset of: " + ",".join(e.name for e in ENGINES))
     ap.add_argument("--workers", type=int, default=2, help="worker processes/cores (default 2)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--tokenizer", choices=TOKENIZERS, default="words",
+                    help="words (default) or whitespace, for every engine")
     ap.add_argument("--workdir", type=Path, default=BENCH / "data",
                     help="inputs, outputs, logs (default bench/data, git-ignored)")
-    ap.add_argument("--results", type=Path, default=BENCH / "PEERS",
-                    help="results path without suffix (default bench/PEERS)")
+    ap.add_argument("--results", type=Path, default=None,
+                    help="results path without suffix (default bench/PEERS, "
+                         "bench/PEERS-whitespace for that tokenizer)")
     ap.add_argument("--timeout", type=float, default=3600.0, help="per run, seconds")
     ap.add_argument("--mrjob-max", default="16M",
                     help="largest input mrjob runs on (default 16M)")
@@ -518,6 +533,9 @@ def report(runs: list[Run], outputs: dict[tuple[str, int, int], Path], sizes: li
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.results is None:
+        args.results = BENCH / ("PEERS" if args.tokenizer == "words"
+                                else f"PEERS-{args.tokenizer}")
     try:
         sizes = [gen_text.parse_size(s) for s in args.sizes.split(",") if s.strip()]
         mrjob_max = gen_text.parse_size(args.mrjob_max)
@@ -550,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     meta: dict[str, Any] = {
         "date": _dt.datetime.now().isoformat(timespec="seconds"), "rounds": args.rounds,
         "sizes": sizes, "engines": names, "workers": args.workers, "seed": args.seed,
+        "tokenizer": args.tokenizer,
         "generator_version": gen_text.GENERATOR_VERSION, "versions": versions,
         "skipped": {f: w for f, w in skipped.items() if any(e.family == f for e in engines)},
         "command": "python bench/peers/run_peers.py " + " ".join(
@@ -567,12 +586,12 @@ def main(argv: list[str] | None = None) -> int:
             for e in order:
                 if e.family in skipped or (e.max_size and size > e.max_size):
                     continue
-                label = f"{e.name}-{gen_text.format_size(size)}-r{rnd}"
+                label = f"{e.name}-{gen_text.format_size(size)}-{args.tokenizer}-r{rnd}"
                 out = outdir / f"{label}.tsv"
                 out.unlink(missing_ok=True)
                 log_path = logdir / f"{label}.log"
                 run = Run(engine=e.name, size=size, round=rnd,
-                          cmd=engine_cmd(e, inputs[size], out, args.workers))
+                          cmd=engine_cmd(e, inputs[size], out, args.workers, args.tokenizer))
                 run_env = env
                 home = None
                 if e.family == "pymr":
