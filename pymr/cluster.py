@@ -29,6 +29,27 @@ START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 
 
+def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """``proc.wait(timeout)`` that returns as soon as the process ends.
+
+    ``Popen.wait`` with a timeout sleeps in steps of up to 50 ms; every embedded job waits
+    for its node to stop, so it paid ~25 ms on average. A pidfd (Linux 5.3+) is readable
+    the moment the process exits; without one this falls back to ``Popen.wait``."""
+    if proc.returncode is not None:
+        return proc.returncode
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):   # no pidfd here, or already reaped
+        return proc.wait(timeout=timeout)
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
+    if not ready:
+        raise subprocess.TimeoutExpired(proc.args, timeout)
+    return proc.wait(timeout=timeout)
+
+
 def _child_env() -> dict[str, str]:
     """The environment of a node process: this very pymr importable, whatever the cwd."""
     env = dict(os.environ)
@@ -170,7 +191,7 @@ class LocalCluster:
                 n.process.terminate()
         for n in self.nodes:
             try:
-                n.process.wait(timeout=STOP_TIMEOUT_S)
+                wait_exit(n.process, STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 log.warning("embedded node %s did not stop; killing it", n.process.pid)
                 n.process.kill()

@@ -26,7 +26,7 @@ from .inputs import InputFile, iter_bytes_splits
 from .jobs import JobSpec
 from .scheduler import JobFailedError, Scheduler
 from .security import ClusterKey, secure_connect
-from .transport import LogOnce, context_for, make_socket, send_nowait
+from .transport import LogOnce, ReadyPoller, context_for, has_input, make_socket, send_nowait
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,9 @@ COMMIT_BATCH = 512
 #: to a node that finished its own: a slow reducer is backed up like a slow mapper.
 REDUCE_LAG_MIN_S = 1.0
 REDUCE_LAG_FACTOR = 4.0
+#: Least time between two liveness checks (each walks every node); small against the
+#: death timeout (seconds).
+LIVENESS_CHECK_S = 0.05
 
 
 class Reporter(Protocol):
@@ -164,6 +167,7 @@ class Master:
         self.splits: list[SplitRef] = []
         self.summary = JobSummary(job_id=self.job_id)
         self.partition_map: dict[int, str] = {}
+        self._parts_by_node: dict[str, list[int]] | None = None  # see _partitions_by_node
         self.partition_done: dict[int, p.PartitionComplete] = {}
         self.done_at: dict[int, float] = {}
         self.lag_moved: set[int] = set()
@@ -174,7 +178,7 @@ class Master:
         self.updating = 0               # JobUpdates not yet acked: no dispatch meanwhile
         self.drop = LogOnce(log)
         self.ctx: zmq.Context | None = None
-        self.poller = zmq.Poller()
+        self.poller = ReadyPoller()
         self.sched: Scheduler | None = None
         self.source: Generator[SplitRef, None, None] | None = None
         self.flushed_at = -1
@@ -221,6 +225,7 @@ class Master:
         finally:
             if self.source is not None:
                 self.source.close()  # closes the input file the split planner holds open
+            self.poller.close()
             self.ctx.destroy(linger=0)
 
     # ---------------------------------------------------------------- connect
@@ -231,11 +236,12 @@ class Master:
             waiting.append(self._connect(ep))
         deadline = time.monotonic() + HELLO_TIMEOUT_S
         while any(not x.node_id for x in waiting) and time.monotonic() < deadline:
-            for sock, _ in self.poller.poll(200):
-                msg, _ = self._recv(sock)
-                link = self.by_socket[sock]
-                if isinstance(msg, p.HelloReply) and not link.node_id:
-                    self._accept_hello(link, msg)
+            for sock in self.poller.poll(200):
+                while sock in self.by_socket and has_input(sock):
+                    msg, _ = self._recv(sock)
+                    link = self.by_socket[sock]
+                    if isinstance(msg, p.HelloReply) and not link.node_id:
+                        self._accept_hello(link, msg)
         missing = [x for x in waiting if not x.node_id]
         if len(missing) == len(waiting):
             raise ClusterLost("no node answered (" + ", ".join(x.endpoint for x in missing) +
@@ -271,7 +277,7 @@ class Master:
         for topic in (p.TOPIC_ERROR, p.TOPIC_HEARTBEAT):
             link.events.setsockopt(zmq.SUBSCRIBE, topic)
         secure_connect(link.events, msg.events_endpoint, self.key)
-        self.poller.register(link.events, zmq.POLLIN)
+        self.poller.register(link.events)
         self.by_socket[link.events] = link
         self.links[link.node_id] = link
 
@@ -283,7 +289,7 @@ class Master:
         secure_connect(sock, endpoint, self.key)
         link = NodeLink(endpoint=endpoint, control=sock)
         self.by_socket[sock] = link
-        self.poller.register(sock, zmq.POLLIN)
+        self.poller.register(sock)
         sock.send_multipart(p.encode(p.Hello(
             seq=self._next_seq(), client_id=self.job_id, pymr_version=__version__,
             unicode_version=UNICODE_VERSION)))
@@ -337,7 +343,7 @@ class Master:
         msg = p.encode(p.JobNotice(job_id=self.job_id, text=text))
         for link in self._live():
             if link.node_id:
-                send_nowait(link.control, list(msg))
+                self._send_on(link, list(msg))
 
     def _live(self) -> list[NodeLink]:
         return [x for x in self.links.values() if x.alive]
@@ -347,6 +353,13 @@ class Master:
         self.seq += 1
         return self.seq
 
+    def _send_on(self, link: NodeLink, frames: list[Any]) -> bool:
+        """Unacked send on a node's control socket.  A send can consume the socket's
+        "input arrived" signal, so the poller is told to look at the socket again."""
+        assert link.control is not None
+        self.poller.touch(link.control)
+        return send_nowait(link.control, frames)
+
     def _send_control(self, node_id: str, msg: p.Message,
                       then: Callable[[], None] | None = None) -> None:
         """Acked: re-sent until the node acks ``msg.seq``; ``then`` runs on the ack."""
@@ -355,14 +368,14 @@ class Master:
         self.pending[seq] = PendingControl(node_id, frames, time.monotonic(), then)
         link = self.links.get(node_id)
         if link is not None and link.alive:
-            send_nowait(link.control, list(frames))
+            self._send_on(link, list(frames))
 
     def _resend(self, now: float) -> None:
         for pend in self.pending.values():
             if now - pend.sent_at >= RESEND_INTERVAL_S:
                 link = self.links.get(pend.node_id)
                 if link is not None and link.alive:
-                    send_nowait(link.control, list(pend.frames))
+                    self._send_on(link, list(pend.frames))
                 pend.sent_at = now
 
     def _recv(self, sock: zmq.Socket) -> tuple[p.Message | None, list[Any]]:
@@ -384,14 +397,14 @@ class Master:
         if now - self.last_lease >= HEARTBEAT_INTERVAL_S:
             self.last_lease = now
             for link in self._live():
-                send_nowait(link.control, p.encode(p.Lease(job_id=self.job_id)))
+                self._send_on(link, p.encode(p.Lease(job_id=self.job_id)))
             self._resend(now)
             if self.discover is not None and self.sched is not None:
                 self._join_new_nodes()
         self._step()
-        for sock, _ in self.poller.poll(timeout_ms):
+        for sock in self.poller.poll(timeout_ms):
             for _ in range(10_000):
-                if sock not in self.by_socket or not sock.poll(0):
+                if sock not in self.by_socket or not has_input(sock):
                     break
                 msg, payload = self._recv(sock)
                 link = self.by_socket[sock]
@@ -403,6 +416,8 @@ class Master:
                 self._handle(link, msg, payload)
                 if self.failure is not None:
                     raise self.failure
+            else:  # not drained: the poller must look at it again
+                self.poller.touch(sock)
         self._check_liveness()
         if self.failure is not None:
             raise self.failure
@@ -410,8 +425,13 @@ class Master:
         self._flush_commits()
 
     def _check_liveness(self) -> None:
-        """A node silent past the death timeout (its timer starts at its first heartbeat)."""
+        """A node silent past the death timeout (its timer starts at its first heartbeat).
+
+        At most every LIVENESS_CHECK_S: the check walks every node, and the loop turns
+        hundreds of times a second on a large cluster."""
         now = time.monotonic()
+        if now - self.last_liveness_check < LIVENESS_CHECK_S:
+            return
         if now - self.last_liveness_check > self.opts.death_timeout_s / 2:
             # This process was busy (or suspended) and read nothing: the silence is ours.
             for link in self._live():
@@ -446,6 +466,7 @@ class Master:
             order.extend([link.node_id] * max(1, link.slots))
         nparts = self.opts.num_partitions or len(order)
         self.partition_map = {i: order[i % len(order)] for i in range(nparts)}
+        self._parts_by_node = None
         shuffle = {x.node_id: x.shuffle_endpoint for x in self.links.values()}
         for link in self.links.values():
             self._send_control(link.node_id, p.JobStart(
@@ -612,7 +633,7 @@ class Master:
         for task_id, attempt, node_id in decision.cancel:
             loser = self.links.get(node_id)
             if loser is not None and loser.alive:
-                send_nowait(loser.control, p.encode(p.CancelTask(
+                self._send_on(loser, p.encode(p.CancelTask(
                     job_id=self.job_id, task_id=task_id, attempt=attempt)))
                 self.summary.cancelled += 1
                 self.reporter.event(f"task {task_id} done by another attempt; attempt "
@@ -620,24 +641,46 @@ class Master:
         self.summary.bad_bytes += msg.bad_bytes
         tasks = [t for t, _ in msg.tasks]
         self.outputs[msg.output_id] = CommittedOutput(link.node_id, tasks, msg.manifest)
-        by_node: dict[str, dict[int, list[int]]] = {}
-        for part, man in msg.manifest.items():
-            owner = self.partition_map.get(part)
-            if owner is not None:
-                by_node.setdefault(owner, {})[part] = man
-        for node_id, mine in by_node.items():
-            if self.links[node_id].alive:
-                self._commit_to(node_id, msg.output_id, tasks, mine)
+        # Split by reducer node and queued as is. This is the master's only work per
+        # (output, partition), M x R per job: with a manifest of every partition (what
+        # executors send) the split runs in C, per node a gather of its partitions.
+        buf = self.commit_buf
+        manifest = msg.manifest
+        if manifest.keys() == self.partition_map.keys():
+            get = manifest.__getitem__
+            for node_id, parts in self._partitions_by_node().items():
+                if self.links[node_id].alive:
+                    buf.setdefault(node_id, []).append(
+                        (msg.output_id, tasks, dict(zip(parts, map(get, parts), strict=True))))
+        else:
+            by_node: dict[str, dict[int, list[int]]] = {}
+            for part, man in manifest.items():
+                owner = self.partition_map.get(part)
+                if owner is not None:
+                    by_node.setdefault(owner, {})[part] = man
+            for node_id, mine in by_node.items():
+                if self.links[node_id].alive:
+                    buf.setdefault(node_id, []).append((msg.output_id, tasks, mine))
         # Chunks sent under an older partition map went to a partition's former owner:
         # have them sent to the new one now rather than when it finds them missing (while
         # a move is being acked, its refill covers this output).
-        for part in msg.manifest if not self.updating else ():
-            if msg.epoch and self.moved.get(part, (0, 0.0))[0] > msg.epoch \
-                    and part in self.partition_map:
+        if not self.moved or not msg.epoch or self.updating:
+            return
+        for part in msg.manifest:
+            if self.moved.get(part, (0, 0.0))[0] > msg.epoch and part in self.partition_map:
                 target = self.links[self.partition_map[part]]
                 self._send_control(link.node_id, p.ResendChunks(
                     seq=self._next_seq(), job_id=self.job_id, output_id=msg.output_id,
                     partition=part, endpoint=target.shuffle_endpoint, epoch=self.epoch))
+
+    def _partitions_by_node(self) -> dict[str, list[int]]:
+        """node -> its partitions, rebuilt after the partition map changed."""
+        if self._parts_by_node is None:
+            by_node: dict[str, list[int]] = {}
+            for part, node_id in self.partition_map.items():
+                by_node.setdefault(node_id, []).append(part)
+            self._parts_by_node = by_node
+        return self._parts_by_node
 
     def _commit_to(self, node_id: str, output_id: str, tasks: list[int],
                    manifest: dict[int, list[int]]) -> None:
@@ -716,6 +759,12 @@ class Master:
         finished theirs (each partition once), rebuilt from the retained map outputs."""
         if self.updating or len(self.partition_done) == len(self.partition_map):
             return
+        # Only nodes already seen to be slow (their map tasks needed backups) are suspects:
+        # a partition that merely has more to merge (its node took over a lost node's) is
+        # left alone.  Without suspects there is nothing to judge (and this runs per turn).
+        suspects = self.sched.slow_nodes if self.sched is not None else set()
+        if not suspects:
+            return
         took = sorted(max(0.0, t - started) for part, t in self.done_at.items()
                       if part in self.partition_done)
         if 2 * len(took) < len(self.partition_map):
@@ -724,9 +773,6 @@ class Master:
         limit = max(REDUCE_LAG_MIN_S, REDUCE_LAG_FACTOR * took[len(took) // 2])
         # A partition that moved (its node was lost) is timed from its move: it is being
         # rebuilt, not slow.
-        # Only nodes already seen to be slow (their map tasks needed backups): a partition
-        # that merely has more to merge (its node took over a lost node's) is left alone.
-        suspects = self.sched.slow_nodes if self.sched is not None else set()
         lagging = [part for part in self.partition_map
                    if part not in self.partition_done and part not in self.lag_moved
                    and self.partition_map[part] in suspects
@@ -753,6 +799,7 @@ class Master:
         for part in parts:
             target = min(load, key=lambda n: (load[n], n))
             self.partition_map[part] = target
+            self._parts_by_node = None
             load[target] += 1
             self.partition_done.pop(part, None)
             self.streams.restart(part)
@@ -797,7 +844,7 @@ class Master:
 
     def _request_chunks(self, part: int, start: int, count: int) -> None:
         link = self.links[self.partition_map[part]]
-        send_nowait(link.control, p.encode(p.FetchPartition(
+        self._send_on(link, p.encode(p.FetchPartition(
             job_id=self.job_id, partition=part, start=start, count=count)))
 
     def _merged_records(self) -> Iterator[tuple[bytes, int]]:

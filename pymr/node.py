@@ -14,7 +14,9 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -225,6 +227,20 @@ class NodeDaemon:
 
     def run(self) -> None:
         """Serve until ``stop()``; every wait is bounded."""
+        # A signal caught by another thread (the ZAP authenticator's) only sets a flag
+        # that this thread sees after its poll times out (up to 100 ms: every embedded
+        # job paid it at random when its node was told to stop). The wake-up fd makes the
+        # poll return at once, so the handler (stop) runs at once.
+        in_main = threading.current_thread() is threading.main_thread()
+        old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False) \
+            if in_main else -1
+        try:
+            self._serve()
+        finally:
+            if in_main:
+                signal.set_wakeup_fd(old_wakeup)
+
+    def _serve(self) -> None:
         poller = zmq.Poller()
         for s in (self.control, self.task_sock, self.shuffle_sock, self.exec_sock):
             poller.register(s, zmq.POLLIN)
@@ -242,6 +258,11 @@ class NodeDaemon:
                     return
                 next_beat = now + self.opts.heartbeat_interval_s
             events = dict(poller.poll(max(1, min(100, int((next_beat - now) * 1000)))))
+            if self._wake_r in events:
+                try:
+                    os.read(self._wake_r, 4096)  # stop() and signals: woken, now drained
+                except OSError:
+                    pass
             if self.exec_sock in events:
                 for _ in range(1000):
                     try:

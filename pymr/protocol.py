@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
+from itertools import chain, compress
 from typing import Any, ClassVar
 
 import msgpack
@@ -40,9 +41,17 @@ class Message:
         super().__init_subclass__(**kwargs)
 
     def to_fields(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        # Field names cached per class: dataclasses.fields() rebuilds its tuple on every
+        # call, and the master encodes thousands of messages per second.
+        cls = type(self)
+        names = _FIELD_NAMES.get(cls)
+        if names is None:
+            names = _FIELD_NAMES[cls] = tuple(
+                f.name for f in dataclasses.fields(self))  # type: ignore[arg-type]
+        return {n: getattr(self, n) for n in names}
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 _T = typing.TypeVar("_T", bound="type[Message]")
 
 
@@ -573,26 +582,31 @@ def encode_topic(topic: bytes, msg: Message) -> list[Any]:
     return [topic, *encode(msg)]
 
 
-_CONTAINERS = (dict, list)
+_CONTAINER_TYPES = frozenset((dict, list, tuple))
+_is_container = _CONTAINER_TYPES.__contains__
 
 
-def _check_depth(obj: Any, depth: int = 0) -> None:
-    """Recurses into containers only: a manifest of many ints costs no call per int."""
-    if depth > MAX_DEPTH:
-        raise ProtocolError("message nested too deeply")
-    if type(obj) is dict:
-        for k, v in obj.items():
-            if type(k) in _CONTAINERS:
-                _check_depth(k, depth + 1)
-            if type(v) in _CONTAINERS:
-                _check_depth(v, depth + 1)
-    elif type(obj) is list:
-        for v in obj:
-            if type(v) in _CONTAINERS:
-                _check_depth(v, depth + 1)
+def _check_depth(obj: Any) -> None:
+    """Level by level, the containers of each level picked out in C (``compress``): a
+    manifest of many small lists costs a loop turn per list, no call per int or per list."""
+    level = [obj]
+    for _ in range(MAX_DEPTH + 1):
+        below: list[Any] = []
+        for o in level:
+            if type(o) is dict:
+                keys, values = o.keys(), o.values()
+                below.extend(compress(values, map(_is_container, map(type, values))))
+                below.extend(compress(keys, map(_is_container, map(type, keys))))
+            else:
+                below.extend(compress(o, map(_is_container, map(type, o))))
+        if not below:
+            return
+        level = below
+    raise ProtocolError("message nested too deeply")
 
 
 _VALIDATORS: dict[Any, typing.Callable[[Any], bool]] = {}
+_LIST_ONLY = frozenset([list])
 
 
 def _validator(hint: Any) -> typing.Callable[[Any], bool]:
@@ -618,16 +632,29 @@ def _build_validator(hint: Any) -> typing.Callable[[Any], bool]:
             return lambda x: type(x) in exact
         return lambda x: _conforms(x, hint)
     args = typing.get_args(hint)
+    scalars = (int, str, bytes)
     if origin is list:
-        if args[0] in (int, str, bytes):
+        if args[0] in scalars:
             only = frozenset([args[0]])
             return lambda x: type(x) is list and only.issuperset(map(type, x))
+        if typing.get_origin(args[0]) is list and typing.get_args(args[0])[0] in scalars:
+            # list[list[int]] (task lists): both levels checked in C
+            inner_only = frozenset([typing.get_args(args[0])[0]])
+            return lambda x: (type(x) is list and _LIST_ONLY.issuperset(map(type, x))
+                              and inner_only.issuperset(map(type, chain.from_iterable(x))))
         inner = _validator(args[0])
         return lambda x: type(x) is list and all(map(inner, x))
     if origin is dict:
         key, value = _validator(args[0]), _validator(args[1])
         if args[0] in (int, str):
             keys = frozenset([args[0]])
+            if typing.get_origin(args[1]) is list and typing.get_args(args[1])[0] in scalars:
+                # dict[int, list[int]] (manifests): keys, values and their items in C
+                items = frozenset([typing.get_args(args[1])[0]])
+                return lambda x: (type(x) is dict and keys.issuperset(map(type, x))
+                                  and _LIST_ONLY.issuperset(map(type, x.values()))
+                                  and items.issuperset(
+                                      map(type, chain.from_iterable(x.values()))))
             return lambda x: (type(x) is dict and keys.issuperset(map(type, x))
                               and all(map(value, x.values())))
         return lambda x: type(x) is dict and all(map(key, x)) and all(map(value, x.values()))
@@ -657,6 +684,44 @@ def _conforms(value: Any, hint: Any) -> bool:
     return isinstance(value, origin)
 
 
+_FIELDS: dict[str, list[tuple[str, bool, typing.Callable[[Any], bool]]]] = {}
+
+
+def _fields_of(name: str, cls: type[Message], hints: dict[str, Any]
+               ) -> list[tuple[str, bool, typing.Callable[[Any], bool]]]:
+    """(name, required, type check) of each field of a message type, built once."""
+    fields = _FIELDS.get(name)
+    if fields is None:
+        fields = _FIELDS[name] = [
+            (f.name, f.default is dataclasses.MISSING
+             and f.default_factory is dataclasses.MISSING, _field_check(hints[f.name]))
+            for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    return fields
+
+
+def _holds_any(hint: Any) -> bool:
+    return hint is Any or any(_holds_any(a) for a in typing.get_args(hint))
+
+
+def _field_check(hint: Any) -> typing.Callable[[Any], bool]:
+    """The field's type check; for a field that may hold Any, also the depth limit.
+
+    A value that passed a check without Any is nested no deeper than its annotation (at
+    most 3 levels), so only Any fields (and undeclared ones) need the depth walk:
+    manifests (M x R small lists per job at the master) are not walked twice."""
+    check = _validator(hint)
+    if not _holds_any(hint):
+        return check
+
+    def check_with_depth(value: Any) -> bool:
+        if not check(value):
+            return False
+        _check_depth([value])  # the list stands for the header map: same levels
+        return True
+
+    return check_with_depth
+
+
 def decode_header(frame: bytes | memoryview) -> Message:
     """Decode and validate one header frame; raises only ``ProtocolError``."""
     if len(frame) > MAX_HEADER_BYTES:
@@ -673,7 +738,6 @@ def decode_header(frame: bytes | memoryview) -> Message:
         raise ProtocolError(f"undecodable header: {type(exc).__name__}") from exc
     if not isinstance(raw, dict):
         raise ProtocolError("header is not a map")
-    _check_depth(raw)
     version = raw.pop("v", None)
     if type(version) is not int or version != PROTOCOL_VERSION:
         raise ProtocolError(f"protocol version {version!r}, expected {PROTOCOL_VERSION}")
@@ -685,15 +749,18 @@ def decode_header(frame: bytes | memoryview) -> Message:
     if hints is None:  # resolved lazily: get_type_hints for every type costs start-up time
         hints = _HINTS[name] = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name in raw:
-            value = raw.pop(f.name)
-            if not _validator(hints[f.name])(value):
-                raise ProtocolError(f"{name}: field {f.name} has the wrong type")
-            kwargs[f.name] = value
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ProtocolError(f"{name}: missing field {f.name}")
-    # Unknown extra fields are ignored: newer peers may add fields with defaults.
+    for field_name, required, check in _fields_of(name, cls, hints):
+        if field_name in raw:
+            value = raw.pop(field_name)
+            if not check(value):
+                raise ProtocolError(f"{name}: field {field_name} has the wrong type")
+            kwargs[field_name] = value
+        elif required:
+            raise ProtocolError(f"{name}: missing field {field_name}")
+    # Unknown extra fields are ignored (newer peers may add fields with defaults), but not
+    # nested past the limit: what is left of the header now is only those fields.
+    if raw:
+        _check_depth(raw)
     try:
         return cls(**kwargs)
     except Exception as exc:

@@ -154,7 +154,8 @@ def main() -> int:
         os._exit(3)
 
     threading.Thread(target=watchdog, daemon=True).start()
-    prof = cProfile.Profile() if cfg.get("profile") else None
+    # CPU time, not wall: waiting in poll is not work.
+    prof = cProfile.Profile(time.process_time) if cfg.get("profile") else None
     if prof:
         prof.enable()
     error = ""

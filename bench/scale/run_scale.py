@@ -289,6 +289,26 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"| {r['commits']} | {r['outputs']} | {r['shuffle_connections']} "
             f"({r['shuffle_node_pairs']}) | {sum(r['resent'].values())} "
             f"| {'yes' if r['ok'] else 'NO: ' + (r['error'] or str(r['check']))[:100]} |")
+    L += ["", "Where the master's CPU goes, by what each phase grows with: connecting and "
+          "starting the job with the number of nodes (sockets, CURVE handshakes, JobStart); "
+          "the map phase with the tasks; the commit phase with outputs x reducer nodes (one "
+          "commit entry per output per node owning partitions of it: the manifest slice "
+          "and the task list); the rest (reduce, fetch, end) with partitions and nodes.", "",
+          "| nodes | tasks | connect+start CPU s | per node ms | map CPU ms/task "
+          "| commit CPU s | commit entries | per entry us | reduce+fetch+end CPU s "
+          "| after connect ms/task | whole job ms/task |",
+          "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        if "map_s" not in r:
+            continue
+        entries = r["outputs"] * r["nodes"]
+        rest = r["reduce_cpu_s"] + r["fetch_cpu_s"] + r["end_cpu_s"]
+        after = (r["master_cpu_s"] - r["connect_start_cpu_s"]) * 1000 / r["tasks"]
+        L.append(f"| {r['nodes']} | {r['tasks']} | {r['connect_start_cpu_s']:.3f} "
+                 f"| {r['connect_start_cpu_s'] * 1000 / r['nodes']:.2f} "
+                 f"| {r['map_cpu_ms_per_task']:.3f} | {r['commit_cpu_s']:.3f} | {entries} "
+                 f"| {r['commit_cpu_s'] * 1e6 / entries:.1f} | {rest:.3f} | {after:.3f} "
+                 f"| {r['master_cpu_ms_per_task']:.3f} |")
     L += ["", "Messages by type (both directions, summed over the simulated nodes):", ""]
     for r in rows:
         if "messages" in r:

@@ -633,7 +633,8 @@ def junk_frames(job_id: str, word: bytes) -> dict[str, list[bytes]]:
         "nested just past the limit": [raw_header(
             v=p.PROTOCOL_VERSION, t="status_reply", seq=1, node_id="n", name="n",
             incarnation="i", pymr_version="v", slots=1, busy=0, tasks_done=0,
-            bytes_processed=0, uptime_s=0.0, jobs=nested(p.MAX_DEPTH + 1, False))],
+            bytes_processed=0, uptime_s=0.0, jobs=[],
+            a_future_field=nested(p.MAX_DEPTH + 1, False))],
         "header over MAX_HEADER_BYTES": [raw_header(**{**task, "pad": b"x" * (
             p.MAX_HEADER_BYTES + 1)}), payload],
         "trailing garbage": [raw_header(**task) + b"\xc1", payload],

@@ -398,6 +398,21 @@ def test_nesting_deeper_than_any_message(depth: int) -> None:
     assert "deep" in str(exc) or "type" in str(exc)
 
 
+def test_undeclared_fields_are_ignored_unless_nested_too_deeply() -> None:
+    """A newer peer's extra field is dropped unread; one nested past the limit is refused
+    (declared fields are bounded by their type check instead)."""
+    fields = valid_header_fields("ack")
+    fields["a_future_field"] = [[1, 2], {"k": [3]}]
+    msg, _ = p.decode([msgpack.packb(fields, use_bin_type=True)])
+    assert isinstance(msg, p.Ack)
+    value: Any = 1
+    for _ in range(p.MAX_DEPTH + 1):  # the header map is level 0: lists at 1..MAX_DEPTH + 1
+        value = [value]
+    fields["a_future_field"] = value
+    exc = assert_rejected([msgpack.packb(fields, use_bin_type=True)])
+    assert "deep" in str(exc)
+
+
 def test_oversized_header_frame() -> None:
     fields = valid_header_fields("ack")
     fields["padding"] = b"\x00" * (p.MAX_HEADER_BYTES + 1)
@@ -508,3 +523,43 @@ def test_compiled_validators_agree_with_the_reference_check(value: Any, data: An
     for f in fields_of(TYPES[name]):
         hint = hints_of(TYPES[name])[f.name]
         assert p._validator(hint)(value) == p._conforms(value, hint), (name, f.name, value)
+
+
+SHAPED_VALUES = st.one_of(
+    st.dictionaries(WIRE_INT | st.booleans() | st.text(max_size=2),
+                    st.lists(WIRE_INT | st.booleans() | st.text(max_size=1), max_size=3)
+                    | WIRE_INT, max_size=4),
+    st.lists(st.lists(WIRE_INT | st.booleans() | st.none(), max_size=3) | WIRE_INT,
+             max_size=4))
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=SHAPED_VALUES)
+def test_nested_int_validators_agree_with_the_reference_check(value: Any) -> None:
+    """Manifests (dict[int, list[int]]) and task lists (list[list[int]]) are checked in C
+    at both levels; a bool, str or None anywhere inside must still fail as _conforms says."""
+    for hint in (dict[int, list[int]], list[list[int]], list[dict[int, list[int]]]):
+        assert p._validator(hint)(value) == p._conforms(value, hint), (hint, value)
+        assert p._validator(hint)([value]) == p._conforms([value], hint), (hint, value)
+
+
+@pytest.mark.parametrize("shape", ["list", "dict value", "tuple key"])
+def test_depth_limit_is_exact(shape: str) -> None:
+    """Containers at depth MAX_DEPTH pass, one level more is refused (the header is depth
+    0), whether the nesting runs through lists, dict values or (msgpack array) dict keys."""
+    def nest(levels: int) -> Any:
+        value: Any = 1
+        for i in range(levels):
+            if shape == "list":
+                value = [value]
+            elif shape == "dict value":
+                value = {1: value}
+            elif i < levels - 1:  # msgpack array keys decode as (hashable) tuples
+                value = (value,)
+            else:  # the outermost level holds the rest as a key
+                value = {value: 1}
+        return value
+
+    p._check_depth({"k": nest(p.MAX_DEPTH)})
+    with pytest.raises(p.ProtocolError, match="deep"):
+        p._check_depth({"k": nest(p.MAX_DEPTH + 1)})
