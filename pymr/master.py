@@ -13,6 +13,8 @@ import secrets
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, Protocol
 
 import zmq
@@ -174,6 +176,8 @@ class Master:
         self.moved: dict[int, tuple[int, float]] = {}  # partition -> (epoch, time) of last move
         self.outputs: dict[str, CommittedOutput] = {}
         self.commit_buf: dict[str, list[tuple[str, list[int], dict[int, list[int]]]]] = {}
+        #: outputs committed this turn with a manifest of every partition (split at flush)
+        self.commit_turn: list[tuple[str, list[int], dict[int, list[int]]]] = []
         self.epoch = 1
         self.updating = 0               # JobUpdates not yet acked: no dispatch meanwhile
         self.drop = LogOnce(log)
@@ -641,17 +645,12 @@ class Master:
         self.summary.bad_bytes += msg.bad_bytes
         tasks = [t for t, _ in msg.tasks]
         self.outputs[msg.output_id] = CommittedOutput(link.node_id, tasks, msg.manifest)
-        # Split by reducer node and queued as is. This is the master's only work per
-        # (output, partition), M x R per job: with a manifest of every partition (what
-        # executors send) the split runs in C, per node a gather of its partitions.
-        buf = self.commit_buf
+        # Queued for _flush_commits, which splits the turn's outputs by reducer node. An
+        # output with a manifest of every partition (what executors send) is split there
+        # in C; any other manifest is split here.
         manifest = msg.manifest
         if manifest.keys() == self.partition_map.keys():
-            get = manifest.__getitem__
-            for node_id, parts in self._partitions_by_node().items():
-                if self.links[node_id].alive:
-                    buf.setdefault(node_id, []).append(
-                        (msg.output_id, tasks, dict(zip(parts, map(get, parts), strict=True))))
+            self.commit_turn.append((msg.output_id, tasks, manifest))
         else:
             by_node: dict[str, dict[int, list[int]]] = {}
             for part, man in manifest.items():
@@ -659,8 +658,7 @@ class Master:
                 if owner is not None:
                     by_node.setdefault(owner, {})[part] = man
             for node_id, mine in by_node.items():
-                if self.links[node_id].alive:
-                    buf.setdefault(node_id, []).append((msg.output_id, tasks, mine))
+                self.commit_buf.setdefault(node_id, []).append((msg.output_id, tasks, mine))
         # Chunks sent under an older partition map went to a partition's former owner:
         # have them sent to the new one now rather than when it finds them missing (while
         # a move is being acked, its refill covers this output).
@@ -691,18 +689,45 @@ class Master:
             self.commit_buf.setdefault(node_id, []).append((output_id, tasks, mine))
 
     def _flush_commits(self) -> None:
-        """One acked Commit per reducer node for everything committed since the last turn."""
+        """One acked Commit per reducer node for everything committed since the last turn.
+
+        This is the master's work per (output, reducer node), M x N per job. For the
+        outputs with complete manifests, a node's slices are cut by one C pipeline: its
+        partitions' entries gathered (itemgetter), zipped with the partition numbers and
+        made dicts, with no Python step per output."""
         buf, self.commit_buf = self.commit_buf, {}
+        turn, self.commit_turn = self.commit_turn, []
+        # node -> (output ids, task lists, manifest slices): columns, as Commit has them
+        cols: dict[str, tuple[list[str], list[list[int]], list[dict[int, list[int]]]]] = {}
+        if turn:
+            ids = [e[0] for e in turn]
+            tasks = [e[1] for e in turn]
+            manifests = [e[2] for e in turn]
+            for node_id, parts in self._partitions_by_node().items():
+                if len(parts) == 1:
+                    part = parts[0]
+                    slices: list[dict[int, list[int]]] = [{part: m[part]} for m in manifests]
+                else:
+                    slices = list(map(dict, map(zip, repeat(parts),
+                                                map(itemgetter(*parts), manifests))))
+                cols[node_id] = (ids, tasks, slices)
         for node_id, entries in buf.items():
+            col = cols.get(node_id)
+            col = cols[node_id] = ([], [], []) if col is None else (
+                list(col[0]), list(col[1]), col[2])
+            for output_id, task_list, mine in entries:
+                col[0].append(output_id)
+                col[1].append(task_list)
+                col[2].append(mine)
+        for node_id, (ids, tasks, slices) in cols.items():
             link = self.links.get(node_id)
             if link is None or not link.alive:
                 continue  # its partitions move; _refill re-commits to the new owners
-            for i in range(0, len(entries), COMMIT_BATCH):
-                part = entries[i:i + COMMIT_BATCH]
+            for i in range(0, len(ids), COMMIT_BATCH):
                 self._send_control(node_id, p.Commit(
                     seq=self._next_seq(), job_id=self.job_id,
-                    output_ids=[e[0] for e in part], tasks=[e[1] for e in part],
-                    manifests=[e[2] for e in part], epoch=self.epoch))
+                    output_ids=ids[i:i + COMMIT_BATCH], tasks=tasks[i:i + COMMIT_BATCH],
+                    manifests=slices[i:i + COMMIT_BATCH], epoch=self.epoch))
 
     def _on_chunks_missing(self, msg: p.ChunksMissing) -> None:
         out = self.outputs.get(msg.output_id)

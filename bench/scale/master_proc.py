@@ -71,7 +71,8 @@ class PhaseReporter:
         rss, hwm = rss_kib()
         m = self.master
         self.marks[name] = {
-            "t": time.perf_counter() - self.t0, "cpu": cpu_s(), "rss_mib": rss / 1024,
+            "t": time.perf_counter() - self.t0, "cpu": cpu_s(), "main_cpu": time.thread_time(),
+            "rss_mib": rss / 1024,
             "hwm_mib": hwm / 1024, "py_blocks": sys.getallocatedblocks(),
             "pending": len(m.pending) if m else 0,
             "outputs": len(m.outputs) if m else 0,
@@ -154,8 +155,9 @@ def main() -> int:
         os._exit(3)
 
     threading.Thread(target=watchdog, daemon=True).start()
-    # CPU time, not wall: waiting in poll is not work.
-    prof = cProfile.Profile(time.process_time) if cfg.get("profile") else None
+    # This thread's CPU time, not wall: waiting in poll is not work, and libzmq's I/O
+    # thread (CURVE, TCP) is not this code's.
+    prof = cProfile.Profile(time.thread_time) if cfg.get("profile") else None
     if prof:
         prof.enable()
     error = ""
