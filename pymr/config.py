@@ -13,6 +13,9 @@ MiB = 1 << 20
 HEARTBEAT_INTERVAL_S = 1.0
 #: A node silent for this long is considered dead (first heartbeat starts the timer).
 DEATH_TIMEOUT_S = 4.0
+#: An executor stopped (SIGSTOP, a freezer) this long is killed and replaced by its node:
+#: its heartbeats come from the node, so the master would never see it as lost.
+EXECUTOR_STOPPED_S = DEATH_TIMEOUT_S
 #: A node drops a job whose master's lease has not been renewed for this long.
 LEASE_TIMEOUT_S = 10.0
 #: Unacked control messages are re-sent after this long.

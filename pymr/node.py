@@ -28,7 +28,7 @@ import zmq
 from . import __version__
 from . import protocol as p
 from ._exec_entry import exec_endpoint, make_run_dir, spawn_executors
-from .config import UNICODE_VERSION, NodeOptions
+from .config import EXECUTOR_STOPPED_S, UNICODE_VERSION, NodeOptions
 from .errors import ProtocolError
 from .jobs import builtin_hashes, sha256_of
 from .security import Authenticator, ClusterKey, prove_rejects_strangers, secure_bind
@@ -59,6 +59,18 @@ def _job_start_problem(msg: p.JobStart) -> str:
     return ""
 
 
+def _is_stopped(pid: int) -> bool:
+    """The process is stopped by a signal (state T in /proc; Linux). Not t (traced): an
+    executor paused in a debugger or sampled by a profiler is left alone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    fields = stat.rpartition(b")")[2].split()
+    return bool(fields) and fields[0] == b"T"
+
+
 @dataclass
 class ExecutorSlot:
     index: int
@@ -70,6 +82,7 @@ class ExecutorSlot:
     outbox: list[list[Any]] = field(default_factory=list)   # held until the executor is ready
     started: float = field(default_factory=time.monotonic)
     replacement: bool = False
+    stopped_since: float | None = None   # when it was first seen stopped (SIGSTOP)
 
 
 @dataclass
@@ -604,24 +617,39 @@ class NodeDaemon:
             log.warning("job %s: master unreachable; report dropped", owner.job_id)
 
     def _check_executors(self) -> None:
+        now = time.monotonic()
         for e in self.executors:
-            if e.process.is_alive() or self._stop:
+            if self._stop:
                 continue
-            log.error("executor %d died (exit %s); replacing it", e.index, e.process.exitcode)
+            if e.process.is_alive():
+                if not _is_stopped(e.process.pid):
+                    e.stopped_since = None
+                    continue
+                if e.stopped_since is None:
+                    e.stopped_since = now
+                if now - e.stopped_since < EXECUTOR_STOPPED_S:
+                    continue
+                # A stopped executor holds its tasks and partitions while the node keeps
+                # heartbeating for it: nobody else would ever notice.
+                why = f"executor stopped for {now - e.stopped_since:.0f} s (SIGSTOP?); killed"
+                e.process.kill()
+                e.process.join(timeout=5)
+            else:
+                why = f"executor exited with code {e.process.exitcode}"
+            log.error("executor %d: %s; replacing it", e.index, why)
             for job in self.jobs.values():
                 for part, idx in job.owners.items():
                     if idx == e.index:
                         send_nowait(self.control, [job.master, *p.encode(p.PartitionLost(
                             job_id=job.job_id, node_id=self.node_id, partition=part,
-                            reason=f"executor exited with code {e.process.exitcode}"))])
+                            reason=why))])
             for job_id, task_id, attempt in list(e.tasks) + sorted(e.unflushed):
                 running = self.jobs.get(job_id)
                 if running is not None:
                     send_nowait(self.control, [running.master, *p.encode(p.TaskFailedReport(
                         job_id=job_id, node_id=self.node_id, task_id=task_id,
                         attempt=attempt, exc_type=p.LOST if (job_id, task_id, attempt)
-                        in e.unflushed else "ExecutorCrashed",
-                        message=f"executor exited with code {e.process.exitcode}"))])
+                        in e.unflushed else "ExecutorCrashed", message=why))])
             new = self._spawn_executor(e.index)
             new.replacement = True
             self.executors[e.index] = new

@@ -388,6 +388,34 @@ def test_executor_killed_is_replaced_and_its_work_redone(cluster: LocalCluster, 
     assert not alive(executor)
 
 
+def test_executor_stopped_is_replaced_and_its_work_redone(cluster: LocalCluster, settled,
+                                                          text_8m: Path, text_files,
+                                                          tmp_path: Path) -> None:
+    # Given a node's executor (its node keeps heartbeating for it, so the master cannot
+    # see it stop)
+    victim = 1
+    (executor,) = executor_pids(cluster, victim)
+    hooks = Hooks()
+    settled(hooks)
+    hooks.at_advance(tasks_of(text_8m) // 3, lambda: signal_all([executor], signal.SIGSTOP))
+    out = tmp_path / "out.tsv"
+    try:
+        # When it is stopped with SIGSTOP a third into the map phase, and never continued
+        outcome = run_master(cluster, [text_8m], out, hooks, timeout_s=JOB_BOUND_S,
+                             options=options())
+    finally:
+        if alive(executor):
+            signal_all([executor], signal.SIGKILL)  # the node's teardown must not wait on it
+    # Then its node kills and replaces it, its tasks and partition are redone elsewhere or
+    # by the replacement, the node stays in the job, and the answer is exact
+    assert_exact(outcome, out, text_files.expected(text_8m))
+    assert outcome.summary["nodes_lost"] == []
+    assert any("stopped" in x for x in hooks.event_texts()), hooks.event_texts()
+    replacements = executor_pids(cluster, victim)
+    assert len(replacements) == 1 and replacements[0] != executor
+    assert not alive(executor)
+
+
 def test_task_failing_on_every_attempt_fails_the_job_cleanly(cluster: LocalCluster, write_text,
                                                              text_files, tmp_path: Path) -> None:
     # Given a job whose map raises on every split, at most 3 attempts per task
