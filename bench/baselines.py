@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:            # run as a script from a checkout: use its pymr
     sys.path.insert(0, str(ROOT))
 
+from pymr.fileio import pread_exact  # noqa: E402
+
 MiB = 1 << 20
 BLOCK = 16 * MiB
 TOKENIZERS = ("words", "whitespace")
@@ -142,17 +144,7 @@ def _pool_init(path: str, tokenizer: str, barrier: Any) -> None:
 def _pool_map(rng: tuple[int, int]) -> int:
     offset, length = rng
     fd = _worker["fd"]
-    data = os.pread(fd, length, offset)
-    if len(data) < length:          # a short read: finish it (one copy, rare)
-        parts = [data]
-        got = len(data)
-        while got < length:
-            more = os.pread(fd, length - got, offset + got)
-            if not more:
-                raise OSError(f"unexpected end of file at offset {offset + got}")
-            parts.append(more)
-            got += len(more)
-        data = b"".join(parts)
+    data = pread_exact(fd, length, offset)
     _worker["combiner"].add(data)
     return length
 

@@ -652,13 +652,9 @@ class Master:
         if manifest.keys() == self.partition_map.keys():
             self.commit_turn.append((msg.output_id, tasks, manifest))
         else:
-            by_node: dict[str, dict[int, list[int]]] = {}
-            for part, man in manifest.items():
-                owner = self.partition_map.get(part)
-                if owner is not None:
-                    by_node.setdefault(owner, {})[part] = man
-            for node_id, mine in by_node.items():
-                self.commit_buf.setdefault(node_id, []).append((msg.output_id, tasks, mine))
+            owners = {self.partition_map[part] for part in manifest if part in self.partition_map}
+            for node_id in owners:
+                self._commit_to(node_id, msg.output_id, tasks, manifest)
         # Chunks sent under an older partition map went to a partition's former owner:
         # have them sent to the new one now rather than when it finds them missing (while
         # a move is being acked, its refill covers this output).

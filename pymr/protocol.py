@@ -605,6 +605,11 @@ def _check_depth(obj: Any) -> None:
     raise ProtocolError("message nested too deeply")
 
 
+def _depth_ok(value: Any) -> bool:
+    _check_depth([value])  # raises ProtocolError; the list stands for the header map
+    return True
+
+
 _VALIDATORS: dict[Any, typing.Callable[[Any], bool]] = {}
 _LIST_ONLY = frozenset([list])
 
@@ -623,7 +628,9 @@ def _validator(hint: Any) -> typing.Callable[[Any], bool]:
 def _build_validator(hint: Any) -> typing.Callable[[Any], bool]:
     origin = typing.get_origin(hint)
     if hint is Any:
-        return lambda x: True
+        # Anything, but not nested past the limit (a checked type bounds the nesting of
+        # every other field; undeclared fields are walked in decode_header).
+        return _depth_ok
     if origin is None:
         if hint is float:
             return lambda x: type(x) is float or type(x) is int
@@ -694,32 +701,9 @@ def _fields_of(name: str, cls: type[Message], hints: dict[str, Any]
     if fields is None:
         fields = _FIELDS[name] = [
             (f.name, f.default is dataclasses.MISSING
-             and f.default_factory is dataclasses.MISSING, _field_check(hints[f.name]))
+             and f.default_factory is dataclasses.MISSING, _validator(hints[f.name]))
             for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     return fields
-
-
-def _holds_any(hint: Any) -> bool:
-    return hint is Any or any(_holds_any(a) for a in typing.get_args(hint))
-
-
-def _field_check(hint: Any) -> typing.Callable[[Any], bool]:
-    """The field's type check; for a field that may hold Any, also the depth limit.
-
-    A value that passed a check without Any is nested no deeper than its annotation (at
-    most 3 levels), so only Any fields (and undeclared ones) need the depth walk:
-    manifests (M x R small lists per job at the master) are not walked twice."""
-    check = _validator(hint)
-    if not _holds_any(hint):
-        return check
-
-    def check_with_depth(value: Any) -> bool:
-        if not check(value):
-            return False
-        _check_depth([value])  # the list stands for the header map: same levels
-        return True
-
-    return check_with_depth
 
 
 def decode_header(frame: bytes | memoryview) -> Message:

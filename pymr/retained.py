@@ -24,6 +24,8 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from .fileio import pread_exact
+
 log = logging.getLogger(__name__)
 
 _DIR_MODE = 0o700
@@ -104,7 +106,8 @@ class RetainedOutputs:
             return []
         fd = os.open(spilled.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
-            return [_pread_exact(fd, length, offset, spilled.path) for offset, length in where]
+            return [pread_exact(fd, length, offset, f"spill file {spilled.path}")
+                    for offset, length in where]
         finally:
             os.close(fd)
 
@@ -223,22 +226,6 @@ def _create_unique(directory: str, output_id: str) -> tuple[int, str]:
         except FileExistsError:
             continue
     raise FileExistsError(f"no free spill file name in {directory}")
-
-
-def _pread_exact(fd: int, length: int, offset: int, path: str) -> bytes:
-    """Read exactly ``length`` bytes at ``offset``; OSError if the file is shorter."""
-    data = os.pread(fd, length, offset)
-    if len(data) == length:
-        return data
-    pieces = [data]
-    got = len(data)
-    while got < length:
-        more = os.pread(fd, length - got, offset + got)
-        if not more:
-            raise OSError(f"spill file {path} is truncated")
-        pieces.append(more)
-        got += len(more)
-    return b"".join(pieces)
 
 
 def _unlink_quietly(path: str) -> None:

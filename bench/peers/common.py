@@ -41,6 +41,8 @@ for _p in (str(ROOT), str(BENCH)):
 
 import baselines  # noqa: E402  (bench/baselines.py: block ranges and the TSV writer)
 
+from pymr.fileio import pread_exact  # noqa: E402
+
 T0 = time.perf_counter()
 WORD_PATTERN = r"\w+(?:['’]\w+)*"
 WORD_RE = re.compile(WORD_PATTERN)
@@ -111,15 +113,7 @@ def groups(items: list[Any], n: int) -> list[list[Any]]:
 def read_range(path: str, offset: int, length: int) -> bytes:
     fd = os.open(path, os.O_RDONLY)
     try:
-        parts = []
-        got = 0
-        while got < length:
-            chunk = os.pread(fd, length - got, offset + got)
-            if not chunk:
-                raise OSError(f"{path}: short read at {offset + got}")
-            parts.append(chunk)
-            got += len(chunk)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return pread_exact(fd, length, offset, path)
     finally:
         os.close(fd)
 

@@ -315,7 +315,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         L.append(f"| {r['nodes']} | {r['tasks']} | {r['connect_start_cpu_s']:.3f} "
                  f"| {r['connect_start_cpu_s'] * 1000 / r['nodes']:.2f} "
                  f"| {r['map_cpu_ms_per_task']:.3f} | {r['commit_cpu_s']:.3f} "
-                 f"({_num(r.get('commit_main_cpu_s'), '.3f')}) | {entries} "
+                 f"({f(r.get('commit_main_cpu_s'), '.3f')}) | {entries} "
                  f"| {r['commit_cpu_s'] * 1e6 / entries:.1f} | {rest:.3f} | {after:.3f} "
                  f"| {r['master_cpu_ms_per_task']:.3f} |")
     L += ["", "Messages by type (both directions, summed over the simulated nodes):", ""]
@@ -328,10 +328,6 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             L += ["", f"## cProfile of the master, {r['nodes']} nodes, {r['tasks']} tasks "
                   "(by own time)", "", "```", _trim_profile(r["profile_tottime"]), "```"]
     return "\n".join(L) + "\n"
-
-
-def _num(v: Any, fmt: str) -> str:
-    return "-" if v is None else format(v, fmt)
 
 
 def _trim_profile(text: str) -> str:
