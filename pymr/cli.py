@@ -135,6 +135,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (never raises for expected failures)."""
+    try:
+        return _main(argv)
+    finally:
+        _forget_handled_interrupt()
+
+
+def _forget_handled_interrupt() -> None:
+    """Keep the exit code we return after a Ctrl-C we handled.
+
+    Under ``python -m``, CPython (3.11 to 3.13) kills itself with SIGINT at exit when a
+    KeyboardInterrupt ever escaped code run by ``exec`` of a string, even if the program
+    caught it later: Ctrl-C can land while a lazily imported module builds a dataclass or
+    namedtuple. The job then ended "killed by SIGINT" instead of exit 130, about one run
+    in eight. Executing a string resets that interpreter flag."""
+    exec("None")
+
+
+def _main(argv: list[str] | None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="pymr: %(levelname)s: %(message)s")
@@ -151,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pymr: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("pymr: interrupted: the job was cancelled on every node", file=sys.stderr)
+        print("pymr: error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

@@ -220,6 +220,31 @@ def test_missing_input_in_a_real_process(tmp_path) -> None:
     assert_one_error_line(proc.stderr.decode())
 
 
+# A Ctrl-C that lands while a lazily imported module builds a dataclass leaves the
+# KeyboardInterrupt escaping code run by exec() of a string; this stands in for that moment.
+_INTERRUPTED_IN_EXEC = """
+import sys
+from pymr import cli
+def cmd_job(args):
+    exec("raise KeyboardInterrupt")
+cli.cmd_job = cmd_job
+sys.exit(cli.main(["job", "wordcount", "x"]))
+"""
+
+
+def test_ctrl_c_inside_exec_still_exits_130_not_killed_by_sigint(tmp_path: Path) -> None:
+    # Given `python -m ...` (as `python -m pymr` runs) interrupted while Python ran exec()'d
+    # code: CPython then marks the interrupt unhandled and re-kills itself with SIGINT at exit
+    (tmp_path / "interrupted_in_exec.py").write_text(_INTERRUPTED_IN_EXEC)
+    env = helpers.subprocess_env()
+    env["PYTHONPATH"] += os.pathsep + str(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "interrupted_in_exec"], capture_output=True,
+                          env=env, timeout=60)
+    # Then the process exits with the documented 130 and one line, whatever CPython marked
+    assert proc.returncode == 130, (proc.returncode, proc.stderr.decode())
+    assert "interrupted" in assert_one_error_line(proc.stderr.decode())
+
+
 def test_binary_file_is_refused_unless_binary(capsysbinary, write_text, tmp_path) -> None:
     data = b"hello\x00world hello\n\x00\x01\x02 caf\xc3\xa9 end"
     binary = write_text("blob.bin", data)
