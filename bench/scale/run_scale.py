@@ -2,6 +2,7 @@
 
     python bench/scale/run_scale.py                          # 4,16,64,256 nodes, 10,240 tasks
     python bench/scale/run_scale.py --nodes 64 --profile     # + cProfile of the master
+    python bench/scale/run_scale.py --nodes 4,256 --steps    # + commit phase CPU by step
     python bench/scale/run_scale.py --nodes 16 --tasks 10240,40960   # memory vs tasks
     python bench/scale/run_scale.py --nodes 16 --split-size 1K,16K   # memory vs data
 
@@ -128,6 +129,7 @@ def one_run(args: argparse.Namespace, n_nodes: int, tasks: int, split: int, key:
                  "endpoints": endpoints, "input": str(path), "split_size": split,
                  "death_timeout_s": args.death_timeout, "profile": profile,
                  "profile_top": 30, "ship_bytes": args.ship_bytes,
+                 "steps": args.steps,
                  "job_timeout_s": args.job_timeout}
         mp = subprocess.run([sys.executable, str(HERE / "master_proc.py")],
                             input=json.dumps(m_cfg) + "\n", capture_output=True, text=True,
@@ -226,6 +228,9 @@ def analyse(m: dict[str, Any], reports: list[dict[str, Any]], n_nodes: int, task
         "job_updates": msgs.get("job_update", 0),
         "stderr_tail": stderr[-1500:],
     }
+    a, b = marks.get("map_executed", {}), marks.get("all_committed", {})
+    if a.get("steps") is not None and b.get("steps"):
+        res["commit_steps_s"] = {k: v - a["steps"].get(k, 0.0) for k, v in b["steps"].items()}
     if "profile_tottime" in m:
         res["profile_tottime"] = m["profile_tottime"]
         res["profile_cumulative"] = m["profile_cumulative"]
@@ -318,6 +323,22 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                  f"({f(r.get('commit_main_cpu_s'), '.3f')}) | {entries} "
                  f"| {r['commit_cpu_s'] * 1e6 / entries:.1f} | {rest:.3f} | {after:.3f} "
                  f"| {r['master_cpu_ms_per_task']:.3f} |")
+    steps = [r for r in rows if r.get("commit_steps_s")]
+    if steps:
+        top = {k: max(r["commit_steps_s"].get(k, 0.0) for r in steps)
+               for r0 in steps for k in r0["commit_steps_s"]}
+        names = sorted((k for k, v in top.items() if v >= 0.0005), key=lambda k: -top[k])
+        L += ["", "The commit phase's main-thread CPU by step (s; `--steps`: thread-CPU "
+              "counters around decoding per message type, the commit rule (`_on_output`) "
+              "and the Commit batches (`_flush_commits`: every node's manifest slices, "
+              "encoding, sending)):", "",
+              "| nodes | commit main thread | " + " | ".join(names) + " | other |",
+              "| ---: | ---: | " + " | ".join("---:" for _ in names) + " | ---: |"]
+        for r in steps:
+            st = r["commit_steps_s"]
+            main = r.get("commit_main_cpu_s") or 0.0
+            L.append(f"| {r['nodes']} | {main:.3f} | " + " | ".join(
+                f"{st.get(k, 0.0):.3f}" for k in names) + f" | {main - sum(st.values()):.3f} |")
     L += ["", "Messages by type (both directions, summed over the simulated nodes):", ""]
     for r in rows:
         if "messages" in r:
@@ -353,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--death-timeout", type=float, default=6.0,
                     help="master's node death timeout (pymr default 6 s)")
     ap.add_argument("--profile", action="store_true", help="cProfile the master (slower)")
+    ap.add_argument("--steps", action="store_true",
+                    help="time the commit path's steps in the master (~1 us per message)")
     ap.add_argument("--ship-bytes", action="store_true",
                     help="the master reads and sends every split (non-local nodes)")
     ap.add_argument("--workdir", type=Path, default=BENCH / "data" / "scale")
