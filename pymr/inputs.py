@@ -32,7 +32,8 @@ COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 @dataclass(frozen=True, slots=True)
 class InputFile:
-    """One input: ``kind`` is plain, gz, bz2, xz or stdin (spooled to ``path``)."""
+    """One input: ``kind`` is plain, gz, bz2, xz or stdin (stdin or a pipe, spooled to
+    ``path``)."""
 
     path: str
     display: str
@@ -101,8 +102,8 @@ def _check_file(path: str, explicit: bool, binary_ok: bool) -> InputFile | None:
                 if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
                 else "a pipe" if stat.S_ISFIFO(st.st_mode) else "not a regular file")
         if explicit:
-            raise UsageError(f"{path}: is {what}; give a regular file or a directory "
-                             "(use '-' to read standard input)")
+            raise UsageError(f"{path}: is {what}; give a regular file, a directory or a "
+                             "pipe (or '-' to read standard input)")
         log.warning("skipping %s: %s", path, what)
         return None
     if not os.access(path, os.R_OK):
@@ -131,7 +132,11 @@ def resolve_inputs(paths: list[str], *, binary_ok: bool = False,
     out: list[InputFile] = []
     for path in paths:
         if path == "-":
-            out.append(_spool_stdin(spool_dir, stdin or sys.stdin.buffer))
+            out.append(_spool(stdin or sys.stdin.buffer, "<stdin>", spool_dir, binary_ok))
+            continue
+        if _is_pipe(path):
+            # `pymr job wordcount <(zcat a.gz)` or a named pipe: read once, like stdin
+            out.append(_spool_path(path, spool_dir, binary_ok))
             continue
         if os.path.isdir(path):
             if not os.access(path, os.R_OK | os.X_OK):
@@ -160,21 +165,45 @@ def resolve_inputs(paths: list[str], *, binary_ok: bool = False,
     return out
 
 
-def _spool_stdin(spool_dir: str | None, stream: IO[bytes]) -> InputFile:
-    """Copy stdin to a private file so splits can be re-read for retries."""
+def _is_pipe(path: str) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False  # _check_file says what is wrong with it
+
+
+def _spool_path(path: str, spool_dir: str | None, binary_ok: bool) -> InputFile:
+    """A named pipe, read to its end into a private file (see ``_spool``)."""
+    try:
+        stream = open(path, "rb")
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror}") from exc
+    with stream:
+        return _spool(stream, path, spool_dir, binary_ok)
+
+
+def _spool(stream: IO[bytes], display: str, spool_dir: str | None,
+           binary_ok: bool) -> InputFile:
+    """Copy a stream (stdin, a pipe) to a private file, so that splits can be re-read for
+    retries; checked for binary data like a named file."""
     fd, path = tempfile.mkstemp(prefix="pymr-stdin-", dir=spool_dir)
     try:
         with os.fdopen(fd, "wb") as f:
             shutil.copyfileobj(stream, f, 1 << 20)
         st = os.stat(path)
+        binary = not binary_ok and st.st_size > 0 and _looks_binary(path)
     except OSError as exc:
         os.unlink(path)
-        raise UsageError(f"cannot keep a copy of standard input in {os.path.dirname(path)}: "
+        raise UsageError(f"cannot keep a copy of {display} in {os.path.dirname(path)}: "
                          f"{exc.strerror or exc}; free some space or set TMPDIR") from exc
     except BaseException:
-        os.unlink(path)  # Ctrl-C while reading stdin: leave nothing behind
+        os.unlink(path)  # Ctrl-C while reading: leave nothing behind
         raise
-    return InputFile(path=path, display="<stdin>", kind="stdin", size=st.st_size,
+    if binary:
+        os.unlink(path)
+        raise UsageError(f"{display}: looks binary (NUL bytes near the start); "
+                         "pass --binary to count it anyway")
+    return InputFile(path=path, display=display, kind="stdin", size=st.st_size,
                      mtime_ns=st.st_mtime_ns)
 
 

@@ -14,6 +14,7 @@ process. No case may print a Python traceback (nothing here passes ``--debug``).
 from __future__ import annotations
 
 import collections
+import io
 import lzma
 import os
 import shutil
@@ -21,6 +22,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -75,16 +77,13 @@ def unix_socket(tmp_path: Path):
     s.close()
 
 
-@pytest.mark.parametrize("what", ["socket", "char device", "fifo", "dangling symlink"])
+@pytest.mark.parametrize("what", ["socket", "char device", "dangling symlink"])
 def test_not_a_regular_file_is_one_line_naming_it(capsysbinary, tmp_path: Path, what: str,
                                                   request: pytest.FixtureRequest) -> None:
     if what == "socket":
         path, reason = request.getfixturevalue("unix_socket"), "socket"
     elif what == "char device":
         path, reason = Path("/dev/null"), "device"
-    elif what == "fifo":
-        path, reason = tmp_path / "a.fifo", "pipe"
-        os.mkfifo(path)
     else:
         path, reason = tmp_path / "gone.txt", "no such file"
         os.symlink(tmp_path / "nowhere.txt", path)
@@ -93,6 +92,86 @@ def test_not_a_regular_file_is_one_line_naming_it(capsysbinary, tmp_path: Path, 
     assert code == 2 and out == b""
     line = one_error_line(err)
     assert str(path) in line and reason in line, line
+
+
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where spooled copies of stdin and pipes go, to check that none is left."""
+    spool = tmp_path / "tmp"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    return spool
+
+
+def _write_into(fifo: Path, data: bytes) -> threading.Thread:
+    """The other end of a named pipe: what `<(command)` gives the shell's child."""
+    def write() -> None:
+        with open(fifo, "wb") as f:
+            f.write(data)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    return writer
+
+
+def test_a_named_pipe_is_read_once_like_stdin(capsysbinary, tmp_path: Path,
+                                              private_tmp: Path) -> None:
+    # Given a named pipe (as `pymr job wordcount <(zcat a.gz)` passes /dev/fd/63) and a file
+    data = b"alpha beta\ngamma alpha\n" * 3000
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    other = tmp_path / "b.txt"
+    other.write_bytes(b"alpha delta\n")
+    writer = _write_into(fifo, data)
+    # When both are the input
+    code, out, err = run(capsysbinary, "job", "wordcount", fifo, other, *SPREAD, "-q")
+    writer.join(10)
+    # Then the pipe's text counts like a file's, and its private copy is gone
+    assert code == 0, err
+    assert out == tsv(data, b"alpha delta\n")
+    assert os.listdir(private_tmp) == []
+
+
+@pytest.mark.parametrize("source", ["pipe", "stdin"])
+def test_binary_from_a_pipe_or_stdin_is_refused_unless_binary(
+        capsysbinary, tmp_path: Path, private_tmp: Path, monkeypatch: pytest.MonkeyPatch,
+        source: str) -> None:
+    # Given binary data (NUL bytes near the start) coming through a pipe or stdin
+    data = b"\x00\x01ELF\x00" * 100 + b" word word\n"
+
+    def run_with(*extra: str) -> tuple[int, bytes, str]:
+        if source == "stdin":
+            monkeypatch.setattr(sys, "stdin", _StdinLike(io.BytesIO(data)))
+            return run(capsysbinary, "job", "wordcount", "-", *SMALL, *extra)
+        fifo = tmp_path / "bin.fifo"
+        if not fifo.exists():
+            os.mkfifo(fifo)
+        writer = _write_into(fifo, data)
+        try:
+            return run(capsysbinary, "job", "wordcount", fifo, *SMALL, *extra)
+        finally:
+            writer.join(10)
+
+    # Then it is refused as a named binary file is, and no copy is left
+    code, out, err = run_with()
+    assert code == 2 and out == b""
+    assert "looks binary" in one_error_line(err) and "--binary" in err
+    assert os.listdir(private_tmp) == []
+    # and counted with --binary
+    code, out, err = run_with("--binary", "-q")
+    assert code == 0, err
+    assert b"word\t2\n" in out
+    assert os.listdir(private_tmp) == []
+
+
+class _StdinLike:
+    """Enough of sys.stdin for the CLI: a ``buffer`` with the bytes, not a terminal."""
+
+    def __init__(self, f: io.BytesIO) -> None:
+        self.buffer = f
+
+    def isatty(self) -> bool:
+        return False
 
 
 def test_devices_sockets_and_fifos_inside_a_directory_are_skipped(
