@@ -41,6 +41,18 @@ def parse_size(text: str) -> int:
     return value
 
 
+#: Smallest --split-size: below it a job is all task overhead (1 byte gave a task per line).
+MIN_SPLIT_SIZE = 1 << 10
+
+
+def split_size(text: str) -> int:
+    value = parse_size(text)
+    if value < MIN_SPLIT_SIZE:
+        raise argparse.ArgumentTypeError(f"split size must be at least 1K: {text!r} "
+                                         "(the default is 16M)")
+    return value
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -96,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--tokenizer", choices=("words", "whitespace"), default="words",
                      help="words: lower-cased \\w+ words with inner apostrophes (default); "
                      "whitespace: split on ASCII whitespace, case and punctuation kept")
-    job.add_argument("--split-size", type=parse_size, default=_DEFAULTS.split_size,
+    job.add_argument("--split-size", type=split_size, default=_DEFAULTS.split_size,
                      metavar="SIZE", help="bytes per map task (default 16M)")
     job.add_argument("--max-token", type=parse_size, default=_DEFAULTS.max_token,
                      metavar="SIZE", help="longest single token accepted (default 64M)")
@@ -372,7 +384,8 @@ def _show_result(summary: JobSummary, top: list[tuple[bytes, int]], table_on_std
     mb = summary.input_bytes / MiB
     rate = mb / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
     line = (f"{summary.total_words:,} words, {summary.distinct_words:,} distinct; "
-            f"{summary.tasks} splits ({mb:,.1f} MiB) on {len(summary.nodes)} node(s) "
+            f"{summary.tasks:,} split{'' if summary.tasks == 1 else 's'} ({mb:,.1f} MiB) on "
+            f"{len(summary.nodes)} node{'' if len(summary.nodes) == 1 else 's'} "
             f"in {summary.elapsed_s:.2f} s ({rate:,.1f} MiB/s)")
     if summary.total_words == 0:
         line = "no words found (the input is empty or has no words); " + line

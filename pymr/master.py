@@ -156,6 +156,9 @@ class Master:
         self.endpoints = list(control_endpoints)
         self.spec = spec
         self.inputs = inputs
+        # A path that is not UTF-8 (a file name in another encoding) cannot be a msgpack
+        # string: such a file's splits travel as bytes, even to nodes that could read it.
+        self._named_on_wire = [_utf8_encodable(f.path) for f in inputs]
         self.opts = opts
         self.local_reads = local_reads
         self.reporter: Reporter = _NoticeReporter(reporter or QuietReporter(), self)
@@ -546,7 +549,7 @@ class Master:
         link = self.links[node_id]
         assert link.alive and self.sched is not None
         f = self.inputs[ref.input_index]
-        if link.local and f.seekable_plain:
+        if link.local and f.seekable_plain and self._named_on_wire[ref.input_index]:
             frames = p.encode(p.MapTask(job_id=self.job_id, task_id=task_id, attempt=attempt,
                                         path=f.path, offset=ref.offset, length=ref.length,
                                         alone=alone, token=self.task_token))
@@ -900,3 +903,11 @@ class Master:
                         "when its lease expires", len({x.node_id for x in self.pending.values()}))
         for link in live:
             link.alive = False
+
+
+def _utf8_encodable(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes kept as surrogates (PEP 383)
+        return False
+    return True

@@ -174,6 +174,20 @@ class _StdinLike:
         return False
 
 
+def test_a_file_name_that_is_not_utf8_is_counted(capsysbinary, tmp_path: Path) -> None:
+    # Given a file whose name is Latin-1 bytes (a copy from an old disk), and a plain one
+    odd = os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\xe9.txt")
+    Path(odd).write_bytes(b"alpha beta alpha\n" * 500)
+    plain = tmp_path / "plain.txt"
+    plain.write_bytes(b"beta gamma\n")
+    # When both are counted on the embedded nodes (which read local files by path)
+    code, out, err = run(capsysbinary, "job", "wordcount", odd, plain, *SPREAD, "-q")
+    # Then the answer is right (the odd name cannot travel as a msgpack string: its splits
+    # travel as bytes)
+    assert code == 0, err
+    assert out == tsv(b"alpha beta alpha\n" * 500, b"beta gamma\n")
+
+
 def test_devices_sockets_and_fifos_inside_a_directory_are_skipped(
         capsysbinary, tmp_path: Path, unix_socket: Path,
         caplog: pytest.LogCaptureFixture) -> None:
