@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from . import __version__
 from .config import HEARTBEAT_INTERVAL_S, JobOptions, MiB
 from .errors import Interrupted, PymrError, UsageError
+from .wording import count_of
 
 if TYPE_CHECKING:  # the master (zmq, the protocol) loads after the embedded nodes launch
     from .cluster import LocalCluster
@@ -384,8 +385,8 @@ def _show_result(summary: JobSummary, top: list[tuple[bytes, int]], table_on_std
     mb = summary.input_bytes / MiB
     rate = mb / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
     line = (f"{summary.total_words:,} words, {summary.distinct_words:,} distinct; "
-            f"{summary.tasks:,} split{'' if summary.tasks == 1 else 's'} ({mb:,.1f} MiB) on "
-            f"{len(summary.nodes)} node{'' if len(summary.nodes) == 1 else 's'} "
+            f"{count_of(summary.tasks, 'split')} ({mb:,.1f} MiB) on "
+            f"{count_of(len(summary.nodes), 'node')} "
             f"in {summary.elapsed_s:.2f} s ({rate:,.1f} MiB/s)")
     if summary.total_words == 0:
         line = "no words found (the input is empty or has no words); " + line

@@ -15,6 +15,7 @@ from typing import Any
 
 from .cli import positive_int
 from .security import ClusterKey
+from .wording import count_of
 
 log = logging.getLogger("pymr")
 
@@ -426,8 +427,9 @@ def _serve(args: argparse.Namespace, state: Any, key: ClusterKey, node_id: str,
                                        fingerprint=key.fingerprint, pymr_version=__version__),
                                 addresses, warn=lambda text: _say(f"warning: {text}"))
         instance = advertiser.start()
-        print(f"pymr node {daemon.name} (id {node_id}, {daemon.slots} slots) serving cluster "
-              f"{key.fingerprint} on {host}: control port {port}; advertised as {instance!r}"
+        print(f"pymr node {daemon.name} (id {node_id}, {count_of(daemon.slots, 'slot')}) "
+              f"serving cluster {key.fingerprint} on {host}: control port {port}; "
+              f"advertised as {instance!r}"
               f"{' (built-in jobs only)' if args.builtin_only else ''}. Stop with Ctrl-C.",
               flush=True)
         spec = _interface_spec(args)
@@ -490,7 +492,7 @@ def _need_key(state: Any, why: str) -> ClusterKey:
     if not state.has_key():
         raise ConfigError(f"{why} needs this machine to hold the cluster key ({state.key_file} "
                           "is missing): run 'pymr key export' on a member and 'pymr key import "
-                          "TOKEN' here")
+                          "TOKEN' here, or 'pymr keygen' to start a new cluster")
     key: ClusterKey = state.load_key()
     return key
 
@@ -585,7 +587,7 @@ def discover_for_job(args: argparse.Namespace) -> tuple[list[str], ClusterKey] |
     if min_nodes and len(usable) < min_nodes:
         say(f"warning: only {len(usable)} of the {min_nodes} nodes asked for answered")
     say(f"using {len(usable)} node(s): " + ", ".join(
-        f"{st.name} ({st.endpoint.removeprefix('tcp://')}, {st.hello.slots} slots)"
+        f"{st.name} ({st.endpoint.removeprefix('tcp://')}, {count_of(st.hello.slots, 'slot')})"
         for st in usable))
     args.watch_interfaces = _interface_spec(args)  # cmd_job keeps browsing during the job
     return [st.endpoint for st in usable], key
@@ -709,7 +711,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         if statuses:
             console.print(_status_table(statuses, res, f"pymr cluster {key.fingerprint}"))
         slots = sum(st.status.slots for st in answered if st.status is not None)
-        summary = f"{len(answered)} of {len(statuses)} node(s) answered, {slots} slots"
+        summary = f"{len(answered)} of {len(statuses)} node(s) answered, {count_of(slots, 'slot')}"
         note = _ignored_note(res)
         console.print(summary + (f"; {note}" if note else ""))
         if res is not None and res.copied_ids:

@@ -29,6 +29,7 @@ from .jobs import JobSpec
 from .scheduler import JobFailedError, Scheduler
 from .security import ClusterKey, secure_connect
 from .transport import LogOnce, ReadyPoller, context_for, has_input, make_socket, send_nowait
+from .wording import count_of
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +328,8 @@ class Master:
             if self.sched is not None and link.alive:
                 self.sched.add_node(link.node_id, link.slots)
                 self.summary.nodes.append(link.name)
-                self.reporter.event(f"node {link.name} joined the job ({link.slots} slots)")
+                self.reporter.event(
+                    f"node {link.name} joined the job ({count_of(link.slots, 'slot')})")
 
         self._send_control(link.node_id, p.JobStart(
             seq=self._next_seq(), job_id=self.job_id, job_name=self.spec.name,
@@ -494,7 +496,8 @@ class Master:
                                max_attempts=self.opts.max_attempts)
         self.source = self._split_source()
         total = sum(f.size for f in self.inputs)
-        self.reporter.start(total, [f"{x.name} ({x.slots} slots)" for x in self.links.values()])
+        self.reporter.start(total, [f"{x.name} ({count_of(x.slots, 'slot')})"
+                                    for x in self.links.values()])
 
     # ---------------------------------------------------------------- map phase
     def _split_source(self) -> Generator[SplitRef, None, None]:
