@@ -126,7 +126,8 @@ def _check_file(path: str, explicit: bool, binary_ok: bool) -> InputFile | None:
 def resolve_inputs(paths: list[str], *, binary_ok: bool = False,
                    spool_dir: str | None = None, stdin: IO[bytes] | None = None
                    ) -> list[InputFile]:
-    """Check every path and expand directories (sorted, symlinks inside not followed)."""
+    """Check every path and expand directories (sorted; symlinks and hidden entries inside
+    are skipped)."""
     if not paths:
         raise UsageError("no input given: name one or more files or directories, or '-'")
     out: list[InputFile] = []
@@ -141,14 +142,18 @@ def resolve_inputs(paths: list[str], *, binary_ok: bool = False,
         if os.path.isdir(path):
             if not os.access(path, os.R_OK | os.X_OK):
                 raise UsageError(f"{path}: permission denied (cannot list this directory)")
-            found = 0
+            found = hidden = 0
 
             def warn(exc: OSError) -> None:
                 log.warning("skipping %s: %s", exc.filename, exc.strerror)
 
             for root, dirs, files in os.walk(path, onerror=warn):  # followlinks=False
-                dirs.sort()
-                for name in sorted(files):
+                # Hidden entries (.git, .cache, dot files) are not the text a user means
+                # by "this directory"; named explicitly, a hidden file is counted.
+                hidden += sum(1 for d in dirs if d.startswith(".")) + sum(
+                    1 for f in files if f.startswith("."))
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(f for f in files if not f.startswith(".")):
                     full = os.path.join(root, name)
                     if os.path.islink(full):
                         continue
@@ -156,6 +161,9 @@ def resolve_inputs(paths: list[str], *, binary_ok: bool = False,
                     if f is not None:
                         out.append(f)
                         found += 1
+            if hidden:
+                log.warning("%s: skipped %d hidden file(s) or folder(s) (names starting with "
+                            "'.'); name them to count them", path, hidden)
             if not found:
                 log.warning("%s: no readable text files in this directory", path)
             continue

@@ -188,6 +188,25 @@ def test_a_file_name_that_is_not_utf8_is_counted(capsysbinary, tmp_path: Path) -
     assert out == tsv(b"alpha beta alpha\n" * 500, b"beta gamma\n")
 
 
+def test_hidden_entries_of_a_directory_are_skipped_unless_named(
+        capsysbinary, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Given a project directory with text, a .git folder and a dot file
+    root = tmp_path / "proj"
+    (root / "src").mkdir(parents=True)
+    (root / ".git" / "objects").mkdir(parents=True)
+    (root / "src" / "a.txt").write_bytes(b"alpha beta\n")
+    (root / ".git" / "objects" / "x").write_bytes(b"gitword gitword\n")
+    (root / ".notes").write_bytes(b"dotword\n")
+    # When the directory is the input, then only the visible text counts, with one warning
+    code, out, _ = run(capsysbinary, "job", "wordcount", root, *SMALL, "-q")
+    assert code == 0 and out == b"alpha\t1\nbeta\t1\n"
+    warned = [r.getMessage() for r in caplog.records if "hidden" in r.getMessage()]
+    assert len(warned) == 1 and "2 hidden" in warned[0], warned
+    # and a hidden file named explicitly is counted
+    code, out, _ = run(capsysbinary, "job", "wordcount", root, root / ".notes", *SMALL, "-q")
+    assert code == 0 and out == b"alpha\t1\nbeta\t1\ndotword\t1\n"
+
+
 def test_devices_sockets_and_fifos_inside_a_directory_are_skipped(
         capsysbinary, tmp_path: Path, unix_socket: Path,
         caplog: pytest.LogCaptureFixture) -> None:
