@@ -16,7 +16,10 @@ import sys
 def main() -> int:
     from ._exec_entry import exec_endpoint, make_run_dir, spawn_executors
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the job process's to handle
+    # Ctrl-C and a closed terminal (SIGHUP to the whole group) are the job process's to
+    # handle: it cancels the job and stops this node.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     config = json.loads(sys.stdin.readline())
     # Executors first, before the heavy imports: their start-up overlaps ours.
     run_dir = make_run_dir(config["node_id"])

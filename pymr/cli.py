@@ -254,10 +254,12 @@ def _cmd_job(args: argparse.Namespace, inputs: list[Any]) -> int:
     from .jobs import builtin_spec
     from .output import check_output_path
 
-    # Ctrl-C and SIGTERM cancel the job cleanly, even when started with SIGINT ignored
-    # (a background job of a non-interactive shell).
+    # Ctrl-C, SIGTERM and SIGHUP (the terminal closed) cancel the job cleanly, even when
+    # started with SIGINT ignored (a background job of a non-interactive shell).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _terminate)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # nohup keeps it ignored
+        signal.signal(signal.SIGHUP, _terminate)
     spec = builtin_spec(args.job)
     if args.output:
         check_output_path(args.output, args.force)

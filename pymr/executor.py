@@ -524,6 +524,7 @@ def executor_main(index: int, node_id: str, daemon_endpoint: str, public: bytes,
                   secret: bytes, parent_pid: int, nice: int, log_level: int) -> None:
     """Entry point of the spawned executor process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # (a closed terminal included)
     logging.basicConfig(level=log_level, format="%(levelname)s executor: %(message)s")
     if nice:
         try:

@@ -261,7 +261,9 @@ class StderrWatcher:
             return "".join(self.lines)
 
 
-def test_ctrl_c_cancels_the_job_and_leaves_nothing(text_files, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "hangup"])
+def test_ctrl_c_cancels_the_job_and_leaves_nothing(text_files, tmp_path: Path,
+                                                   sig: signal.Signals) -> None:
     # Given `python -m pymr job` on 8 MiB in small splits, in its own process group
     text = text_files(8 << 20, seed=23)
     target = tmp_path / "counts.tsv"
@@ -281,7 +283,8 @@ def test_ctrl_c_cancels_the_job_and_leaves_nothing(text_files, tmp_path: Path) -
             lambda: [p for p in helpers.descendants_of(proc.pid)
                      if p not in helpers.children_of(proc.pid)], 30)
         assert executors, "no executor processes under the nodes"
-        os.killpg(pgid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        # what the terminal does on Ctrl-C, or when it is closed: signal the whole group
+        os.killpg(pgid, sig)
         code = proc.wait(timeout=60)
         watcher.join(10)
         # Then exit 130, no output file, no temp file, and no process of the group is left
