@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="words: lower-cased \\w+ words with inner apostrophes (default); "
                      "whitespace: split on ASCII whitespace, case and punctuation kept")
     job.add_argument("--split-size", type=split_size, default=_DEFAULTS.split_size,
-                     metavar="SIZE", help="bytes per map task (default 16M)")
+                     metavar="SIZE", help="bytes per map task (default 16M, at least 1K)")
     job.add_argument("--max-token", type=parse_size, default=_DEFAULTS.max_token,
                      metavar="SIZE", help="longest single token accepted (default 64M)")
     job.add_argument("--partitions", type=positive_int, metavar="R",
