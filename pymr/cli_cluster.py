@@ -683,16 +683,14 @@ def _why_none(args: argparse.Namespace, statuses: list[Any], res: Any) -> str:
     if statuses:
         return (f"none of the {len(statuses)} node(s) answered: they may have stopped, a "
                 "firewall may block their ports, or they hold another cluster key")
-    parts = ["no node found"]
+    text = "no node found"
     if res is not None:
-        where = ", ".join(res.interfaces)
-        parts.append(f"(browsed {res.elapsed_s:.1f} s on {where})")
+        text += f" (browsed {res.elapsed_s:.1f} s on {', '.join(res.interfaces)})"
         if res.ignored:
-            parts.append("; " + _ignored_note(res))
-    parts.append(". Is 'pymr node' running on the other machines? If multicast is blocked "
-                 "on this network, pass --nodes HOST:PORT; nodes of another cluster are "
-                 "ignored ('pymr key fingerprint' shows this machine's)")
-    return " ".join(parts)
+            text += "; " + _ignored_note(res)
+    return text + (". Is 'pymr node' running on the other machines? If multicast is blocked "
+                   "on this network, pass --nodes HOST:PORT; nodes of another cluster are "
+                   "ignored ('pymr key fingerprint' shows this machine's)")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
