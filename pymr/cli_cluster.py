@@ -523,7 +523,7 @@ def _ignored_note(res: Any) -> str:
     for i in res.ignored:
         reasons[i.reason] = reasons.get(i.reason, 0) + 1
     return f"ignored {len(res.ignored)} node(s): " + "; ".join(
-        f"{n} {r}" for r, n in sorted(reasons.items()))
+        r if n == 1 else f"{r} (x{n})" for r, n in sorted(reasons.items()))
 
 
 def _dedupe(statuses: list[Any]) -> tuple[list[Any], list[str]]:
