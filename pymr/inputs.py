@@ -73,13 +73,27 @@ class InputFile:
                                "run the job again on a file that is not being written")
 
 
-def _looks_binary(path: str, opener: Any = open) -> bool:
+#: byte-order marks of the wide Unicode encodings (UTF-32 first: its LE mark starts with
+#: UTF-16's), whose text is full of NUL bytes
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+              (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+
+
+def _not_text(path: str, opener: Any = open) -> tuple[str, str] | None:
+    """Why the file is not UTF-8 text, and what to do: None when it looks like text."""
     try:
         with opener(path, "rb") as f:
             head = f.read(BINARY_SNIFF_BYTES)
     except (OSError, EOFError, lzma.LZMAError) as exc:
         raise UsageError(f"{path}: cannot read it as {opener.__module__} data: {exc}") from exc
-    return b"\x00" in head
+    if b"\x00" not in head:
+        return None
+    for bom, encoding in _WIDE_BOMS:
+        if head.startswith(bom):
+            return (f"is {encoding} text (it starts with a byte-order mark)",
+                    f"pymr reads UTF-8: convert it first, e.g. "
+                    f"'iconv -f {encoding} -t UTF-8 FILE > FILE.utf8'")
+    return "looks binary (NUL bytes near the start)", "pass --binary to count it anyway"
 
 
 def _kind_of(path: str) -> str:
@@ -113,11 +127,11 @@ def _check_file(path: str, explicit: bool, binary_ok: bool) -> InputFile | None:
         return None
     kind = _kind_of(path)
     opener: Any = open if kind == "plain" else COMPRESSED["." + kind]
-    if not binary_ok and st.st_size and _looks_binary(path, opener):
+    why = None if binary_ok or not st.st_size else _not_text(path, opener)
+    if why is not None:
         if explicit:
-            raise UsageError(f"{path}: looks binary (NUL bytes near the start); "
-                             "pass --binary to count it anyway")
-        log.warning("skipping %s: looks binary", path)
+            raise UsageError(f"{path}: {why[0]}; {why[1]}")
+        log.warning("skipping %s: %s", path, why[0])
         return None
     return InputFile(path=path, display=path, kind=kind, size=st.st_size,
                      mtime_ns=st.st_mtime_ns)
@@ -199,7 +213,7 @@ def _spool(stream: IO[bytes], display: str, spool_dir: str | None,
         with os.fdopen(fd, "wb") as f:
             shutil.copyfileobj(stream, f, 1 << 20)
         st = os.stat(path)
-        binary = not binary_ok and st.st_size > 0 and _looks_binary(path)
+        why = None if binary_ok or not st.st_size else _not_text(path)
     except OSError as exc:
         os.unlink(path)
         raise UsageError(f"cannot keep a copy of {display} in {os.path.dirname(path)}: "
@@ -207,10 +221,9 @@ def _spool(stream: IO[bytes], display: str, spool_dir: str | None,
     except BaseException:
         os.unlink(path)  # Ctrl-C while reading: leave nothing behind
         raise
-    if binary:
+    if why is not None:
         os.unlink(path)
-        raise UsageError(f"{display}: looks binary (NUL bytes near the start); "
-                         "pass --binary to count it anyway")
+        raise UsageError(f"{display}: {why[0]}; {why[1]}")
     return InputFile(path=path, display=display, kind="stdin", size=st.st_size,
                      mtime_ns=st.st_mtime_ns)
 

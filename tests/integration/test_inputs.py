@@ -94,6 +94,25 @@ def test_not_a_regular_file_is_one_line_naming_it(capsysbinary, tmp_path: Path, 
     assert str(path) in line and reason in line, line
 
 
+@pytest.mark.parametrize("encoding,name", [("utf-16", "UTF-16"), ("utf-16-be", None),
+                                           ("utf-32", "UTF-32")])
+def test_utf16_and_utf32_text_is_named_with_the_fix(capsysbinary, tmp_path: Path,
+                                                    encoding: str, name: str | None) -> None:
+    # Given text saved as UTF-16 or UTF-32 (NUL bytes everywhere), with a byte-order mark
+    # (Python writes one for "utf-16" and "utf-32", none for "utf-16-be")
+    path = tmp_path / "notes.txt"
+    path.write_bytes("caf\u00e9 na\u00efve caf\u00e9\n".encode(encoding) * 50)
+    # When it is named as an input
+    code, out, err = run(capsysbinary, "job", "wordcount", path, *SMALL)
+    # Then one line: the encoding and how to convert it, or "binary" without a mark
+    assert code == 2 and out == b""
+    line = one_error_line(err)
+    if name is None:
+        assert "looks binary" in line, line
+    else:
+        assert f"is {name} text" in line and f"iconv -f {name} -t UTF-8" in line, line
+
+
 @pytest.fixture
 def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Where spooled copies of stdin and pipes go, to check that none is left."""
