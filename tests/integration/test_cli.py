@@ -413,6 +413,7 @@ def test_whitespace_tokenizer_keeps_case_and_punctuation(capsysbinary, write_tex
     ["job", "wordcount", "{text}", "--split-size", "0"],
     ["job", "wordcount", "{text}", "--split-size", "lots"],
     ["job", "wordcount", "{text}", "--split-size", "1"],
+    ["job", "wordcount", "{text}", "--local", "10000"],
     ["job", "wordcount", "{text}", "--partitions", "0"],
     ["job", "wordcount", "{text}", "--tokenizer", "letters"],
     ["job", "wordcount", "{text}", "--format", "xml"],
