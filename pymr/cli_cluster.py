@@ -289,11 +289,40 @@ class _Stop:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
+    state = _state(args)
+    state.ensure()
+    lock = _lock_home(state.home)
+    try:
+        return _run_node(args, state)
+    finally:
+        os.close(lock)
+
+
+def _lock_home(home: Any) -> int:
+    """One node per pymr home. A second one would share the node id (masters refuse the
+    pair as a copied identity) and the data directory: refuse it at start instead. The
+    lock is ``flock``, so a killed node leaves none behind."""
+    import fcntl
+
+    from .errors import ConfigError
+
+    fd = os.open(os.path.join(home, "node.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise ConfigError(f"another 'pymr node' already runs from {home} (pid {holder}): "
+                          "stop it first, or give this one its own --home") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _run_node(args: argparse.Namespace, state: Any) -> int:
     from .config import FOUND_DISCOVER_S
     from .discovery import browse, select_addresses
 
-    state = _state(args)
-    state.ensure()
     node_id = state.node_id()
     spec = _interface_spec(args)
     addresses = select_addresses(spec)

@@ -402,6 +402,22 @@ def test_founding_port_fallback_and_sigterm(tmp_path: Path) -> None:
         taken.close()
 
 
+def test_a_second_node_on_the_same_home_is_refused(cluster: dict[str, Any],
+                                                   tmp_path: Path) -> None:
+    # Given node a running from its pymr home
+    first = cluster["a"]
+    assert first.proc.poll() is None
+    # When a second 'pymr node' starts from the same home
+    r = pymr("node", "--home", str(first.home), "--interface", LOOPBACK, "--slots", "1",
+             "--port", "0", timeout=60)
+    # Then it exits 2 with one line naming the running node, and node a serves on
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "already runs" in lines[0], r.stderr
+    assert f"pid {first.proc.pid}" in lines[0], lines[0]
+    assert first.proc.poll() is None
+
+
 def test_copied_identity_is_detected(cluster: dict[str, Any], tmp_path: Path) -> None:
     # Given a second machine whose state directory is a copy of node a's,
     copy = tmp_path / "copy"
