@@ -32,7 +32,7 @@ COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 @dataclass(frozen=True, slots=True)
 class InputFile:
-    """One input: ``kind`` is plain, gz, bz2, xz or stdin (stdin or a pipe, spooled to
+    """One input: ``kind`` is plain, gz, bz2, xz or spooled (stdin or a pipe, copied to
     ``path``)."""
 
     path: str
@@ -43,10 +43,10 @@ class InputFile:
 
     @property
     def seekable_plain(self) -> bool:
-        return self.kind in ("plain", "stdin")
+        return self.kind in ("plain", "spooled")
 
     def open(self) -> IO[bytes]:
-        if self.kind in ("plain", "stdin"):
+        if self.kind in ("plain", "spooled"):
             return open(self.path, "rb")
         opener: Any = COMPRESSED["." + self.kind]
         return opener(self.path, "rb")  # type: ignore[no-any-return]
@@ -61,7 +61,7 @@ class InputFile:
         return data
 
     def check_unchanged(self) -> None:
-        if self.kind == "stdin":
+        if self.kind == "spooled":
             return
         try:
             st = os.stat(self.path)
@@ -164,10 +164,11 @@ def resolve_inputs(paths: list[str], *, binary_ok: bool = False,
             for root, dirs, files in os.walk(path, onerror=warn):  # followlinks=False
                 # Hidden entries (.git, .cache, dot files) are not the text a user means
                 # by "this directory"; named explicitly, a hidden file is counted.
-                hidden += sum(1 for d in dirs if d.startswith(".")) + sum(
-                    1 for f in files if f.startswith("."))
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(f for f in files if not f.startswith(".")):
+                shown_dirs = sorted(d for d in dirs if not d.startswith("."))
+                shown = sorted(f for f in files if not f.startswith("."))
+                hidden += len(dirs) - len(shown_dirs) + len(files) - len(shown)
+                dirs[:] = shown_dirs
+                for name in shown:
                     full = os.path.join(root, name)
                     if os.path.islink(full):
                         continue
@@ -224,14 +225,14 @@ def _spool(stream: IO[bytes], display: str, spool_dir: str | None,
     if why is not None:
         os.unlink(path)
         raise UsageError(f"{display}: {why[0]}; {why[1]}")
-    return InputFile(path=path, display=display, kind="stdin", size=st.st_size,
+    return InputFile(path=path, display=display, kind="spooled", size=st.st_size,
                      mtime_ns=st.st_mtime_ns)
 
 
 def release_inputs(inputs: list[InputFile]) -> None:
-    """Remove the private copies of stdin once the job is over."""
+    """Remove the private copies of stdin and pipes once the job is over."""
     for f in inputs:
-        if f.kind == "stdin":
+        if f.kind == "spooled":
             try:
                 os.unlink(f.path)
             except OSError:

@@ -16,6 +16,7 @@ import collections
 import multiprocessing
 import os
 import signal
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -207,3 +208,14 @@ def no_leaked_children(request: pytest.FixtureRequest,
     _kill(left + orphaned)  # do not poison the next test
     if problems:
         pytest.fail("; ".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private temporary directory (this process's and its children's) for spooled
+    copies of stdin and pipes and the nodes' run directories, to check none is left."""
+    spool = tmp_path / "tmp"
+    spool.mkdir()
+    monkeypatch.setenv("TMPDIR", str(spool))
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    return spool

@@ -252,3 +252,16 @@ class Boom:
 def make_combiner(tokenizer):
     return Boom()
 '''
+
+
+class StdinLike:
+    """Enough of sys.stdin for the CLI: a ``buffer`` with the bytes, not a terminal."""
+
+    def __init__(self, f: Any) -> None:
+        self.buffer = f
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return int(self.buffer.fileno())

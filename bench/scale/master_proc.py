@@ -56,13 +56,17 @@ def rss_kib() -> tuple[int, int]:
 STEPS: dict[str, float] = {}
 
 
+def _count(step: str, since: float) -> None:
+    STEPS[step] = STEPS.get(step, 0.0) + time.thread_time() - since
+
+
 def _timed(name: str, fn: Any) -> Any:
     def timed(*args: Any, **kwargs: Any) -> Any:
         t = time.thread_time()
         try:
             return fn(*args, **kwargs)
         finally:
-            STEPS[name] = STEPS.get(name, 0.0) + time.thread_time() - t
+            _count(name, t)
     return timed
 
 
@@ -84,8 +88,7 @@ def time_steps(master: Master) -> None:
             name = type(out[0]).__name__
             return out
         finally:
-            key = f"decode {name}"
-            STEPS[key] = STEPS.get(key, 0.0) + time.thread_time() - t
+            _count(f"decode {name}", t)
 
     protocol.decode = decode_timed  # the master calls it as p.decode: this process only
     master._on_output = _timed("commit rule", master._on_output)  # type: ignore[method-assign]

@@ -326,7 +326,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     steps = [r for r in rows if r.get("commit_steps_s")]
     if steps:
         top = {k: max(r["commit_steps_s"].get(k, 0.0) for r in steps)
-               for r0 in steps for k in r0["commit_steps_s"]}
+               for k in {k for r in steps for k in r["commit_steps_s"]}}
         names = sorted((k for k, v in top.items() if v >= 0.0005), key=lambda k: -top[k])
         L += ["", "The commit phase's main-thread CPU by step (s; `--steps`: thread-CPU "
               "counters around decoding per message type, the commit rule (`_on_output`) "

@@ -296,33 +296,17 @@ def test_corrupt_gz_is_an_error_not_a_traceback(capsysbinary, tmp_path) -> None:
     assert_one_error_line(err)
 
 
-def test_stdin_dash(capsysbinary, text_files, tmp_path, monkeypatch) -> None:
+def test_stdin_dash(capsysbinary, text_files, private_tmp, monkeypatch) -> None:
     # Given the text on standard input, and a private temporary directory
     text = text_files(256 << 10, seed=10)
-    spool = tmp_path / "tmp"
-    spool.mkdir()
-    monkeypatch.setenv("TMPDIR", str(spool))
-    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    spool = private_tmp
     with open(text, "rb") as stdin_file:
-        monkeypatch.setattr(sys, "stdin", _StdinLike(stdin_file))
+        monkeypatch.setattr(sys, "stdin", helpers.StdinLike(stdin_file))
         code, out, err = run(capsysbinary, "job", "wordcount", "-", *SPREAD, "-q")
     # Then the answer is right, and nothing is left in the temporary directory
     assert code == 0, err
     assert out == text_files.expected(text)
     assert leftovers(spool, set()) == [], "the job left files in $TMPDIR"
-
-
-class _StdinLike:
-    """Enough of sys.stdin for the CLI: a ``buffer`` with the bytes, not a terminal."""
-
-    def __init__(self, f) -> None:
-        self.buffer = f
-
-    def isatty(self) -> bool:
-        return False
-
-    def fileno(self) -> int:
-        return self.buffer.fileno()
 
 
 def test_stdin_in_a_real_process(text_files, tmp_path) -> None:

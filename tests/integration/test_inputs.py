@@ -22,7 +22,6 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -113,15 +112,6 @@ def test_utf16_and_utf32_text_is_named_with_the_fix(capsysbinary, tmp_path: Path
         assert f"is {name} text" in line and f"iconv -f {name} -t UTF-8" in line, line
 
 
-@pytest.fixture
-def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Where spooled copies of stdin and pipes go, to check that none is left."""
-    spool = tmp_path / "tmp"
-    spool.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(spool))
-    return spool
-
-
 def _write_into(fifo: Path, data: bytes) -> threading.Thread:
     """The other end of a named pipe: what `<(command)` gives the shell's child."""
     def write() -> None:
@@ -160,7 +150,7 @@ def test_binary_from_a_pipe_or_stdin_is_refused_unless_binary(
 
     def run_with(*extra: str) -> tuple[int, bytes, str]:
         if source == "stdin":
-            monkeypatch.setattr(sys, "stdin", _StdinLike(io.BytesIO(data)))
+            monkeypatch.setattr(sys, "stdin", helpers.StdinLike(io.BytesIO(data)))
             return run(capsysbinary, "job", "wordcount", "-", *SMALL, *extra)
         fifo = tmp_path / "bin.fifo"
         if not fifo.exists():
@@ -181,16 +171,6 @@ def test_binary_from_a_pipe_or_stdin_is_refused_unless_binary(
     assert code == 0, err
     assert b"word\t2\n" in out
     assert os.listdir(private_tmp) == []
-
-
-class _StdinLike:
-    """Enough of sys.stdin for the CLI: a ``buffer`` with the bytes, not a terminal."""
-
-    def __init__(self, f: io.BytesIO) -> None:
-        self.buffer = f
-
-    def isatty(self) -> bool:
-        return False
 
 
 def test_a_file_name_that_is_not_utf8_is_counted(capsysbinary, tmp_path: Path) -> None:
