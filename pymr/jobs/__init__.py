@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UsageError
@@ -23,19 +23,40 @@ BUILTIN_JOBS = ("wordcount",)
 
 @dataclass(frozen=True, slots=True)
 class JobSpec:
-    """What travels in ``JobStart``: the program itself."""
+    """What travels in ``JobStart``: the program itself.
+
+    ``filename`` is how tracebacks name the job file; ``modules`` maps the relative path of
+    each helper module from the job's folder (``helper.py``, ``pkg/__init__.py``) to its
+    source (see ``pymr.jobs.program``). ``sha256`` covers all of it.
+    """
 
     name: str
     source: str
     sha256: str
+    filename: str = ""
+    modules: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_source(cls, name: str, source: str) -> JobSpec:
-        return cls(name, source, sha256_of(source))
+    def from_source(cls, name: str, source: str, filename: str = "",
+                    modules: dict[str, str] | None = None) -> JobSpec:
+        modules = dict(modules or {})
+        return cls(name, source, bundle_sha256(source, modules), filename or f"{name}.py",
+                   modules)
 
 
 def sha256_of(source: str) -> str:
     return hashlib.sha256(source.encode("utf-8")).hexdigest()
+
+
+def bundle_sha256(source: str, modules: dict[str, str]) -> str:
+    """The hash of a job: of its source alone when it has no helper modules (so a
+    built-in's hash is the hash of its file), else of every file, in a fixed order."""
+    if not modules:
+        return sha256_of(source)
+    h = hashlib.sha256(source.encode("utf-8"))
+    for rel in sorted(modules):
+        h.update(b"\0" + rel.encode("utf-8") + b"\0" + modules[rel].encode("utf-8"))
+    return h.hexdigest()
 
 
 def builtin_spec(name: str) -> JobSpec:
