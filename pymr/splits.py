@@ -88,18 +88,20 @@ class TokenTooLong(UsageError):
     run usually means a binary or minified file rather than text).
     """
 
-    def __init__(self, path: str, offset: int, max_token: int) -> None:
+    def __init__(self, path: str, offset: int, max_token: int, lines: bool = False) -> None:
         self.path = path
         self.offset = offset
         self.max_token = max_token
+        self.lines = lines
+        what, why = ("line", "no newline in it") if lines else ("token", "no whitespace in it")
         super().__init__(
-            f"{path}: the token starting at byte offset {offset} is longer than the maximum "
-            f"token size of {max_token} bytes (no whitespace in it); raise --max-token if "
+            f"{path}: the {what} starting at byte offset {offset} is longer than the maximum "
+            f"{what} size of {max_token} bytes ({why}); raise --max-token if "
             f"this is real text, or check that {path} is the text file you meant")
 
-    def __reduce__(self) -> tuple[type[TokenTooLong], tuple[str, int, int]]:
+    def __reduce__(self) -> tuple[type[TokenTooLong], tuple[str, int, int, bool]]:
         # The default reduction would call __init__ with the message alone.
-        return (type(self), (self.path, self.offset, self.max_token))
+        return (type(self), (self.path, self.offset, self.max_token, self.lines))
 
 
 class _Shrunk(Exception):
@@ -132,19 +134,23 @@ def _last_other_ws(buf: _Buffer, lo: int, hi: int) -> int:
     return best if best >= lo else -1
 
 
-def _last_boundary(buf: _Buffer, lo: int, hi: int) -> int:
-    """Index just after the preferred cut in ``buf[lo:hi]``, or -1 if it has no whitespace.
+def _last_boundary(buf: _Buffer, lo: int, hi: int, lines: bool = False) -> int:
+    """Index just after the preferred cut in ``buf[lo:hi]``, or -1 if it has no whitespace
+    (with ``lines``: no newline).
 
     A newline wins over other whitespace so that splits hold whole lines whenever a line fits.
     """
     i = buf.rfind(_NEWLINE, lo, hi)
-    if i < 0:
+    if i < 0 and not lines:
         i = _last_other_ws(buf, lo, hi)
     return i + 1 if i >= 0 else -1
 
 
-def _first_ws(buf: _Buffer, lo: int, hi: int) -> int:
-    """Index of the first ASCII whitespace byte (newline included) in ``buf[lo:hi]``, or -1."""
+def _first_ws(buf: _Buffer, lo: int, hi: int, lines: bool = False) -> int:
+    """Index of the first ASCII whitespace byte (newline included) in ``buf[lo:hi]``, or -1
+    (with ``lines``: of the first newline)."""
+    if lines:
+        return buf.find(_NEWLINE, lo, hi)
     m = _WS_RE.search(buf, lo, hi)
     return m.start() if m else -1
 
@@ -153,7 +159,8 @@ def _first_ws(buf: _Buffer, lo: int, hi: int) -> int:
 
 
 def plan_file_splits(path: str, split_size: int = DEFAULT_SPLIT_SIZE,
-                     max_token: int = MAX_TOKEN_SIZE) -> Iterator[Split]:
+                     max_token: int = MAX_TOKEN_SIZE, *, lines: bool = False
+                     ) -> Iterator[Split]:
     """Cut a plain regular file into splits by seeking and scanning near each boundary.
 
     The master must not read the whole file: for text with lines shorter than
@@ -171,12 +178,15 @@ def plan_file_splits(path: str, split_size: int = DEFAULT_SPLIT_SIZE,
     The file's size is taken when the file is opened. Bytes appended later are not
     planned; if a read finds the file shorter, planning continues up to the new end. The
     caller detects both by comparing size and mtime.
+
+    With ``lines`` (jobs whose map takes one line at a time) a split is cut only right
+    after a newline: a line longer than a split extends it, up to ``max_token`` bytes.
     """
     _check_sizes(split_size, max_token)
-    return _plan_file(os.fspath(path), split_size, max_token)
+    return _plan_file(os.fspath(path), split_size, max_token, lines)
 
 
-def _plan_file(path: str, split_size: int, max_token: int) -> Iterator[Split]:
+def _plan_file(path: str, split_size: int, max_token: int, lines: bool) -> Iterator[Split]:
     with open(path, "rb", buffering=0) as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
@@ -189,7 +199,7 @@ def _plan_file(path: str, split_size: int, max_token: int) -> Iterator[Split]:
                 yield Split(path, start, size - start)
                 return
             try:
-                cut = _file_cut(f, path, start, size, split_size, max_token)
+                cut = _file_cut(f, path, start, size, split_size, max_token, lines)
             except _Shrunk as exc:
                 log.debug("%s: shrank from %d to %d bytes while planning", path, size, exc.size)
                 size = exc.size
@@ -209,7 +219,7 @@ def _read_at(f: BinaryIO, offset: int, n: int) -> bytearray:
 
 
 def _file_cut(f: BinaryIO, path: str, start: int, size: int, split_size: int,
-              max_token: int) -> int:
+              max_token: int, lines: bool = False) -> int:
     """Where the split starting at ``start`` ends, given ``size - start > split_size``."""
     end = start + split_size
     # Backward from the end of the range: the last window first, since text has a newline
@@ -222,7 +232,7 @@ def _file_cut(f: BinaryIO, path: str, start: int, size: int, split_size: int,
         i = data.rfind(_NEWLINE)
         if i >= 0:
             return lo + i + 1
-        if last_ws < 0:
+        if last_ws < 0 and not lines:
             j = _last_other_ws(data, 0, len(data))
             if j >= 0:
                 last_ws = lo + j
@@ -237,7 +247,7 @@ def _file_cut(f: BinaryIO, path: str, start: int, size: int, split_size: int,
     while pos < limit:
         n = min(_GROW_CHUNK, limit - pos)
         data = _read_at(f, pos, n)
-        j = _first_ws(data, 0, n)
+        j = _first_ws(data, 0, n, lines)
         if j >= 0:
             log.debug("%s: split at %d extended to %d bytes for a token longer than a split",
                       path, start, pos + j + 1 - start)
@@ -245,14 +255,15 @@ def _file_cut(f: BinaryIO, path: str, start: int, size: int, split_size: int,
         pos += n
     if limit == size and size - start <= max_token:
         return size
-    raise TokenTooLong(path, start, max_token)
+    raise TokenTooLong(path, start, max_token, lines)
 
 
 # --------------------------------------------------------------------------- streams
 
 
 def stream_splits(stream: BinaryIO, split_size: int = DEFAULT_SPLIT_SIZE,
-                  max_token: int = MAX_TOKEN_SIZE, name: str = "<stream>") -> Iterator[memoryview]:
+                  max_token: int = MAX_TOKEN_SIZE, name: str = "<stream>", *,
+                  lines: bool = False) -> Iterator[memoryview]:
     """Same cutting rule for a stream that cannot seek (gzip/bz2/xz, stdin, pipes).
 
     Each split is read with ``readinto`` into a fresh ``bytearray`` and yielded as a
@@ -265,13 +276,15 @@ def stream_splits(stream: BinaryIO, split_size: int = DEFAULT_SPLIT_SIZE,
     The stream is read in blocking mode, never after it reported end-of-file (stdin on a
     terminal would wait again), and never closed. Sizes are checked at once;
     :class:`TokenTooLong` names ``name`` and the token's offset in the stream's bytes (the
-    uncompressed bytes, for a compressed file).
+    uncompressed bytes, for a compressed file). ``lines`` cuts only after newlines, as in
+    :func:`plan_file_splits`.
     """
     _check_sizes(split_size, max_token)
-    return _stream(stream, split_size, max_token, name)
+    return _stream(stream, split_size, max_token, name, lines)
 
 
-def _stream(stream: BinaryIO, split_size: int, max_token: int, name: str) -> Iterator[memoryview]:
+def _stream(stream: BinaryIO, split_size: int, max_token: int, name: str,
+            lines: bool = False) -> Iterator[memoryview]:
     pending = b""  # bytes after the previous cut, already read from the stream
     offset = 0  # stream offset of the split being cut
     eof = False
@@ -288,17 +301,18 @@ def _stream(stream: BinaryIO, split_size: int, max_token: int, name: str) -> Ite
             if n:
                 yield memoryview(buf)[:n]
             return
-        cut = _last_boundary(buf, 0, split_size)
+        cut = _last_boundary(buf, 0, split_size, lines)
         if cut >= 0:
             pending = bytes(memoryview(buf)[cut:n])
         else:
-            cut, pending, eof = _extend(stream, buf, n, eof, offset, split_size, max_token, name)
+            cut, pending, eof = _extend(stream, buf, n, eof, offset, split_size, max_token, name,
+                                        lines)
         yield memoryview(buf)[:cut]
         offset += cut
 
 
 def _extend(stream: BinaryIO, buf: bytearray, n: int, eof: bool, offset: int, split_size: int,
-            max_token: int, name: str) -> tuple[int, bytes, bool]:
+            max_token: int, name: str, lines: bool = False) -> tuple[int, bytes, bool]:
     """Grow ``buf`` in place over a token longer than a split; return (cut, tail, eof).
 
     ``buf[:split_size]`` holds no whitespace, so a token starts at ``buf[0]``. Chunks are read
@@ -306,22 +320,22 @@ def _extend(stream: BinaryIO, buf: bytearray, n: int, eof: bool, offset: int, sp
     split ends exactly at the cut and the rest becomes the carried tail. Never reads more
     than a maximal token plus one byte.
     """
-    j = _first_ws(buf, split_size, n)
+    j = _first_ws(buf, split_size, n, lines)
     if j >= 0:
         if j > max_token:
-            raise TokenTooLong(name, offset, max_token)
+            raise TokenTooLong(name, offset, max_token, lines)
         return j + 1, bytes(memoryview(buf)[j + 1:n]), eof
     del buf[n:]
     while True:
         if n > max_token:
-            raise TokenTooLong(name, offset, max_token)
+            raise TokenTooLong(name, offset, max_token, lines)
         if eof:
             return n, b"", True
         want = min(_GROW_CHUNK, max_token + 1 - n)
         chunk = bytearray(want)
         got = _fill(stream, chunk, 0, path_for_errors=name)
         eof = got < want
-        j = _first_ws(chunk, 0, got)
+        j = _first_ws(chunk, 0, got, lines)
         if j >= 0:
             buf += memoryview(chunk)[:j + 1]
             log.debug("%s: split at %d extended to %d bytes for a token longer than a split",

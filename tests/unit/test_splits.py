@@ -468,3 +468,62 @@ def test_planning_reads_a_bounded_amount_per_split(tmp_path: Path,
     check_invariants(data, cuts, 1 * MiB)
     assert all(data[s.offset + s.length - 1:s.offset + s.length] == b"\n" for s in result[:-1])
     assert all(s.length > 1 * MiB - len(line) for s in result[:-1])
+
+
+# ------------------------------------------------------------------ line mode
+
+
+def reference_line_cuts(data: bytes, split_size: int, max_token: int) -> list[tuple[int, int]]:
+    """The line rule written plainly: the rest if it fits; else right after the last newline
+    in the range; else right after the next newline (the line must fit in max_token)."""
+    cuts, start = [], 0
+    while start < len(data):
+        if len(data) - start <= split_size:
+            cuts.append((start, len(data) - start))
+            break
+        i = data.rfind(b"\n", start, start + split_size)
+        if i < 0:
+            i = data.find(b"\n", start + split_size)
+            if i < 0:
+                i = len(data) - 1
+            if i + 1 - start > max_token + 1 or (i == len(data) - 1 and data[i:] != b"\n"
+                                                  and len(data) - start > max_token):
+                raise TokenTooLong("x", start, max_token, lines=True)
+        cuts.append((start, i + 1 - start))
+        start = i + 1
+    return cuts
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.lists(st.sampled_from([b"a", b" ", b"\n", b"bb ccc", b"\r\n", b"\xc3\xa9",
+                                      b"\t"]), max_size=80).map(b"".join),
+       split_size=st.integers(1, 12))
+def test_line_mode_cuts_only_after_newlines(tmp_path: Path, data: bytes,
+                                           split_size: int) -> None:
+    # Given any text, when it is cut for a job that maps whole lines,
+    path = tmp_path / "lines.txt"
+    path.write_bytes(data)
+    planned = [(s.offset, s.length) for s in plan_file_splits(str(path), split_size,
+                                                               lines=True)]
+    streamed = cuts_of([bytes(v) for v in stream_splits(io.BytesIO(data), split_size,
+                                                        lines=True)])
+    # then file and stream cut alike, as the plain rule does, and the same lines come out
+    # of the splits as out of the whole text, whatever the split size.
+    assert planned == streamed == reference_line_cuts(data, split_size, splits.MAX_TOKEN_SIZE)
+    assert b"".join(data[off:off + n] for off, n in planned) == data
+    assert all(data[off + n - 1:off + n] == b"\n" for off, n in planned[:-1])
+    lines = [line for off, n in planned
+             for line in data[off:off + n].removesuffix(b"\n").split(b"\n")]
+    assert lines == (data.removesuffix(b"\n").split(b"\n") if data else [])
+
+
+def test_line_mode_a_line_longer_than_max_is_named_as_a_line(tmp_path: Path) -> None:
+    path = tmp_path / "long.txt"
+    path.write_bytes(b"short\n" + b"word " * 100 + b"\nend\n")
+    with pytest.raises(TokenTooLong, match="the line starting at byte offset 6 is longer"):
+        list(plan_file_splits(str(path), 16, max_token=64, lines=True))
+    with pytest.raises(TokenTooLong, match="line starting at byte offset 6"):
+        list(stream_splits(io.BytesIO(path.read_bytes()), 16, max_token=64, lines=True))
+    # while the token rule cuts the same file at the spaces inside the long line.
+    assert len(list(plan_file_splits(str(path), 16, max_token=64))) > 3
