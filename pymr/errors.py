@@ -78,20 +78,7 @@ class JobLoadError(UsageError):
     """The job file cannot be loaded: ``file:line: message`` (exit 2 before any node is
     contacted; on a node it fails the job at once, not after retries)."""
 
-    def __init__(self, message: str, *, missing_module: str = "",
-                 bad_params: bool = False) -> None:
+    def __init__(self, message: str, *, missing_module: str = "") -> None:
         super().__init__(message)
         self.missing_module = missing_module
-        self.bad_params = bad_params
 
-
-class UserCodeError(JobError):
-    """The job's own code raised (map, combine, reduce) or emitted what cannot travel.
-
-    ``str()`` is the one line; ``user_traceback`` the frames of the job's files with their
-    source lines; ``traceback`` the whole remote traceback (``--debug``)."""
-
-    def __init__(self, message: str, user_traceback: str = "", traceback: str = "") -> None:
-        super().__init__(message)
-        self.user_traceback = user_traceback
-        self.traceback = traceback

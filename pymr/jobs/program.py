@@ -188,13 +188,6 @@ class JobProgram:
         """Splits are cut at line ends (map(line)); a chunk mapper gets whitespace cuts."""
         return self.chunk_mapper is None
 
-    def where(self, fn: Callable[..., Any]) -> str:
-        """``file:line`` of a job function, for messages."""
-        code = getattr(fn, "__code__", None)
-        if code is None:
-            return self.spec.filename
-        return f"{code.co_filename}:{code.co_firstlineno}"
-
     def summary_line(self) -> str:
         first = self.doc.strip().splitlines()[0] if self.doc.strip() else "(no docstring)"
         return first
@@ -278,7 +271,7 @@ def load_program(spec: JobSpec, params: dict[str, str] | None = None, *,
             setup(dict(program.params))
         except Exception as exc:
             raise JobLoadError(f"{filename}:{_user_line(exc, filename)}: setup failed: "
-                               f"{type(exc).__name__}: {exc}", bad_params=True) from None
+                               f"{type(exc).__name__}: {exc}") from None
     return program
 
 
@@ -290,8 +283,6 @@ def _user_line(exc: BaseException, filename: str) -> int:
         if tb.tb_frame.f_code.co_filename == filename:
             line = tb.tb_lineno
         tb = tb.tb_next
-    if isinstance(exc, SyntaxError) and exc.lineno:
-        line = exc.lineno
     return line
 
 

@@ -1,4 +1,4 @@
-"""Fault tolerance on loopback (issue 4): every answer is compared byte for byte with the
+"""Fault tolerance on loopback: every answer is compared byte for byte with the
 single-process reference count.
 
 Each test starts its own embedded-style cluster (``LocalCluster``: three node daemons on

@@ -1,4 +1,4 @@
-"""Input files that fight back: every row of issue 5's input table that tests/integration/
+"""Input files that fight back: every kind of bad input that tests/integration/
 test_cli.py does not already cover, plus the output-side rows (disk full, devices).
 
 Already covered elsewhere (not repeated here): a missing path, a binary file named
