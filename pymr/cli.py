@@ -92,23 +92,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     job = sub.add_parser("job", help="run a job (e.g. 'pymr job wordcount book.txt')",
-                         description="Run a job. With no node found, an embedded local "
-                         "cluster on this machine runs it.")
-    job.add_argument("job", metavar="JOB", help="the job to run: wordcount")
+                         description="Run a job: a built-in ('pymr jobs' lists them) or a "
+                         "job file of your own (map and reduce in Python; the nodes get it "
+                         "with the job). With no node found, an embedded local cluster on "
+                         "this machine runs it. 'pymr job JOB --help' shows a job's "
+                         "description and parameters.")
+    job.add_argument("job", metavar="JOB",
+                     help="a built-in job (wordcount, grep, bigrams, invert) or a job file")
     job.add_argument("paths", metavar="PATH", nargs="+",
                      help="input files or directories ('-' for standard input); "
                      ".gz, .bz2 and .xz are read decompressed")
+    job.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                     help="a parameter of the job (repeatable; see 'pymr job JOB --help')")
     job.add_argument("-o", "--output", metavar="PATH",
-                     help="write every word to PATH (atomically) instead of stdout")
+                     help="write every record to PATH (atomically) instead of stdout")
     job.add_argument("--force", action="store_true", help="replace an existing output file")
     job.add_argument("--format", choices=("tsv", "json"), default="tsv",
-                     help="output format (default: tsv, 'word<TAB>count' lines)")
+                     help="output format (default: tsv, 'key<TAB>value' lines; json: an "
+                     "array of objects named by the job's FIELDS)")
     job.add_argument("--top", type=positive_int, metavar="N",
-                     help="words shown in the terminal table (default 20); when piped, "
+                     help="records shown in the terminal table (default 20); when piped, "
                      "print only the first N")
-    job.add_argument("--tokenizer", choices=("words", "whitespace"), default="words",
-                     help="words: lower-cased \\w+ words with inner apostrophes (default); "
-                     "whitespace: split on ASCII whitespace, case and punctuation kept")
+    job.add_argument("--tokenizer", choices=("words", "whitespace"),
+                     help="wordcount's parameter, same as -p tokenizer=...: words: "
+                     "lower-cased \\w+ words with inner apostrophes (default); whitespace: "
+                     "split on ASCII whitespace, case and punctuation kept")
     job.add_argument("--split-size", type=split_size, default=_DEFAULTS.split_size,
                      metavar="SIZE", help="bytes per map task (default 16M, at least 1K)")
     job.add_argument("--max-token", type=parse_size, default=_DEFAULTS.max_token,
@@ -126,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a node silent this long is lost and its work moves "
                      f"(default {_DEFAULTS.death_timeout_s:g}; raise it on sleepy Wi-Fi)")
     job.add_argument("--binary", action="store_true",
-                     help="count files that look binary instead of refusing them")
+                     help="read files that look binary instead of refusing them")
     job.add_argument("-q", "--quiet", action="store_true", help="no progress and no summary")
     job.add_argument("--nodes", metavar="HOST:PORT,...",
                      help="use these nodes (their control ports) and skip discovery")
@@ -140,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the nodes see the input at the same path (NFS, ...): send byte "
                      "ranges instead of bytes (nodes need 'pymr node --shared-fs')")
     job.set_defaults(func=cmd_job)
+    jobs = sub.add_parser("jobs", help="list the built-in jobs",
+                          description="The jobs that ship with pymr, one line each. A job "
+                          "file of your own runs the same way: 'pymr job ./myjob.py PATH'.")
+    jobs.set_defaults(func=cmd_jobs)
     from .cli_cluster import add_commands
 
     add_commands(sub)
@@ -170,6 +182,9 @@ def _main(argv: list[str] | None) -> int:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="pymr: %(levelname)s: %(message)s")
     try:
+        job_help = _job_help_request(argv if argv is not None else sys.argv[1:])
+        if job_help is not None:
+            return _show_job_help(job_help)
         args = build_parser().parse_args(argv)
         func = getattr(args, "func", None)
         if func is not None:
@@ -180,6 +195,13 @@ def _main(argv: list[str] | None) -> int:
         if debug:
             log.exception("failed")
         print(f"pymr: error: {exc}", file=sys.stderr)
+        user_tb = getattr(exc, "user_traceback", "")
+        if user_tb:
+            print(user_tb.rstrip("\n"), file=sys.stderr)
+        remote_tb = getattr(exc, "remote_traceback", "")
+        if debug and remote_tb:
+            print("The whole traceback on the node:\n" + remote_tb.rstrip("\n"),
+                  file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("pymr: error: interrupted", file=sys.stderr)
@@ -249,9 +271,23 @@ def cmd_job(args: argparse.Namespace) -> int:
         release_inputs(inputs)
 
 
+def job_params(args: argparse.Namespace) -> dict[str, str]:
+    """``-p NAME=VALUE`` (and ``--tokenizer``, wordcount's parameter) as a dict."""
+    params: dict[str, str] = {}
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"-p {item!r}: expected NAME=VALUE (for example "
+                             "-p pattern=ERROR)")
+        params[name.strip()] = value
+    if args.tokenizer is not None:
+        params.setdefault("tokenizer", args.tokenizer)
+    return params
+
+
 def _cmd_job(args: argparse.Namespace, inputs: list[Any]) -> int:
     from .inputs import resolve_inputs
-    from .jobs import builtin_spec
+    from .jobs.program import load_program, resolve_job
     from .output import check_output_path
 
     # Ctrl-C, SIGTERM and SIGHUP (the terminal closed) cancel the job cleanly, even when
@@ -260,14 +296,16 @@ def _cmd_job(args: argparse.Namespace, inputs: list[Any]) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # nohup keeps it ignored
         signal.signal(signal.SIGHUP, _terminate)
-    spec = builtin_spec(args.job)
+    params = job_params(args)
+    spec = resolve_job(args.job)
+    program = load_program(spec, params, run_setup=False)  # exit 2 before any node
     if args.output:
         check_output_path(args.output, args.force)
     _check_embedded_size(args)
     inputs.extend(resolve_inputs(args.paths, binary_ok=args.binary))
     cluster = _launch_embedded(args, sum(f.size for f in inputs))
     try:
-        return _run(args, inputs, spec, cluster)
+        return _run(args, inputs, program, cluster)
     finally:
         if cluster is not None:
             cluster.close()  # a no-op when the job ran: run_job closed it
@@ -310,12 +348,14 @@ def _launch_embedded(args: argparse.Namespace, total_bytes: int) -> LocalCluster
     return cluster
 
 
-def _run(args: argparse.Namespace, inputs: list[Any], spec: Any,
+def _run(args: argparse.Namespace, inputs: list[Any], program: Any,
          cluster: LocalCluster | None) -> int:
+    from .keys import thaw
     from .output import atomic_output, write_json, write_tsv
     from .run import run_job
 
-    opts = JobOptions(job_name=args.job, tokenizer=args.tokenizer, split_size=args.split_size,
+    opts = JobOptions(job_name=program.spec.name, params=program.params,
+                      split_size=args.split_size,
                       max_token=args.max_token, num_partitions=args.partitions or 0,
                       max_attempts=args.max_attempts, binary_ok=args.binary,
                       death_timeout_s=args.death_timeout)
@@ -323,16 +363,20 @@ def _run(args: argparse.Namespace, inputs: list[Any], spec: Any,
     stderr_tty = sys.stderr.isatty()
     progress = _Progress(enabled=stderr_tty and not args.quiet)
     top_n = args.top or 20
-    top: list[tuple[bytes, int]] = []
-    writer = write_json if args.format == "json" else write_tsv
+    top: list[tuple[Any, Any]] = []
 
-    def keep_top(records: Iterator[tuple[bytes, int]]) -> Iterator[tuple[bytes, int]]:
+    def writer(records: Iterator[tuple[Any, Any]], out: BinaryIO) -> int:
+        if args.format == "json":
+            return write_json(records, out, program.fields)
+        return write_tsv(records, out)
+
+    def keep_top(records: Iterator[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
         for rec in records:
             if len(top) < top_n:
                 top.append(rec)
             yield rec
 
-    def consume(records: Iterator[tuple[bytes, int]], summary: JobSummary) -> None:
+    def consume(records: Iterator[tuple[Any, Any]], summary: JobSummary) -> None:
         progress.stop()
         if args.output:
             with atomic_output(args.output) as f:
@@ -367,7 +411,7 @@ def _run(args: argparse.Namespace, inputs: list[Any], spec: Any,
 
         watch = start_job_watch(args, key)
     try:
-        summary = run_job(spec, inputs, opts, consume, local_nodes=args.local or 1,
+        summary = run_job(program, inputs, opts, consume, local_nodes=args.local or 1,
                           slots=args.slots or 0, endpoints=endpoints, key=key,
                           reporter=progress, discover=watch.endpoints if watch else None,
                           shared_fs=args.shared_fs, cluster=cluster)
@@ -379,11 +423,13 @@ def _run(args: argparse.Namespace, inputs: list[Any], spec: Any,
         if watch is not None:
             watch.close()
     summary.elapsed_s = time.monotonic() - started
-    if summary.bad_bytes:
-        print(f"pymr: warning: invalid UTF-8: {summary.bad_bytes} byte sequence(s) replaced "
-              "by U+FFFD", file=sys.stderr)
+    bad = summary.counters.get("invalid_utf8", 0)
+    if bad:
+        print(f"pymr: warning: invalid UTF-8: {bad} byte sequence(s) replaced by U+FFFD",
+              file=sys.stderr)
     if not args.quiet:
-        _show_result(summary, top, stdout_tty and not args.output, stdout_tty)
+        _show_result(summary, [(thaw(k), thaw(v)) for k, v in top], program.fields,
+                     stdout_tty and not args.output, stdout_tty)
     return EXIT_OK
 
 
@@ -391,23 +437,25 @@ def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _first(records: Iterator[tuple[bytes, int]], n: int) -> Iterator[tuple[bytes, int]]:
+def _first(records: Iterator[tuple[Any, Any]], n: int) -> Iterator[tuple[Any, Any]]:
     for i, rec in enumerate(records):
         if i >= n:
             return
         yield rec
 
 
-def _show_result(summary: JobSummary, top: list[tuple[bytes, int]], table_on_stdout: bool,
-                 stdout_tty: bool) -> None:
+def _show_result(summary: JobSummary, top: list[tuple[Any, Any]], fields: tuple[str, str],
+                 table_on_stdout: bool, stdout_tty: bool) -> None:
     mb = summary.input_bytes / MiB
     rate = mb / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
-    line = (f"{summary.total_words:,} words, {summary.distinct_words:,} distinct; "
+    counters = "".join(f", {name.replace('_', ' ')} {n:,}"
+                       for name, n in sorted(summary.counters.items()))
+    line = (f"{count_of(summary.records, 'record')}{counters}; "
             f"{count_of(summary.tasks, 'split')} ({mb:,.1f} MiB) on "
             f"{count_of(len(summary.nodes), 'node')} "
             f"in {summary.elapsed_s:.2f} s ({rate:,.1f} MiB/s)")
-    if summary.total_words == 0:
-        line = "no words found (the input is empty or has no words); " + line
+    if summary.records == 0:
+        line = "no records (the input is empty, or the job emitted nothing); " + line
     faults = [f"{n} {what}" for n, what in (
         (len(summary.nodes_lost), "node(s) lost (" + ", ".join(summary.nodes_lost) + ")"),
         (summary.retries, "task retry(ies)"), (summary.backups, "backup attempt(s)"),
@@ -420,11 +468,11 @@ def _show_result(summary: JobSummary, top: list[tuple[bytes, int]], table_on_std
 
         console = Console()
         if top:
-            table = Table(title=f"top {len(top)} words")
-            table.add_column("word")
-            table.add_column("count", justify="right")
-            for word, count in top:
-                table.add_row(word.decode("utf-8", "replace"), f"{count:,}")
+            table = Table(title=f"first {len(top)} of {summary.records:,}")
+            table.add_column(fields[0])
+            table.add_column(fields[1], justify="right")
+            for key, value in top:
+                table.add_row(_cell(key), _cell(value))
             console.print(table)
         console.print(line)
     elif sys.stderr.isatty():
@@ -433,3 +481,85 @@ def _show_result(summary: JobSummary, top: list[tuple[bytes, int]], table_on_std
         Console(stderr=True).print(line)
     else:
         print(f"pymr: {line}", file=sys.stderr)
+
+
+def _cell(x: Any) -> str:
+    """A key or value in the terminal table (markup-free text)."""
+    from rich.markup import escape
+
+    from .output import tsv_field
+
+    if type(x) is int:
+        return f"{x:,}"
+    return escape(tsv_field(x).decode("utf-8", "replace"))
+
+
+# ---------------------------------------------------------------- jobs and job help
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from .jobs import BUILTIN_JOBS, builtin_spec
+    from .jobs.program import load_program
+
+    rows = []
+    for name in BUILTIN_JOBS:
+        program = load_program(builtin_spec(name), _defaults_only(builtin_spec(name)),
+                               run_setup=False)
+        rows.append((name, program.summary_line()))
+    width = max(len(n) for n, _ in rows)
+    for name, line in rows:
+        print(f"{name:<{width}}  {line}")
+    print("\nA job file of your own: pymr job ./myjob.py PATH... (see 'pymr job JOB --help')",
+          file=sys.stderr if not sys.stdout.isatty() else sys.stdout)
+    return EXIT_OK
+
+
+def _defaults_only(spec: Any) -> dict[str, str]:
+    """Parameters that let a job with required ones load for its help (placeholders)."""
+    import ast
+
+    try:
+        tree = ast.parse(spec.source)
+    except SyntaxError:
+        return {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "PARAMS" for t in node.targets):
+            try:
+                declared = ast.literal_eval(node.value)
+            except ValueError:
+                return {}
+            return {k: "" for k, v in declared.items() if v is None}
+    return {}
+
+
+def _job_help_request(argv: list[str]) -> str | None:
+    """``pymr job JOB ... --help``: the job named, when help is asked for with one."""
+    if len(argv) < 2 or argv[0] != "job" or not ({"-h", "--help"} & set(argv)):
+        return None
+    job = argv[1]
+    if job.startswith("-"):
+        return None
+    return job
+
+
+def _show_job_help(job: str) -> int:
+    from .jobs.program import load_program, resolve_job
+
+    spec = resolve_job(job)
+    program = load_program(spec, _defaults_only(spec), run_setup=False)
+    out = [f"usage: pymr job {job} PATH... [-p NAME=VALUE]... [options]", ""]
+    doc = program.doc.strip()
+    out += [doc if doc else "(the job has no docstring)", ""]
+    if program.declared_params:
+        out.append("parameters (-p NAME=VALUE):")
+        for name, default in sorted(program.declared_params.items()):
+            out.append(f"  {name:<16} " + ("required" if default is None
+                                           else f"default: {default!r}"))
+        out.append("")
+    order = ("by value, largest first (then by key)" if program.order == "value"
+             else "by key")
+    out.append(f"output: {program.fields[0]}<TAB>{program.fields[1]} lines, {order}")
+    out.append("options of every job: pymr job --help")
+    print("\n".join(out))
+    return EXIT_OK

@@ -50,7 +50,8 @@ class JobOptions:
     """What ``pymr job`` was asked to do."""
 
     job_name: str = "wordcount"
-    tokenizer: str = "words"
+    #: the job's parameters (``-p NAME=VALUE``), checked against the job's ``PARAMS``
+    params: dict[str, str] = field(default_factory=dict)
     split_size: int = 16 * MiB
     max_token: int = 64 * MiB
     num_partitions: int = 0          # 0: one per reducer slot

@@ -46,18 +46,35 @@ class JobError(PymrError):
 
 
 class TaskFailed(JobError):
-    """A task raised on every attempt; carries the remote error."""
+    """A task raised on every attempt (or in a way no attempt can fix); carries the remote
+    error. ``line`` replaces the default one-line message (the job's own code failed: it
+    names the input file and line); ``user_traceback`` is the job's frames only."""
 
     def __init__(self, node: str, task: int, attempt: int, exc_type: str, message: str,
-                 traceback: str = "") -> None:
+                 traceback: str = "", *, line: str = "", user_traceback: str = "") -> None:
         self.node = node
         self.task = task
         self.attempt = attempt
         self.exc_type = exc_type
         self.message = message
         self.traceback = traceback
-        super().__init__(
-            f"task {task} failed on node {node} (attempt {attempt}): {exc_type}: {message}")
+        self.remote_traceback = traceback
+        self.user_traceback = user_traceback
+        super().__init__(line or
+                         f"task {task} failed on node {node} (attempt {attempt}): {exc_type}: "
+                         f"{message}")
+
+
+class JobCodeFailed(JobError):
+    """The job's own code failed outside a map task: its reduce raised, or it does not load
+    on a node. ``str()`` is the one line; ``user_traceback`` (the job's frames with
+    their source lines) is printed below it, ``remote_traceback`` only with ``--debug``."""
+
+    def __init__(self, message: str, user_traceback: str = "",
+                 remote_traceback: str = "") -> None:
+        super().__init__(message)
+        self.user_traceback = user_traceback
+        self.remote_traceback = remote_traceback
 
 
 class ClusterLost(JobError):

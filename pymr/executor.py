@@ -16,17 +16,21 @@ import traceback
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import zmq
 
 from . import protocol as p
-from .errors import ProtocolError
-from .jobs import JobCache
-from .ledger import Manifest, ReducerLedger
+from .errors import JobLoadError, ProtocolError
+from .jobs import JobSpec
+from .jobs.program import JobProgram, ProgramCache
+from .keys import partition_of
+from .ledger import Manifest, ReducerLedger, chained_crc32
+from .mapside import Cancelled, MapFailed, MapSide
+from .reduceside import ReduceError, ReduceSide, SortedRun
 from .retained import RetainedOutputs
 from .security import ClusterKey, secure_connect
-from .tokenize import pieces
 from .transport import LogOnce, make_socket
 
 log = logging.getLogger(__name__)
@@ -47,18 +51,8 @@ SHUFFLE_SEND_TIMEOUT_MS = 2_000
 STALLED_SEND_TIMEOUT_MS = 100
 #: Retained map outputs an executor keeps in memory; older ones spill to the node's disk.
 RETAINED_MEMORY_LIMIT = 256 << 20
-#: A running task looks for a cancel after each piece of this size (cut after ASCII
-#: whitespace, so each piece is itself a valid split).
-CANCEL_CHECK_BYTES = 1 << 20
 
-
-class _Cancelled(Exception):
-    """The running task, or one in the unflushed batch, lost to another attempt."""
-
-
-def partition_of(key: bytes, num_partitions: int) -> int:
-    """Stable across processes and machines (never Python's salted ``hash()``)."""
-    return zlib.crc32(key) % num_partitions
+_keys_of, _values_of = itemgetter(0), itemgetter(1)
 
 
 @dataclass
@@ -66,9 +60,9 @@ class ExecutorJob:
     """One job as this executor sees it: map side and reduce side."""
 
     spec: p.ExecJob
-    module: Any
+    program: JobProgram | None
     broken: str = ""
-    combiner: Any = None
+    mapside: MapSide | None = None
     pending: list[list[int]] = field(default_factory=list)  # [task, attempt] not flushed
     cancelled: set[tuple[int, int]] = field(default_factory=set)  # (task, attempt)
     flushes: int = 0
@@ -78,9 +72,9 @@ class ExecutorJob:
     missing_seen: dict[tuple[str, int, tuple[int, ...]], tuple[float, int]] = field(
         default_factory=dict)
     last_chunk_at: float = 0.0
-    counts: dict[int, dict[bytes, int]] = field(default_factory=dict)
+    reducers: dict[int, ReduceSide] = field(default_factory=dict)
     num_tasks: int | None = None
-    sorted_runs: dict[int, list[tuple[bytes, int]]] = field(default_factory=dict)
+    sorted_runs: dict[int, SortedRun] = field(default_factory=dict)
     completed: set[int] = field(default_factory=set)
 
 
@@ -95,7 +89,7 @@ class Executor:
         self.key = key
         self.parent_pid = parent_pid
         self.jobs: dict[str, ExecutorJob] = {}
-        self.cache = JobCache()
+        self.cache = ProgramCache()
         self.pushes: dict[str, zmq.Socket] = {}
         #: reducers that let a send time out: later sends to them do not wait (a dead node
         #: would otherwise cost every flush SHUFFLE_SEND_TIMEOUT_MS until it is declared lost)
@@ -206,6 +200,8 @@ class Executor:
             ended = self.jobs.pop(msg.job_id, None)
             if ended is not None:
                 ended.retained.close()
+                if not any(j.spec.sha256 == ended.spec.sha256 for j in self.jobs.values()):
+                    self.cache.forget(ended.spec.sha256)
             self._close_unused_pushes()
         else:
             self.drop("daemon", f"unexpected {msg.TYPE}")
@@ -214,16 +210,22 @@ class Executor:
         """A new job, or an update of a known one (partitions moved: new epoch)."""
         job = self.jobs.get(msg.job_id)
         if job is None:
+            program: JobProgram | None = None
+            broken = ""
             try:
-                module = self.cache.load(msg.job_name, msg.source, msg.sha256)
                 if msg.num_partitions < 1:
                     raise ValueError("a job needs at least one partition")
-            except Exception as exc:  # the program does not load: every task fails with this
-                module = None
+                program = self.cache.load(JobSpec(msg.job_name, msg.source, msg.sha256,
+                                                  msg.filename, dict(msg.modules)),
+                                          dict(msg.params))
+            except JobLoadError as exc:  # every task fails with this, at once
+                broken = str(exc)
+                if exc.missing_module:
+                    broken = (f"module {exc.missing_module!r} is not installed on this node "
+                              f"({exc})")
+            except Exception as exc:  # a member's malformed job, or a pymr bug
                 broken = f"{type(exc).__name__}: {exc}"
-            else:
-                broken = ""
-            job = ExecutorJob(spec=msg, module=module, broken=broken,
+            job = ExecutorJob(spec=msg, program=program, broken=broken,
                               retained=RetainedOutputs(
                                   msg.spill_dir or None, msg.retain_memory if
                                   msg.retain_memory >= 0 else RETAINED_MEMORY_LIMIT))
@@ -234,13 +236,13 @@ class Executor:
         for part in moved_away:
             # The partition moved away (its reducer was slow, or this node was thought
             # lost): its merge here is moot, and chunks still queued for it are dropped.
-            for table in (job.ledgers, job.counts, job.sorted_runs):
+            for table in (job.ledgers, job.reducers, job.sorted_runs):
                 table.pop(part, None)  # type: ignore[attr-defined]
             job.completed.discard(part)
         for part in msg.partitions:
-            if part not in job.ledgers:
+            if part not in job.ledgers and job.program is not None:
                 job.ledgers[part] = ReducerLedger([part])
-                job.counts[part] = {}
+                job.reducers[part] = ReduceSide(job.program)
         if msg.num_tasks >= 0:
             job.num_tasks = msg.num_tasks
         self.check_complete(job)
@@ -252,38 +254,52 @@ class Executor:
                               "cancelled before it started: another attempt won")
             return
         try:
-            if job.broken:
-                raise RuntimeError(f"the job's program does not load here: {job.broken}")
+            if job.program is None:
+                self._send(p.TaskFailedReport(
+                    job_id=job.spec.job_id, node_id=self.node_id, task_id=task.task_id,
+                    attempt=task.attempt, exc_type="JobLoadError",
+                    message=f"the job does not load here: {job.broken}", stage="load",
+                    fatal=True))
+                return
             if task.alone and job.pending:
                 self.flush(job)
             data = self._read_split(task, payload)
-            if job.combiner is None:
-                job.combiner = job.module.make_combiner(job.spec.tokenizer)
-            for piece in pieces(data, CANCEL_CHECK_BYTES):
-                job.combiner.add(piece)
-                if self._cancel_arrived(job, task):
-                    raise _Cancelled
-        except _Cancelled:
+            if job.mapside is None:
+                job.mapside = MapSide(job.program)
+            job.mapside.add_split(data, file=task.file, first_line=task.first_line,
+                                  check=lambda: self._cancel_arrived(job, task))
+        except Cancelled:
             self._discard_batch(job, task)
             return
-        except Exception as exc:  # the job's code failed: report, never crash
-            lost = job.pending
-            job.pending = []
-            job.combiner = None
-            self._send(p.TaskFailedReport(
-                job_id=job.spec.job_id, node_id=self.node_id, task_id=task.task_id,
-                attempt=task.attempt, exc_type=type(exc).__name__, message=str(exc),
-                traceback=traceback.format_exc()))
-            for t, a in lost:  # their combined counts were discarded with the batch
-                self._report_lost(job, t, a, p.LOST,
-                                  "batch discarded after another task failed")
+        except MapFailed as exc:
+            self._task_failed(job, task.task_id, task.attempt, exc.exc_type, exc.message,
+                              exc.full_tb or traceback.format_exc(), user_traceback=exc.user_tb,
+                              record=exc.record,
+                              stage=exc.stage, fatal=exc.fatal)
+            return
+        except Exception as exc:  # reading the split failed, or a pymr bug: report
+            self._task_failed(job, task.task_id, task.attempt, type(exc).__name__, str(exc),
+                              traceback.format_exc())
             return
         job.pending.append([task.task_id, task.attempt])
         self._send(p.TaskExecuted(job_id=job.spec.job_id, node_id=self.node_id,
                                   task_id=task.task_id, attempt=task.attempt,
                                   nbytes=len(data)))
-        if task.alone or job.combiner.distinct_raw() >= job.spec.flush_key_limit:
+        if task.alone or job.mapside.size() >= job.spec.flush_key_limit:
             self.safe_flush(job)
+
+    def _task_failed(self, job: ExecutorJob, task_id: int, attempt: int, exc_type: str,
+                     message: str, tb: str, **details: Any) -> None:
+        """Report a failed task; the tasks of the batch being built go with it."""
+        lost = job.pending
+        job.pending = []
+        job.mapside = None
+        self._send(p.TaskFailedReport(
+            job_id=job.spec.job_id, node_id=self.node_id, task_id=task_id, attempt=attempt,
+            exc_type=exc_type, message=message, traceback=tb, **details))
+        for t, a in lost:  # their combined output was discarded with the batch
+            if (t, a) != (task_id, attempt):
+                self._report_lost(job, t, a, p.LOST, "batch discarded after another task failed")
 
     def _cancel_arrived(self, job: ExecutorJob, task: p.MapTask) -> bool:
         """Between pieces of a task: read what the daemon sent; apply cancels at once, keep
@@ -311,7 +327,7 @@ class Executor:
         if running is not None:
             tasks.append((running.task_id, running.attempt))
         job.pending = []
-        job.combiner = None
+        job.mapside = None
         for t, a in tasks:
             if (t, a) in job.cancelled:
                 self._report_lost(job, t, a, p.CANCELLED, "cancelled: another attempt won")
@@ -345,9 +361,17 @@ class Executor:
         tasks = list(job.pending)
         try:
             self.flush(job)
+        except MapFailed as exc:  # the job's combine raised: the batch's first task carries it
+            if not tasks:
+                return
+            detail = f"{exc.message} (combining key {exc.key})" if exc.key else exc.message
+            self._task_failed(job, tasks[0][0], tasks[0][1], exc.exc_type, detail,
+                              exc.full_tb or traceback.format_exc(),
+                              user_traceback=exc.user_tb, stage=exc.stage,
+                              fatal=exc.fatal)
         except Exception as exc:
             job.pending = []
-            job.combiner = None
+            job.mapside = None
             log.exception("executor %d: flush failed", self.index)
             for t, a in tasks:
                 self._send(p.TaskFailedReport(
@@ -359,16 +383,10 @@ class Executor:
         """Send the combined output of the pending tasks as one map output."""
         if not job.pending:
             return
-        counts, bad = job.combiner.finish() if job.combiner is not None else ({}, 0)
-        job.combiner = None
+        records, counters = job.mapside.finish() if job.mapside is not None else ({}, {})
+        job.mapside = None
         spec = job.spec
-        nparts = spec.num_partitions
-        parts: list[dict[bytes, int]] = [{} for _ in range(nparts)]
-        crc = zlib.crc32
-        words = 0
-        for k, v in counts.items():
-            parts[crc(k) % nparts][k] = v
-            words += v
+        parts = split_by_partition(records, spec.num_partitions)
         job.flushes += 1
         output_id = f"{self.node_id}.{self.index}.{os.getpid()}.{job.flushes}"
         manifest: dict[int, list[int]] = {}
@@ -377,10 +395,7 @@ class Executor:
             items = list(d.items())
             payloads = [p.pack_records(dict(items[i:i + CHUNK_RECORDS]))
                         for i in range(0, len(items), CHUNK_RECORDS)]
-            checksum = 0
-            for pl in payloads:
-                checksum = zlib.crc32(pl, checksum)
-            manifest[part] = [len(payloads), len(items), checksum]
+            manifest[part] = [len(payloads), len(items), chained_crc32(payloads)]
             retained[part] = payloads
         tasks = job.pending
         job.pending = []
@@ -391,7 +406,7 @@ class Executor:
                             "re-sent on request", part, output_id)
         job.retained.add(output_id, retained)
         self._send(p.OutputDone(job_id=spec.job_id, node_id=self.node_id, output_id=output_id,
-                                tasks=tasks, manifest=manifest, words=words, bad_bytes=bad,
+                                tasks=tasks, manifest=manifest, counters=counters,
                                 epoch=spec.epoch))
 
     # ---------------------------------------------------------------- reduce side
@@ -478,15 +493,9 @@ class Executor:
     def merge_ready(self, job: ExecutorJob, ledger: ReducerLedger) -> None:
         ready = ledger.take_ready()
         for r in ready:
-            target = job.counts[r.partition]
+            reducer = job.reducers[r.partition]
             for pl in r.payloads:
-                chunk = p.unpack_records(pl)
-                if not target:
-                    target.update(chunk)
-                    continue
-                get = target.get
-                for k, v in chunk.items():
-                    target[k] = get(k, 0) + v
+                reducer.add_chunk(p.unpack_records(pl))
         if ready:
             self.check_complete(job)
 
@@ -498,26 +507,53 @@ class Executor:
                 continue
             if len(ledger.merged_tasks(part)) < job.num_tasks:
                 continue
-            counts = job.counts.pop(part, {})
-            run = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-            job.sorted_runs[part] = run
             job.completed.add(part)
+            reducer = job.reducers.pop(part)
+            try:
+                run = reducer.finish()
+            except ReduceError as exc:
+                self._send(p.ReduceFailed(
+                    job_id=job.spec.job_id, node_id=self.node_id, partition=part,
+                    key=exc.key, exc_type=exc.exc_type, message=exc.message,
+                    traceback=exc.full_tb or traceback.format_exc(),
+                    user_traceback=exc.user_tb))
+                continue
+            job.sorted_runs[part] = run
             self._send(p.PartitionComplete(
                 job_id=job.spec.job_id, node_id=self.node_id, partition=part,
-                records=len(run), total=sum(counts.values()),
-                chunks=max(1, -(-len(run) // CHUNK_RECORDS))))
+                records=len(run.records), chunks=max(1, -(-len(run.records) // CHUNK_RECORDS)),
+                counters=run.counters, key_types=sorted(run.key_types),
+                value_types=sorted(run.value_types)))
 
     def serve_fetch(self, job: ExecutorJob, msg: p.FetchPartition) -> None:
         run = job.sorted_runs.get(msg.partition)
         if run is None:
             self.drop("master", "fetch of a partition that is not complete")
             return
-        nchunks = max(1, -(-len(run) // CHUNK_RECORDS))
+        records = run.records
+        nchunks = max(1, -(-len(records) // CHUNK_RECORDS))
         for seq in range(msg.start, min(msg.start + msg.count, nchunks)):
-            piece = run[seq * CHUNK_RECORDS:(seq + 1) * CHUNK_RECORDS]
+            piece = records[seq * CHUNK_RECORDS:(seq + 1) * CHUNK_RECORDS]
+            # keys and values as two arrays: packed and unpacked without a tuple per record
             self._send(p.PartitionData(job_id=job.spec.job_id, partition=msg.partition,
                                        seq=seq, last=seq == nchunks - 1),
-                       p.pack_records(piece))
+                       p.pack_records([list(map(_keys_of, piece)),
+                                       list(map(_values_of, piece))]))
+
+
+def split_by_partition(records: dict[Any, Any], num_partitions: int) -> list[dict[Any, Any]]:
+    """A map output's records by reduce partition (``pymr.keys.partition_of``); bytes keys,
+    a word count's, take the inlined path: the same crc32 of the same bytes."""
+    parts: list[dict[Any, Any]] = [{} for _ in range(num_partitions)]
+    crc = zlib.crc32
+    try:
+        for k, v in records.items():
+            parts[crc(k) % num_partitions][k] = v
+    except TypeError:  # a key that is not bytes: the general rule, from the start
+        parts = [{} for _ in range(num_partitions)]
+        for k, v in records.items():
+            parts[partition_of(k, num_partitions)][k] = v
+    return parts
 
 
 def executor_main(index: int, node_id: str, daemon_endpoint: str, public: bytes,

@@ -1,9 +1,10 @@
 """Fetching the sorted partitions from the reducers and merging them as streams.
 
 Each partition arrives chunk by chunk, on credit, so the master's memory does
-not grow with the number of distinct words. A partition whose reducer is lost
+not grow with the number of distinct keys. A partition whose reducer is lost
 is rebuilt elsewhere and its stream resumes at the chunk where it stopped:
-sorted runs are deterministic (count desc, word asc; fixed chunk size).
+sorted runs are deterministic (the job's total order; fixed chunk size).
+A chunk is ``[keys, values]``: two arrays, unpacked without a tuple per record.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ class PartitionStreams:
         self._request_cb(part, self.next[part], count)
         self.next[part] += count
 
-    def stream(self, part: int) -> Iterator[tuple[int, bytes]]:
-        """One partition's sorted run as (-count, word), fetched lazily."""
+    def stream(self, part: int) -> Iterator[tuple[Any, Any]]:
+        """One partition's sorted run as (key, value) records, fetched lazily."""
         buf = self.buffers[part]
         while True:
             while not buf:
@@ -69,13 +70,15 @@ class PartitionStreams:
                     return
                 self._maybe_request(part)
                 self._pump()
-            records = buf.popleft()
+            keys, values = buf.popleft()
             self._maybe_request(part)
-            for word, count in records:
-                yield -count, word
+            yield from zip(keys, values, strict=True)
 
 
-def merge_streams(streams: list[Iterator[tuple[int, bytes]]]) -> Iterator[tuple[bytes, int]]:
-    """k-way merge: count desc, word asc (bytewise UTF-8 = code-point order)."""
-    for neg, word in heapq.merge(*streams):
-        yield word, -neg
+def merge_streams(streams: list[Iterator[tuple[Any, Any]]],
+                  sort_key: Callable[[tuple[Any, Any]], Any] | None
+                  ) -> Iterator[tuple[Any, Any]]:
+    """k-way merge of sorted runs by the job's sort key (``pymr.keys.record_sort_key``)."""
+    if len(streams) == 1:
+        return streams[0]
+    return heapq.merge(*streams, key=sort_key)

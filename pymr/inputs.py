@@ -239,7 +239,7 @@ def release_inputs(inputs: list[InputFile]) -> None:
                 pass
 
 
-def iter_bytes_splits(f: InputFile, split_size: int, max_token: int
+def iter_bytes_splits(f: InputFile, split_size: int, max_token: int, *, lines: bool = False
                       ) -> Iterator[tuple[int, int, Any]]:
     """(offset, length, data) for a streamed input; data is a memoryview."""
     from .splits import stream_splits
@@ -248,7 +248,7 @@ def iter_bytes_splits(f: InputFile, split_size: int, max_token: int
     with f.open() as stream:
         try:
             for mv in stream_splits(stream, split_size, max_token,  # type: ignore[arg-type]
-                                    name=f.display):
+                                    name=f.display, lines=lines):
                 n = len(mv)
                 yield offset, n, mv
                 offset += n

@@ -22,10 +22,20 @@ import zmq
 from . import __version__
 from . import protocol as p
 from .config import HEARTBEAT_INTERVAL_S, RESEND_INTERVAL_S, UNICODE_VERSION, JobOptions
-from .errors import ClusterLost, JobError, ProtocolError, PymrError, TaskFailed, TransportError
+from .errors import (
+    ClusterLost,
+    JobCodeFailed,
+    JobError,
+    ProtocolError,
+    PymrError,
+    TaskFailed,
+    TransportError,
+)
 from .fetch import PartitionStreams, merge_streams
 from .inputs import InputFile, iter_bytes_splits
-from .jobs import JobSpec
+from .jobs import JobSpec, builtin_hashes
+from .jobs.program import JobProgram, load_program
+from .keys import record_sort_key
 from .scheduler import JobFailedError, Scheduler
 from .security import ClusterKey, secure_connect
 from .transport import LogOnce, ReadyPoller, context_for, has_input, make_socket, send_nowait
@@ -67,13 +77,16 @@ class QuietReporter:
 
 @dataclass
 class JobSummary:
+    """What a job did: its output records, its counters (``pymr.api.count``, summed over
+    committed map outputs and over partitions), and how it ran."""
+
     job_id: str
-    total_words: int = 0
-    distinct_words: int = 0
+    job_name: str = ""
+    records: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
     tasks: int = 0
     nodes: list[str] = field(default_factory=list)
     input_bytes: int = 0
-    bad_bytes: int = 0
     elapsed_s: float = 0.0
     retries: int = 0
     backups: int = 0
@@ -94,6 +107,7 @@ class NodeLink:
     task: zmq.Socket | None = None
     events: zmq.Socket | None = None
     shuffle_endpoint: str = ""
+    builtin_only: bool = False
     last_seen: float = 0.0
     heard_heartbeat: bool = False
     alive: bool = True
@@ -115,6 +129,7 @@ class SplitRef:
     offset: int
     length: int
     data: Any = None            # the bytes of a streamed split until first dispatch
+    first_line: int = 0         # 1-based number of its first line (position jobs; else 0)
 
 
 @dataclass
@@ -148,14 +163,18 @@ class _NoticeReporter:
 class Master:
     """Runs one job on a set of nodes; ``run`` returns the summary or raises ``PymrError``."""
 
-    def __init__(self, key: ClusterKey, control_endpoints: list[str], spec: JobSpec,
-                 inputs: list[InputFile], opts: JobOptions, *, local_reads: bool,
+    def __init__(self, key: ClusterKey, control_endpoints: list[str],
+                 program: JobProgram | JobSpec, inputs: list[InputFile], opts: JobOptions, *,
+                 local_reads: bool,
                  reporter: Reporter | None = None,
                  discover: Callable[[], list[str]] | None = None) -> None:
         self.key = key
         self.discover = discover        # polled for nodes that appear during the job
         self.endpoints = list(control_endpoints)
-        self.spec = spec
+        if not isinstance(program, JobProgram):  # checked here, before any node is contacted
+            program = load_program(program, opts.params, run_setup=False)
+        self.program = program
+        self.spec = program.spec
         self.inputs = inputs
         # A path that is not UTF-8 (a file name in another encoding) cannot be a msgpack
         # string: such a file's splits travel as bytes, even to nodes that could read it.
@@ -171,7 +190,7 @@ class Master:
         self.seq = 0
         self.pending: dict[int, PendingControl] = {}
         self.splits: list[SplitRef] = []
-        self.summary = JobSummary(job_id=self.job_id)
+        self.summary = JobSummary(job_id=self.job_id, job_name=self.spec.name)
         self.partition_map: dict[int, str] = {}
         self._parts_by_node: dict[str, list[int]] | None = None  # see _partitions_by_node
         self.partition_done: dict[int, p.PartitionComplete] = {}
@@ -197,7 +216,7 @@ class Master:
                                         lambda: self._pump(100), self._chunks_of)
 
     # ---------------------------------------------------------------- public
-    def run(self, consume: Callable[[Iterator[tuple[bytes, int]], JobSummary], None]
+    def run(self, consume: Callable[[Iterator[tuple[Any, Any]], JobSummary], None]
             ) -> JobSummary:
         started = time.monotonic()
         # Three sockets per node, with room for nodes that join during the job.
@@ -213,8 +232,9 @@ class Master:
             while len(self.partition_done) < len(self.partition_map):
                 self._pump(200)
                 self._back_up_lagging_reducers(reduce_started)
-            self.summary.total_words = sum(x.total for x in self.partition_done.values())
-            self.summary.distinct_words = sum(x.records for x in self.partition_done.values())
+            self.summary.records = sum(x.records for x in self.partition_done.values())
+            for done in self.partition_done.values():
+                _add_counters(self.summary.counters, done.counters)
             for f in self.inputs:
                 f.check_unchanged()
             self.summary.elapsed_s = time.monotonic() - started
@@ -271,6 +291,7 @@ class Master:
         assert self.ctx is not None
         link.node_id, link.name, link.slots = msg.node_id, msg.name, msg.slots
         link.shuffle_endpoint = msg.shuffle_endpoint
+        link.builtin_only = msg.builtin_only
         link.local = self.local_reads
         link.last_seen = time.monotonic()
         # Credit (slots + prefetch) bounds what is queued; the HWM must not be the bound:
@@ -318,8 +339,12 @@ class Master:
             return
         try:
             self._accept_hello(link, msg)
+            if link.builtin_only and not self._is_builtin():
+                raise JobError("it runs only built-in jobs (--builtin-only)")
         except JobError as exc:
             self.reporter.event(f"node {msg.name} not used: {exc}")
+            if link.node_id in self.links:
+                del self.links[link.node_id]
             self._close_link(link)
             return
         shuffle = {x.node_id: x.shuffle_endpoint for x in self._live()}
@@ -333,10 +358,18 @@ class Master:
 
         self._send_control(link.node_id, p.JobStart(
             seq=self._next_seq(), job_id=self.job_id, job_name=self.spec.name,
-            source=self.spec.source, sha256=self.spec.sha256, tokenizer=self.opts.tokenizer,
+            source=self.spec.source, sha256=self.spec.sha256,
             num_partitions=len(self.partition_map), partition_map=self.partition_map,
             shuffle_endpoints=shuffle, epoch=self.epoch,
-            flush_key_limit=self.opts.flush_key_limit, task_token=self.task_token), then=joined)
+            flush_key_limit=self.opts.flush_key_limit, task_token=self.task_token,
+            **self._program_fields()), then=joined)
+
+    def _program_fields(self) -> dict[str, Any]:
+        return {"filename": self.spec.filename, "modules": self.spec.modules,
+                "params": self.program.params}
+
+    def _is_builtin(self) -> bool:
+        return not self.spec.modules and self.spec.sha256 in builtin_hashes()
 
     def _close_link(self, link: NodeLink) -> None:
         for sock in (link.control, link.task, link.events):
@@ -470,6 +503,18 @@ class Master:
     def _start_job(self) -> None:
         if not self.links:
             raise ClusterLost("no node is available to run the job")
+        if not self._is_builtin():
+            refusing = [x for x in self.links.values() if x.builtin_only]
+            if len(refusing) == len(self.links):
+                raise JobError("no node accepts this job: refused by " + ", ".join(
+                    sorted(x.name for x in refusing)) + ", which run only built-in jobs "
+                    "(--builtin-only); run a built-in job, or start nodes without "
+                    "--builtin-only")
+            for link in refusing:
+                self.reporter.event(f"node {link.name} not used: it runs only built-in jobs "
+                                    "(--builtin-only)")
+                del self.links[link.node_id]
+                self._close_link(link)
         order: list[str] = []
         for link in sorted(self.links.values(), key=lambda x: x.node_id):
             order.extend([link.node_id] * max(1, link.slots))
@@ -480,10 +525,10 @@ class Master:
         for link in self.links.values():
             self._send_control(link.node_id, p.JobStart(
                 seq=self._next_seq(), job_id=self.job_id, job_name=self.spec.name,
-                source=self.spec.source, sha256=self.spec.sha256, tokenizer=self.opts.tokenizer,
+                source=self.spec.source, sha256=self.spec.sha256,
                 num_partitions=nparts, partition_map=self.partition_map,
                 shuffle_endpoints=shuffle, flush_key_limit=self.opts.flush_key_limit,
-                task_token=self.task_token))
+                task_token=self.task_token, **self._program_fields()))
         deadline = time.monotonic() + HELLO_TIMEOUT_S
         while self.pending and time.monotonic() < deadline:
             self._pump(100)
@@ -503,14 +548,25 @@ class Master:
     def _split_source(self) -> Generator[SplitRef, None, None]:
         from .splits import plan_file_splits
 
+        lines = self.program.line_mode
+        positions = self.program.map_takes_position
         for index, f in enumerate(self.inputs):
+            line = 1  # the number of the next split's first line, for map(line, pos)
             if f.seekable_plain:
-                for s in plan_file_splits(f.path, self.opts.split_size, self.opts.max_token):
-                    yield SplitRef(index, s.offset, s.length)
+                for s in plan_file_splits(f.path, self.opts.split_size, self.opts.max_token,
+                                          lines=lines):
+                    ref = SplitRef(index, s.offset, s.length, first_line=line if positions
+                                   else 0)
+                    if positions:
+                        line += _count_newlines(f, s.offset, s.length)
+                    yield ref
             else:
                 for offset, length, data in iter_bytes_splits(
-                        f, self.opts.split_size, self.opts.max_token):
-                    yield SplitRef(index, offset, length, data)
+                        f, self.opts.split_size, self.opts.max_token, lines=lines):
+                    yield SplitRef(index, offset, length, data, line if positions else 0)
+                    if positions:
+                        line += data.count(b"\n") if isinstance(data, bytes) else \
+                            bytes(data).count(b"\n")
 
     def _step(self) -> None:
         """Read input as credit allows, dispatch, back up stragglers, ask for flushes."""
@@ -552,15 +608,17 @@ class Master:
         link = self.links[node_id]
         assert link.alive and self.sched is not None
         f = self.inputs[ref.input_index]
+        where: dict[str, Any] = ({"file": f.display, "first_line": ref.first_line}
+                                 if ref.first_line else {})
         if link.local and f.seekable_plain and self._named_on_wire[ref.input_index]:
             frames = p.encode(p.MapTask(job_id=self.job_id, task_id=task_id, attempt=attempt,
                                         path=f.path, offset=ref.offset, length=ref.length,
-                                        alone=alone, token=self.task_token))
+                                        alone=alone, token=self.task_token, **where))
         else:
             data = ref.data if ref.data is not None else f.read(ref.offset, ref.length)
             ref.data = None
             frames = p.encode(p.MapTask(job_id=self.job_id, task_id=task_id, attempt=attempt,
-                                        alone=alone, token=self.task_token), data)
+                                        alone=alone, token=self.task_token, **where), data)
         assert link.task is not None
         # Credit from the scheduler bounds what is queued, so the PUSH is rarely full; when
         # it stays full (the node is gone or frozen) the task is handed back, not blocked on.
@@ -588,6 +646,12 @@ class Master:
             self._on_task_failed(link, msg)
         elif isinstance(msg, p.OutputDone) and sched is not None:
             self._on_output(link, msg)
+        elif isinstance(msg, p.ReduceFailed):
+            if self.partition_map.get(msg.partition) == link.node_id:
+                self.failure = JobCodeFailed(
+                    f"reduce failed for key {msg.key} (node {link.name}, partition "
+                    f"{msg.partition}): {msg.exc_type}: {msg.message}",
+                    msg.user_traceback, msg.traceback)
         elif isinstance(msg, p.PartitionComplete):
             if self.partition_map.get(msg.partition) == link.node_id:
                 self.partition_done[msg.partition] = msg
@@ -596,6 +660,11 @@ class Master:
             if self.partition_map.get(msg.partition) == link.node_id and payload:
                 frame = payload[0]
                 records = p.unpack_records(frame.buffer if hasattr(frame, "buffer") else frame)
+                if (type(records) is not list or len(records) != 2
+                        or not all(type(x) is list for x in records)
+                        or len(records[0]) != len(records[1])):
+                    self.drop(link.endpoint, "partition data is not [keys, values]")
+                    return
                 self.streams.on_data(msg.partition, msg.seq, msg.last, records)
         elif isinstance(msg, p.PartitionLost):
             if self.partition_map.get(msg.partition) == link.node_id:
@@ -617,6 +686,9 @@ class Master:
 
     def _on_task_failed(self, link: NodeLink, msg: p.TaskFailedReport) -> None:
         assert self.sched is not None
+        if msg.fatal:  # another attempt would fail the same way: fail the job now
+            self.failure = self._code_failure(link.name, msg)
+            return
         lost = msg.exc_type in (p.LOST, p.CANCELLED)
         if not lost:
             self.summary.retries += 1
@@ -627,9 +699,39 @@ class Master:
                                  error=(link.name, msg.attempt, msg.exc_type, msg.message,
                                         msg.traceback))
         except JobFailedError as exc:
+            if msg.stage:  # the job's own code raised, on every attempt
+                self.failure = self._code_failure(link.name, msg)
+                return
             name, attempt, exc_type, message, tb = exc.task.last_error or (
                 link.name, msg.attempt, msg.exc_type, msg.message, msg.traceback)
             self.failure = TaskFailed(name, exc.task.task_id, attempt, exc_type, message, tb)
+
+    def _code_failure(self, node: str, msg: p.TaskFailedReport) -> PymrError:
+        line = self._task_error_line(node, msg)
+        if msg.stage == "load":
+            return JobCodeFailed(line, msg.user_traceback, msg.traceback)
+        return TaskFailed(node, msg.task_id, msg.attempt, msg.exc_type, msg.message,
+                          msg.traceback, line=line, user_traceback=msg.user_traceback)
+
+    def _task_error_line(self, node: str, msg: p.TaskFailedReport) -> str:
+        """One line: what failed, where in the input, on which node and task, and why."""
+        if msg.stage == "load":
+            return f"the job does not load on node {node}: {msg.message}"
+        where = ""
+        if 0 <= msg.task_id < len(self.splits):
+            ref = self.splits[msg.task_id]
+            f = self.inputs[ref.input_index]
+            if msg.record >= 0:
+                try:
+                    line = (ref.first_line or 1 + _count_newlines(f, 0, ref.offset)) \
+                        + msg.record
+                    where = f" at {f.display}:{line}"
+                except (OSError, PymrError):
+                    where = f" at {f.display} (line {msg.record + 1} of split {msg.task_id})"
+            else:
+                where = f" in {f.display}"
+        return (f"{msg.stage} failed{where} (node {node}, task {msg.task_id}): "
+                f"{msg.exc_type}: {msg.message}")
 
     def _on_output(self, link: NodeLink, msg: p.OutputDone) -> None:
         assert self.sched is not None
@@ -648,7 +750,7 @@ class Master:
                 self.summary.cancelled += 1
                 self.reporter.event(f"task {task_id} done by another attempt; attempt "
                                     f"{attempt} on {loser.name} cancelled")
-        self.summary.bad_bytes += msg.bad_bytes
+        _add_counters(self.summary.counters, msg.counters)
         tasks = [t for t, _ in msg.tasks]
         self.outputs[msg.output_id] = CommittedOutput(link.node_id, tasks, msg.manifest)
         # Queued for _flush_commits, which splits the turn's outputs by reducer node. An
@@ -874,15 +976,22 @@ class Master:
         self._send_on(link, p.encode(p.FetchPartition(
             job_id=self.job_id, partition=part, start=start, count=count)))
 
-    def _merged_records(self) -> Iterator[tuple[bytes, int]]:
-        """k-way merge of the sorted partitions, fetched on credit: flat memory."""
+    def _merged_records(self) -> Iterator[tuple[Any, Any]]:
+        """k-way merge of the sorted partitions, fetched on credit: flat memory. The order
+        is the job's, picked for the key and value types every reducer reported."""
         self.reporter.phase("merge")
         streams = []
+        key_types: set[str] = set()
+        value_types: set[str] = set()
         for part in sorted(self.partition_map):
             self.streams.open(part)
-            if self.partition_done[part].records:
+            done = self.partition_done[part]
+            if done.records:
                 streams.append(self.streams.stream(part))
-        return merge_streams(streams)
+                key_types.update(done.key_types)
+                value_types.update(done.value_types)
+        return merge_streams(streams, record_sort_key(self.program.order, key_types,
+                                                      value_types))
 
     # ---------------------------------------------------------------- end
     def _end_job(self, reason: str) -> None:
@@ -906,6 +1015,26 @@ class Master:
                         "when its lease expires", len({x.node_id for x in self.pending.values()}))
         for link in live:
             link.alive = False
+
+
+def _add_counters(total: dict[str, int], more: dict[str, int]) -> None:
+    for name, n in more.items():
+        total[name] = total.get(name, 0) + n
+
+
+def _count_newlines(f: InputFile, offset: int, length: int) -> int:
+    """Newlines in a byte range of an input (line numbers for positions and errors)."""
+    n = 0
+    with f.open() as stream:
+        stream.seek(offset)
+        left = length
+        while left > 0:
+            block = stream.read(min(left, 1 << 24))
+            if not block:
+                break
+            n += block.count(b"\n")
+            left -= len(block)
+    return n
 
 
 def _utf8_encodable(path: str) -> bool:

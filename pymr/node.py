@@ -30,7 +30,7 @@ from . import protocol as p
 from ._exec_entry import exec_endpoint, make_run_dir, spawn_executors
 from .config import EXECUTOR_STOPPED_S, UNICODE_VERSION, NodeOptions
 from .errors import ProtocolError
-from .jobs import builtin_hashes, sha256_of
+from .jobs import builtin_hashes, bundle_sha256
 from .security import Authenticator, ClusterKey, prove_rejects_strangers, secure_bind
 from .state import DATA_DIR
 from .transport import LogOnce, make_socket, send_nowait
@@ -43,8 +43,6 @@ EXECUTOR_TASK_DEPTH = 2
 
 def _job_start_problem(msg: p.JobStart) -> str:
     """Why a JobStart cannot run here (a member's malformed job), or ""."""
-    from .tokenize import TOKENIZERS
-
     if not 1 <= msg.num_partitions <= 1_000_000:
         return f"bad partition count {msg.num_partitions}"
     if sorted(msg.partition_map) != list(range(msg.num_partitions)):
@@ -54,8 +52,8 @@ def _job_start_problem(msg: p.JobStart) -> str:
             return f"bad shuffle endpoint for node {node}"
     if any(node not in msg.shuffle_endpoints for node in msg.partition_map.values()):
         return "the partition map names a node without a shuffle endpoint"
-    if msg.tokenizer not in TOKENIZERS:
-        return f"unknown tokenizer {msg.tokenizer!r}"
+    if bundle_sha256(msg.source, msg.modules) != msg.sha256:
+        return "the job's program does not match its sha256"
     return ""
 
 
@@ -359,8 +357,8 @@ class NodeDaemon:
     def _job_start(self, peer: bytes, msg: p.JobStart) -> p.Ack:
         if msg.job_id in self.jobs:
             return p.Ack(seq=msg.seq)
-        if self.builtin_hashes and (msg.sha256 not in self.builtin_hashes
-                                    or sha256_of(msg.source) != msg.sha256):
+        if self.builtin_hashes and (msg.sha256 not in self.builtin_hashes or msg.modules
+                                    or bundle_sha256(msg.source, {}) != msg.sha256):
             return p.Ack(seq=msg.seq, ok=False,
                          error=f"node {self.name} runs only built-in jobs (--builtin-only)")
         problem = _job_start_problem(msg)
@@ -386,7 +384,8 @@ class NodeDaemon:
         endpoints = {part: msg.shuffle_endpoints[node] for part, node in msg.partition_map.items()}
         return p.ExecJob(
             job_id=msg.job_id, job_name=msg.job_name, source=msg.source, sha256=msg.sha256,
-            tokenizer=msg.tokenizer, num_partitions=msg.num_partitions, partitions=parts,
+            filename=msg.filename, modules=msg.modules, params=msg.params,
+            num_partitions=msg.num_partitions, partitions=parts,
             shuffle_endpoints=endpoints, flush_key_limit=msg.flush_key_limit,
             num_tasks=num_tasks, epoch=msg.epoch,
             spill_dir=str(self.spill_root / f"{msg.job_id}.{index}"),

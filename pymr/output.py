@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .errors import JobError, UsageError
 
@@ -15,34 +16,93 @@ from .errors import JobError, UsageError
 WRITE_BATCH = 8192
 
 
-def write_tsv(records: Iterable[tuple[bytes, int]], out: BinaryIO) -> int:
-    """``word<TAB>count`` lines; returns the number of records."""
+def write_tsv(records: Iterable[tuple[Any, Any]], out: BinaryIO) -> int:
+    """``key<TAB>value`` lines; returns the number of records.
+
+    ``str`` and ``bytes`` are written as they are (UTF-8), with a tab, newline or carriage
+    return inside them written as ``\\t``, ``\\n``, ``\\r``; ints as digits; everything
+    else as JSON. A word count's records (bytes, int) take a fast path whose batches are
+    checked in C for a tab or line break that would need escaping.
+    """
     n = 0
     batch: list[bytes] = []
-    for word, count in records:
-        batch.append(b"%s\t%d\n" % (word, count))
+    for key, value in records:
+        if type(key) is bytes and type(value) is int:
+            batch.append(b"%s\t%d\n" % (key, value))
+        else:
+            batch.append(tsv_field(key) + b"\t" + tsv_field(value) + b"\n")
         if len(batch) >= WRITE_BATCH:
-            out.write(b"".join(batch))
-            n += len(batch)
-            batch.clear()
-    out.write(b"".join(batch))
-    return n + len(batch)
+            n += _write_batch(batch, out)
+    return n + _write_batch(batch, out)
 
 
-def write_json(records: Iterable[tuple[bytes, int]], out: BinaryIO) -> int:
-    """A JSON array of ``{"word": ..., "count": ...}`` objects, streamed."""
+def _write_batch(batch: list[bytes], out: BinaryIO) -> int:
+    data = b"".join(batch)
+    n = len(batch)
+    if data.count(b"\t") != n or data.count(b"\n") != n or b"\r" in data:
+        # a key or value held a tab or line break: escape the lines that need it
+        data = b"".join(_escape_line(line) for line in batch)
+    out.write(data)
+    batch.clear()
+    return n
+
+
+def _escape_line(line: bytes) -> bytes:
+    body = line[:-1]
+    if body.count(b"\t") == 1 and b"\n" not in body and b"\r" not in body:
+        return line
+    # only the fast path builds lines whose fields were not escaped: (bytes key, int value)
+    key, _, value = body.rpartition(b"\t")
+    return _escape(key) + b"\t" + value + b"\n"
+
+
+def _escape(raw: bytes) -> bytes:
+    if b"\t" in raw or b"\n" in raw or b"\r" in raw:
+        return raw.replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+    return raw
+
+
+def tsv_field(x: Any) -> bytes:
+    """One TSV field: strings and bytes as they are (escaped), ints as digits, else JSON."""
+    t = type(x)
+    if t is bytes:
+        return _escape(x)
+    if t is str:
+        return _escape(x.encode("utf-8", "backslashreplace"))
+    if t is int:
+        return b"%d" % x
+    return json.dumps(jsonable(x), ensure_ascii=False).encode("utf-8", "backslashreplace")
+
+
+def jsonable(x: Any) -> Any:
+    """A key or value as JSON holds it: bytes decoded as UTF-8 (invalid bytes replaced),
+    tuples and lists as arrays, NaN and infinities as strings."""
+    t = type(x)
+    if t is bytes:
+        return x.decode("utf-8", "replace")
+    if t is float and not math.isfinite(x):
+        return repr(x)
+    if t is tuple or t is list or isinstance(x, tuple):
+        return [jsonable(i) for i in x]
+    return x
+
+
+def write_json(records: Iterable[tuple[Any, Any]], out: BinaryIO,
+               fields: tuple[str, str] = ("key", "value")) -> int:
+    """A JSON array of ``{fields[0]: key, fields[1]: value}`` objects, streamed."""
     n = 0
     out.write(b"[")
     batch: list[str] = []
-    for word, count in records:
+    kname, vname = fields
+    for key, value in records:
         sep = ",\n" if n or batch else "\n"
-        batch.append(sep + json.dumps({"word": word.decode("utf-8", "replace"),
-                                       "count": count}, ensure_ascii=False))
+        batch.append(sep + json.dumps({kname: jsonable(key), vname: jsonable(value)},
+                                      ensure_ascii=False))
         if len(batch) >= WRITE_BATCH:
-            out.write("".join(batch).encode("utf-8"))
+            out.write("".join(batch).encode("utf-8", "backslashreplace"))
             n += len(batch)
             batch.clear()
-    out.write("".join(batch).encode("utf-8"))
+    out.write("".join(batch).encode("utf-8", "backslashreplace"))
     n += len(batch)
     out.write(b"\n]\n" if n else b"]\n")
     return n

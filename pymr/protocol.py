@@ -18,8 +18,9 @@ from typing import Any, ClassVar
 import msgpack
 
 from .errors import ProtocolError
+from .keys import ListKey
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 #: Largest header frame we accept; bulk data travels in payload frames.
 MAX_HEADER_BYTES = 16 * 1024 * 1024
@@ -114,7 +115,11 @@ class Ack(Message):
 @_register
 @dataclass(frozen=True, slots=True)
 class JobStart(Message):
-    """Master -> node: the job spec, its program, and where every partition is reduced."""
+    """Master -> node: the job spec, its program, and where every partition is reduced.
+
+    The program is ``source`` (how tracebacks name it: ``filename``) plus the helper
+    modules from its folder (relative path -> source); ``sha256`` covers all of them.
+    """
 
     TYPE: ClassVar[str] = "job_start"
     seq: int
@@ -122,7 +127,6 @@ class JobStart(Message):
     job_name: str
     source: str
     sha256: str
-    tokenizer: str
     num_partitions: int
     #: partition -> node id of its reducer
     partition_map: dict[int, str]
@@ -133,6 +137,10 @@ class JobStart(Message):
     #: secret of this job's master: map tasks without it are dropped (another member
     #: cannot push tasks into someone else's job)
     task_token: str = ""
+    filename: str = ""
+    modules: dict[str, str] = field(default_factory=dict)
+    #: the job's parameters (``-p NAME=VALUE``)
+    params: dict[str, str] = field(default_factory=dict)
 
 
 @_register
@@ -153,6 +161,10 @@ class MapTask(Message):
     length: int = 0
     alone: bool = False
     token: str = ""
+    #: for jobs whose map takes a position: the input's name and the 1-based number of the
+    #: split's first line (0: not counted)
+    file: str = ""
+    first_line: int = 0
 
 
 @_register
@@ -181,6 +193,14 @@ class TaskFailedReport(Message):
     exc_type: str
     message: str
     traceback: str = ""
+    #: the frames of the job's own files only, with their source lines
+    user_traceback: str = ""
+    #: the failing record: its 0-based line within the split (-1: not known)
+    record: int = -1
+    #: what raised: "map", "combine", "load" (the program), "" (the engine)
+    stage: str = ""
+    #: not worth another attempt (the program does not load, a value cannot travel)
+    fatal: bool = False
 
 
 #: ``exc_type`` of reports that are not the task's fault: they never count as attempts.
@@ -228,8 +248,8 @@ class OutputDone(Message):
     output_id: str
     tasks: list[list[int]]
     manifest: dict[int, list[int]]
-    words: int = 0
-    bad_bytes: int = 0
+    #: the job's counters (``pymr.api.count``) of the tasks in this output
+    counters: dict[str, int] = field(default_factory=dict)
     #: the partition map's epoch the chunks were sent under (0: unknown)
     epoch: int = 0
 
@@ -293,8 +313,30 @@ class PartitionComplete(Message):
     node_id: str
     partition: int
     records: int
-    total: int
     chunks: int
+    #: counters of the job's reduce for this partition
+    counters: dict[str, int] = field(default_factory=dict)
+    #: names of the types of the partition's keys and values (the merge picks its order)
+    key_types: list[str] = field(default_factory=list)
+    value_types: list[str] = field(default_factory=list)
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ReduceFailed(Message):
+    """Reducer node -> master: the job's reduce raised for a key (fails the job at once:
+    every key of the partition would be merged again on another attempt, for the same
+    answer)."""
+
+    TYPE: ClassVar[str] = "reduce_failed"
+    job_id: str
+    node_id: str
+    partition: int
+    key: str
+    exc_type: str
+    message: str
+    traceback: str = ""
+    user_traceback: str = ""
 
 
 @_register
@@ -475,7 +517,6 @@ class ExecJob(Message):
     job_name: str
     source: str
     sha256: str
-    tokenizer: str
     num_partitions: int
     partitions: list[int]
     shuffle_endpoints: dict[int, str]
@@ -486,6 +527,9 @@ class ExecJob(Message):
     spill_dir: str = ""
     #: bytes of retained outputs kept in memory before the oldest spill (-1: the default)
     retain_memory: int = -1
+    filename: str = ""
+    modules: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
 
 
 @_register
@@ -765,14 +809,50 @@ def message_types() -> dict[str, type[Message]]:
     return dict(_TYPES)
 
 
+# ---------------------------------------------------------------- records
+#
+# Records are a job's keys and values: str, bytes, int, float, bool, None, and tuples /
+# lists of them. msgpack keeps str and bytes apart (use_bin_type) and, with strict_types,
+# hands tuples and list keys to ``_pack_ext``, so each comes back as the type it was.
+
+_EXT_TUPLE = 1
+_EXT_LIST_KEY = 2
+
+
+def _pack_ext(obj: Any) -> msgpack.ExtType:
+    t = type(obj)
+    if t is tuple:
+        return msgpack.ExtType(_EXT_TUPLE, _packb(list(obj)))
+    if t is ListKey:
+        return msgpack.ExtType(_EXT_LIST_KEY, _packb(list(obj)))
+    raise TypeError(f"a value of type {t.__name__} cannot travel (use str, bytes, int, "
+                    "float, bool, None, or tuples / lists of them)")
+
+
+def _packb(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True, strict_types=True, default=_pack_ext)
+
+
+def _unpack_ext(code: int, data: bytes) -> Any:
+    items = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True,
+                            ext_hook=_unpack_ext)
+    if code == _EXT_TUPLE:
+        return tuple(items)
+    if code == _EXT_LIST_KEY:
+        return ListKey(items)
+    raise ValueError(f"unknown record extension {code}")
+
+
 def pack_records(records: Any) -> bytes:
-    """Bulk records (lists/dicts of bytes and ints) for a payload frame."""
-    return msgpack.packb(records, use_bin_type=True)
+    """Bulk records (a dict key -> value, or a list of [key, value]) for a payload frame.
+    Raises ``TypeError`` naming the type of a value that cannot travel."""
+    return _packb(records)
 
 
 def unpack_records(data: bytes | memoryview) -> Any:
     """Inverse of ``pack_records``; raises ``ProtocolError`` on junk."""
     try:
-        return msgpack.unpackb(data, raw=True, strict_map_key=False, use_list=True)
+        return msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True,
+                               ext_hook=_unpack_ext)
     except Exception as exc:
         raise ProtocolError(f"undecodable records: {type(exc).__name__}") from exc

@@ -188,14 +188,13 @@ def cmdline(pid: int) -> str:
 
 
 #: ``python -c CLI_WITH_JOB JOB_FILE job wordcount ...``: the real ``pymr`` CLI in its own
-#: process, with the built-in wordcount replaced by the job in JOB_FILE.
+#: process, running the job file JOB_FILE where the arguments name ``wordcount``.
 CLI_WITH_JOB = (
-    "import sys, pymr.jobs\n"
-    "from pymr.jobs import JobSpec\n"
-    "source = open(sys.argv[1]).read()\n"
-    "pymr.jobs.builtin_spec = lambda name: JobSpec.from_source(name, source)\n"
+    "import sys\n"
     "from pymr.cli import main\n"
-    "sys.exit(main(sys.argv[2:]))\n")
+    "args = sys.argv[2:]\n"
+    "args[args.index('wordcount')] = sys.argv[1]\n"
+    "sys.exit(main(args))\n")
 
 
 def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM,
@@ -233,24 +232,17 @@ def describe(pids: Iterable[int]) -> str:
 
 # ------------------------------------------------------------------ a failing job
 
-#: A job program whose map raises on every split (shipped as source like any job).
+#: A job program whose map raises on every line (shipped as source like any job).
 FAILING_JOB = '''
-"""A job whose map raises on every split."""
+"""A job whose map raises on every line."""
 
 
-class Boom:
-    def add(self, data):
-        raise ValueError("boom: this job always fails")
-
-    def distinct_raw(self):
-        return 0
-
-    def finish(self):
-        return {}, 0
+def map(line):
+    raise ValueError("boom: this job always fails")
 
 
-def make_combiner(tokenizer):
-    return Boom()
+def reduce(key, values):
+    return sum(values)
 '''
 
 

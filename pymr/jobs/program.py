@@ -20,6 +20,7 @@ import inspect
 import linecache
 import os
 import sys
+import traceback
 import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -273,6 +274,15 @@ def load_program(spec: JobSpec, params: dict[str, str] | None = None, *,
             raise JobLoadError(f"{filename}:{_user_line(exc, filename)}: setup failed: "
                                f"{type(exc).__name__}: {exc}") from None
     return program
+
+
+def user_traceback(exc: BaseException, filenames: frozenset[str]) -> str:
+    """The traceback of ``exc`` cut to the frames of the job's own files, with their
+    source lines (registered with ``linecache`` when the job loaded)."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename in filenames]
+    lines = traceback.format_list(frames) if frames else []
+    lines += traceback.format_exception_only(type(exc), exc)
+    return "Traceback of the job's code (most recent call last):\n" + "".join(lines)
 
 
 def _user_line(exc: BaseException, filename: str) -> int:

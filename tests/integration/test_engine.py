@@ -80,12 +80,12 @@ def test_library_api_streams_the_sorted_records_once(text_files) -> None:
     records, seen_summary = calls[0]
     assert records == sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     assert seen_summary is summary
-    assert summary.total_words == sum(counts.values())
-    assert summary.distinct_words == len(counts)
+    assert summary.counters["words"] == sum(counts.values())
+    assert summary.records == len(counts)
     assert summary.input_bytes == text.stat().st_size
     assert summary.tasks >= (1 << 20) // (64 * K)
     assert len(summary.nodes) == 2
-    assert summary.bad_bytes == 0
+    assert "invalid_utf8" not in summary.counters
 
 
 def test_persistent_cluster_runs_jobs_with_bytes_shipped(text_files) -> None:
@@ -102,7 +102,8 @@ def test_persistent_cluster_runs_jobs_with_bytes_shipped(text_files) -> None:
         for tokenizer in ("words", "whitespace"):
             got.clear()
             run_job(builtin_spec("wordcount"), resolve_inputs([str(text)]),
-                    JobOptions(split_size=64 * K, tokenizer=tokenizer, num_partitions=3),
+                    JobOptions(split_size=64 * K, params={"tokenizer": tokenizer},
+                               num_partitions=3),
                     consume, endpoints=cluster.control_endpoints, key=cluster.key)
             assert got == [text_files.expected(text, tokenizer)]
 
@@ -129,7 +130,10 @@ def test_failing_task_fails_the_job_with_the_remote_error(write_text) -> None:
     assert err.exc_type == "ValueError"
     assert "boom: this job always fails" in err.message
     assert "boom: this job always fails" in str(err)
-    assert "Traceback" in err.traceback and "add" in err.traceback
+    assert "Traceback" in err.traceback and "in map" in err.traceback
+    # the one line names the input file and line of the record, the node and the task
+    assert f"map failed at {path}:" in str(err) and "task" in str(err)
+    assert "boom.py" in err.user_traceback and "pymr/" not in err.user_traceback
     assert err.attempt >= 2
     assert consumed == []
     # and once the error is dropped, nothing of the job keeps the input open (``info`` holds a
@@ -142,16 +146,13 @@ def test_failing_task_fails_the_job_with_the_remote_error(write_text) -> None:
 
 def test_failing_job_through_the_cli_exits_1_and_writes_nothing(
         write_text, tmp_path: Path, capsysbinary, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Given the CLI's wordcount replaced by the failing job
-    import pymr.jobs
-
+    # Given the failing job as a job file
     path = write_text("in.txt", "some words here\n" * 1000)
+    job = write_text("boom_job.py", FAILING_JOB)
     target = tmp_path / "out" / "counts.tsv"
     target.parent.mkdir()
-    monkeypatch.setattr(pymr.jobs, "builtin_spec",
-                        lambda name: JobSpec.from_source(name, FAILING_JOB))
     # When it runs with -o
-    code = cli.main(["job", "wordcount", str(path), "--local", "1", "--slots", "1",
+    code = cli.main(["job", str(job), str(path), "--local", "1", "--slots", "1",
                      "--split-size", "4K", "--max-attempts", "2", "-o", str(target)])
     out, err = capsysbinary.readouterr()
     # Then exit 1, one error line naming the remote error, and no output file (nor temp file)
@@ -159,7 +160,10 @@ def test_failing_job_through_the_cli_exits_1_and_writes_nothing(
     assert out == b""
     errors = [x for x in err.decode().splitlines() if x.startswith("pymr: error:")]
     assert len(errors) == 1 and "ValueError" in errors[0] and "boom" in errors[0], err
-    assert b"Traceback" not in err
+    assert f"at {path}:1 ".encode() in err  # the first line of the first split raised
+    # below it the job's own traceback, with its source line, and nothing of pymr's code
+    assert b"boom_job.py" in err and b'raise ValueError("boom' in err
+    assert b"pymr/" not in err
     assert list(target.parent.iterdir()) == []
 
 
@@ -181,7 +185,7 @@ def test_failing_job_in_a_real_process_reports_cleanly(write_text, tmp_path: Pat
     lines = err.strip().splitlines()
     errors = [x for x in lines if x.startswith("pymr: error:")]
     assert len(errors) == 1 and "boom" in errors[0], err
-    assert "Traceback" not in err
+    assert "pymr/" not in err  # the job's traceback only
     retries = [x for x in lines if "attempt" in x and "boom: this job always fails" in x]
     assert retries, "the failed attempts are reported as they happen"
 

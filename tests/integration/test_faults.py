@@ -222,7 +222,7 @@ def test_reducer_killed_during_the_shuffle(cluster: LocalCluster, settled, many_
     out = tmp_path / "out.tsv"
     # When a node (a reducer of one partition, and a mapper) is killed halfway
     outcome = run_master(cluster, [many_words], out, hooks, timeout_s=JOB_BOUND_S,
-                         options=options(split_size=256 * K, tokenizer="whitespace",
+                         options=options(split_size=256 * K, params={"tokenizer": "whitespace"},
                                          flush_key_limit=20_000))
     # Then its partition is rebuilt elsewhere from the retained outputs and the answer is
     # exact
@@ -258,7 +258,7 @@ def test_reducer_killed_and_rebuilt_from_spilled_outputs(cluster: LocalCluster, 
     out = tmp_path / "out.tsv"
     # When a reducer is killed halfway
     outcome = run_master(cluster, [many_words], out, hooks, timeout_s=JOB_BOUND_S,
-                         options=options(split_size=256 * K, tokenizer="whitespace",
+                         options=options(split_size=256 * K, params={"tokenizer": "whitespace"},
                                          flush_key_limit=20_000))
     # Then outputs were on disk, its partition was rebuilt from them, the answer is exact
     assert killed and spilled_then, "no output was spilled before the fault"
@@ -284,7 +284,7 @@ def test_mapper_killed_after_its_output_was_committed(cluster: LocalCluster, set
     hooks.at_phase("reduce", lambda: killed.extend(kill_node(cluster, 2)))
     out = tmp_path / "out.tsv"
     outcome = run_master(cluster, [many_words], out, hooks, timeout_s=JOB_BOUND_S,
-                         options=options(split_size=256 * K, tokenizer="whitespace"))
+                         options=options(split_size=256 * K, params={"tokenizer": "whitespace"}))
     # Then its tasks run again where reducers miss them, its partition moves, and every
     # word still counts exactly once
     assert killed
@@ -307,7 +307,7 @@ def test_reducer_killed_while_the_master_fetches(cluster: LocalCluster, settled,
     hooks.at_records(at, lambda: killed.extend(kill_node(cluster, 0)))
     out = tmp_path / "out.tsv"
     outcome = run_master(cluster, [many_words], out, hooks, timeout_s=JOB_BOUND_S,
-                         options=options(split_size=256 * K, tokenizer="whitespace",
+                         options=options(split_size=256 * K, params={"tokenizer": "whitespace"},
                                          fetch_credit=1),
                          pause_records=[at])
     # Then its partition is rebuilt on another node and the fetch resumes where it stopped:
@@ -411,7 +411,7 @@ def test_task_failing_on_every_attempt_fails_the_job_cleanly(cluster: LocalClust
     assert err["type"] == "TaskFailed", why(outcome)
     assert err["exc_type"] == "ValueError"
     assert "boom: this job always fails" in err["message"]
-    assert "Traceback" in err["traceback"] and "add" in err["traceback"]
+    assert "Traceback" in err["traceback"] and "in map" in err["traceback"]
     assert err["attempt"] >= 3
     assert err["node"].startswith("local")
     assert outcome.consumed == 0 and not out.exists()
@@ -480,7 +480,8 @@ def test_two_jobs_at_once_share_the_nodes(cluster: LocalCluster, text_8m: Path, 
     second = text_files(6 * M, seed=33)
     jobs = [(text_8m, "words"), (second, "whitespace")]
     masters = [MasterProcess(cluster, [path], tmp_path / f"out{i}.tsv", pause_on=(),
-                             options=options(tokenizer=tok)) for i, (path, tok) in enumerate(jobs)]
+                             options=options(params={"tokenizer": tok}))
+               for i, (path, tok) in enumerate(jobs)]
     hooks = [Hooks(), Hooks()]
     outcomes: list[Outcome | BaseException | None] = [None, None]
 

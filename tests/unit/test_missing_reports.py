@@ -8,7 +8,10 @@ from typing import Any
 
 from pymr import protocol as p
 from pymr.executor import MISSING_CHECK_S, Executor, ExecutorJob
+from pymr.jobs import builtin_spec
+from pymr.jobs.program import load_program
 from pymr.ledger import Manifest, ReducerLedger, chained_crc32
+from pymr.reduceside import ReduceSide
 from pymr.security import ClusterKey
 
 CHUNKS = [p.pack_records({b"a": 1}), p.pack_records({b"b": 2})]
@@ -18,11 +21,12 @@ def reducer() -> tuple[Executor, ExecutorJob, list[p.Message]]:
     sent: list[p.Message] = []
     ex = Executor(0, "n", "ipc://unused", ClusterKey.generate(), parent_pid=1)
     ex._send = lambda msg, *payload: sent.append(msg)  # type: ignore[method-assign]
-    spec = p.ExecJob(job_id="j", job_name="wordcount", source="", sha256="", tokenizer="words",
+    spec = p.ExecJob(job_id="j", job_name="wordcount", source="", sha256="",
                      num_partitions=1, partitions=[0], shuffle_endpoints={0: "tcp://x:1"})
-    job = ExecutorJob(spec=spec, module=None)
+    program = load_program(builtin_spec("wordcount"))
+    job = ExecutorJob(spec=spec, program=program)
     job.ledgers[0] = ReducerLedger([0])
-    job.counts[0] = {}
+    job.reducers[0] = ReduceSide(program)
     ex.jobs["j"] = job
     # output "o" committed with two chunks, of which only the first arrived
     job.ledgers[0].commit("o", [0], 0, Manifest(2, 2, chained_crc32(CHUNKS)))

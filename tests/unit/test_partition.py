@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pymr.executor import partition_of
+from pymr.keys import partition_of
 from tests import helpers
 
 KEYS = [b"", b"a", b"the", b"The", b"don't", "it\u2019s".encode(), "\u00e9".encode(),
@@ -29,7 +29,7 @@ PARTITION_COUNTS = [1, 2, 3, 7, 16, 64, 1000]
 
 CHILD = r"""
 import json, sys
-from pymr.executor import partition_of
+from pymr.keys import partition_of
 keys = [bytes.fromhex(h) for h in json.loads(sys.stdin.read())]
 counts = json.loads(sys.argv[1])
 out = {str(r): [partition_of(k, r) for k in keys] for r in counts}
@@ -92,15 +92,14 @@ class _FakeSocket:
         self.sent.append((self.endpoint, list(frames)))
 
 
-class _FakeCombiner:
-    def __init__(self, counts: dict[bytes, int]) -> None:
-        self.counts = counts
+ECHO_JOB = """
+from pymr.api import sum_values
 
-    def finish(self) -> tuple[dict[bytes, int], int]:
-        return dict(self.counts), 0
+def map(line):
+    yield line.encode(), 1
 
-    def distinct_raw(self) -> int:
-        return len(self.counts)
+combine = reduce = sum_values
+"""
 
 
 @pytest.mark.parametrize("r", [1, 3, 7])
@@ -108,6 +107,9 @@ def test_map_side_sends_each_word_to_partition_of(r: int) -> None:
     """What the executor shuffles agrees with partition_of, which the reducers rely on."""
     from pymr import executor
     from pymr import protocol as p
+    from pymr.jobs import JobSpec
+    from pymr.jobs.program import load_program
+    from pymr.mapside import MapSide
     from pymr.security import ClusterKey
 
     sent: list[tuple[str, list[Any]]] = []
@@ -116,12 +118,14 @@ def test_map_side_sends_each_word_to_partition_of(r: int) -> None:
     ex._push = lambda endpoint: _FakeSocket(endpoint, sent)  # type: ignore[method-assign]
     reports: list[p.Message] = []
     ex._send = lambda msg, *payload: reports.append(msg)  # type: ignore[method-assign]
-    spec = p.ExecJob(job_id="j", job_name="wordcount", source="", sha256="", tokenizer="words",
+    spec = p.ExecJob(job_id="j", job_name="echo", source="", sha256="",
                      num_partitions=r, partitions=[],
                      shuffle_endpoints={i: f"ep{i}" for i in range(r)})
-    counts = {k: i + 1 for i, k in enumerate(KEYS)}
-    job = executor.ExecutorJob(spec=spec, module=None, combiner=_FakeCombiner(counts),
-                               pending=[[0, 1]])
+    program = load_program(JobSpec.from_source("echo", ECHO_JOB))
+    words = [k for k in KEYS if b"\n" not in k and b"\r" not in k and k.isascii()]
+    mapside = MapSide(program)
+    mapside.add_split(b"".join(w + b"\n" for w in words))
+    job = executor.ExecutorJob(spec=spec, program=program, mapside=mapside, pending=[[0, 1]])
     ex.flush(job)
     seen: dict[bytes, int] = {}
     for endpoint, frames in sent:
@@ -131,5 +135,39 @@ def test_map_side_sends_each_word_to_partition_of(r: int) -> None:
         for key, count in dict(p.unpack_records(payload[0])).items():
             assert partition_of(key, r) == msg.partition, key
             seen[key] = seen.get(key, 0) + count
-    assert seen == counts
+    from collections import Counter
+    assert seen == Counter(words)
     assert any(isinstance(m, p.OutputDone) for m in reports)
+
+
+MIXED_KEYS: list[Any] = [b"a", "a", 1, 1.5, -3, None, True, ("a", 1), ("a", (b"x", None)),
+                         2.0, "\u00e9", (), ""]
+
+
+@pytest.mark.parametrize("r", [1, 2, 5, 64])
+def test_split_by_partition_follows_partition_of_for_every_key_type(r: int) -> None:
+    from pymr.executor import split_by_partition
+
+    records = {k: i for i, k in enumerate(MIXED_KEYS)}
+    parts = split_by_partition(records, r)
+    assert sum(len(x) for x in parts) == len(records)
+    for part, d in enumerate(parts):
+        for k in d:
+            assert partition_of(k, r) == part
+
+
+def test_equal_keys_share_a_partition() -> None:
+    """1, 1.0 and True are one key in every process's dicts: they must meet in one reducer."""
+    for r in (2, 3, 7, 1000):
+        assert partition_of(1, r) == partition_of(1.0, r) == partition_of(True, r)
+        assert partition_of((1, "a"), r) == partition_of((1.0, "a"), r)
+
+
+def test_str_and_bytes_keys_are_distinct_but_hash_alike() -> None:
+    """A str key hashes as its UTF-8 bytes (cheap), and still comes back as a str."""
+    from pymr import protocol as p
+
+    assert partition_of("word", 7) == partition_of(b"word", 7)
+    back = p.unpack_records(p.pack_records({"word": 1, b"word": 2}))
+    assert back == {"word": 1, b"word": 2}
+    assert {type(k) for k in back} == {str, bytes}

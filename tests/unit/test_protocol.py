@@ -274,7 +274,8 @@ def test_header_that_is_not_a_map(value: Any) -> None:
     assert_rejected([msgpack.packb(value, use_bin_type=True)])
 
 
-@pytest.mark.parametrize("version", [None, 0, 2, -1, 1 << 40, "1", b"\x01", [1], {"v": 1},
+@pytest.mark.parametrize("version", [None, 0, p.PROTOCOL_VERSION - 1, p.PROTOCOL_VERSION + 1,
+                                     -1, 1 << 40, "1", b"\x01", [1], {"v": 1},
                                      True, 1.0], ids=repr)
 def test_wrong_or_missing_version(version: Any) -> None:
     fields = valid_header_fields("ack")

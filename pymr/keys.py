@@ -1,0 +1,205 @@
+"""Keys and values of a job: which types travel, the partition of a key, and the total order.
+
+A job's keys and values are ``str``, ``bytes``, ``int``, ``float``, ``bool``, ``None`` and
+tuples / lists of them. Sans-I/O and import-free (of pymr): the map side, the reduce side,
+the master's merge and the tests all use these functions, so there is one partition rule and
+one order.
+
+* **Partition**: ``crc32`` of a canonical encoding of the key, never Python's salted
+  ``hash()``. ``bytes`` are their own encoding and ``str`` is UTF-8, so a word count's keys
+  cost one ``crc32`` each. Keys that are equal in Python (``1``, ``1.0``, ``True``) are
+  grouped together by the dicts of every process, so they share one encoding.
+* **Order** (``ORDER = "key"``, the default): ``None`` < numbers (``bool`` as ``int``) <
+  NaN < ``str`` (code points) < ``bytes`` < tuples and lists (element by element).
+  ``ORDER = "value"``: value descending, then key ascending (a word count's order).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from collections.abc import Callable, Iterable
+from typing import Any
+
+
+class ListKey(tuple):  # type: ignore[type-arg]
+    """A list used as a key: hashable while it travels and is grouped, and never equal to a
+    tuple with the same items (a key comes back as the type it was emitted)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is ListKey and tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash(("pymr.ListKey", tuple(self)))
+
+    def __repr__(self) -> str:
+        return repr(list(self))
+
+
+#: Types a key or value may have (containers are checked item by item).
+SCALARS = frozenset([str, bytes, int, float, bool, type(None)])
+CONTAINERS = frozenset([tuple, list, ListKey])
+TRAVELS = SCALARS | CONTAINERS
+
+
+def freeze_key(key: Any) -> Any:
+    """A hashable key for one that holds lists (lists become ``ListKey``)."""
+    t = type(key)
+    if t is list:
+        return ListKey(map(freeze_key, key))
+    if t is tuple:
+        return tuple(map(freeze_key, key))
+    return key
+
+
+def thaw(value: Any) -> Any:
+    """What the user emitted: ``ListKey`` back to ``list`` (inside tuples too)."""
+    t = type(value)
+    if t is ListKey:
+        return [thaw(x) for x in value]
+    if t is tuple:
+        return tuple(map(thaw, value))
+    if t is list:
+        return [thaw(x) for x in value]
+    return value
+
+
+def untravelable(value: Any) -> type | None:
+    """The first type inside ``value`` that cannot travel, or None."""
+    t = type(value)
+    if t in SCALARS:
+        return None
+    if t in CONTAINERS:
+        for item in value:
+            bad = untravelable(item)
+            if bad is not None:
+                return bad
+        return None
+    return t
+
+
+def first_untravelable(values: Iterable[Any]) -> tuple[Any, type] | None:
+    """(value, bad type) of the first value of a batch that cannot travel. The common case
+    (scalars only) is one pass over the types in C."""
+    values = list(values)
+    types = set(map(type, values))
+    if types <= SCALARS:
+        return None
+    for v in values:
+        bad = untravelable(v)
+        if bad is not None:
+            return v, bad
+    return None
+
+
+# ---------------------------------------------------------------- partition
+
+_pack_len = struct.Struct(">I").pack
+
+
+def canonical(key: Any) -> bytes:
+    """Bytes that equal keys share (``1 == 1.0 == True``), for the partition hash."""
+    t = type(key)
+    if t is bytes:
+        return key  # type: ignore[no-any-return]
+    if t is str:
+        return key.encode("utf-8", "surrogatepass")  # type: ignore[no-any-return]
+    return _canon(key)
+
+
+def _canon(x: Any) -> bytes:
+    t = type(x)
+    if x is None:
+        return b"N"
+    if t is bool or t is int:
+        return b"i%d;" % x
+    if t is float:
+        if x.is_integer():
+            return b"i%d;" % int(x)
+        return b"f" + x.hex().encode() + b";"
+    if t is str:
+        raw = x.encode("utf-8", "surrogatepass")
+        return b"s" + _pack_len(len(raw)) + raw
+    if t is bytes:
+        return b"b" + _pack_len(len(x)) + x
+    if t is tuple:
+        return b"t" + _pack_len(len(x)) + b"".join(map(_canon, x))
+    if t is ListKey or t is list:
+        return b"l" + _pack_len(len(x)) + b"".join(map(_canon, x))
+    raise TypeError(f"a key of type {t.__name__} cannot travel")
+
+
+def partition_of(key: Any, num_partitions: int) -> int:
+    """The reduce partition of a key: stable across processes, machines and runs."""
+    return zlib.crc32(canonical(key)) % num_partitions
+
+
+# ---------------------------------------------------------------- order
+
+#: One native type: Python's own ``<`` is the documented order (and is fastest).
+NATIVE_ORDER = frozenset(["str", "bytes", "int"])
+
+
+def order_key(x: Any) -> Any:
+    """A sort key that puts any mix of travelling types in the documented total order."""
+    t = type(x)
+    if t is str:
+        return (3, x)
+    if t is bytes:
+        return (4, x)
+    if t is int or t is bool:
+        return (1, x)
+    if t is float:
+        return (2, 0) if math.isnan(x) else (1, x)
+    if x is None:
+        return (0, 0)
+    return (5, tuple(map(order_key, x)))
+
+
+class Descending:
+    """Wraps a sort key to reverse it (values of ``ORDER = "value"`` that are not ints)."""
+
+    __slots__ = ("k",)
+
+    def __init__(self, k: Any) -> None:
+        self.k = k
+
+    def __lt__(self, other: Descending) -> bool:
+        return bool(other.k < self.k)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Descending) and bool(self.k == other.k)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def type_names(values: Iterable[Any]) -> set[str]:
+    """The names of the types of ``values`` (a ``ListKey`` is a list)."""
+    return {"list" if t is ListKey else t.__name__ for t in set(map(type, values))}
+
+
+def record_sort_key(order: str, key_types: set[str], value_types: set[str]
+                    ) -> Callable[[tuple[Any, Any]], Any] | None:
+    """The sort key of ``(key, value)`` records for a job's order, given the types seen.
+
+    None means "sort the records as they are" (keys of one native type, order by key).
+    Every key returned is consistent with the others on the records they both accept, so
+    reducers that saw fewer types sort their runs compatibly with the master's merge.
+    """
+    native_key = len(key_types) <= 1 and key_types <= NATIVE_ORDER
+    if order == "key":
+        if native_key:
+            return None
+        return lambda kv: order_key(kv[0])
+    int_values = value_types <= {"int"}
+    if int_values and native_key:
+        return lambda kv: (-kv[1], kv[0])
+    if int_values:
+        return lambda kv: (-kv[1], order_key(kv[0]))
+    return lambda kv: (Descending(order_key(kv[1])), order_key(kv[0]))

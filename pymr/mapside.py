@@ -1,0 +1,316 @@
+"""The map side of a job, without sockets: map (+ combine) over the splits of one batch.
+
+An executor feeds the splits of a batch of tasks to one ``MapSide`` and flushes what
+``finish`` returns as one map output. Two kinds of job:
+
+* **line jobs** (``map(line)`` or ``map(line, pos)``): a split (cut right after a ``\\n``) is
+  decoded once (UTF-8, invalid bytes replaced and counted as ``invalid_utf8``), ``\\r\\n``
+  becomes ``\\n`` and the text is split at ``\\n``. ``map`` runs over the lines from C
+  (``map`` + ``chain``); only when it raises are the lines of that batch replayed one by one
+  to name the line. Pairs are grouped by key: summed in C when ``combine`` is
+  ``pymr.api.sum_values`` and every value is ``1``, else into lists that ``combine``
+  (when the job has one) reduces at ``finish``.
+* **chunk jobs** (``chunk_mapper(params)``): raw bytes, cut after ASCII whitespace, go to the
+  job's object, whose ``finish`` returns combined values (word count's fast path).
+
+``finish`` returns ``{key: value}`` (combined) or ``{key: [values]}`` (no combine).
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from itertools import chain, count, repeat
+from operator import itemgetter
+from typing import Any
+
+from . import api
+from .jobs.program import JobProgram, user_traceback
+from .keys import CONTAINERS, first_untravelable, freeze_key, untravelable
+from .tokenize import count_bad_sequences, pieces
+
+try:  # the C helper behind Counter.update
+    from collections import _count_elements  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - other interpreters
+    def _count_elements(mapping: dict[Any, int], iterable: Any) -> None:
+        get = mapping.get
+        for item in iterable:
+            mapping[item] = get(item, 0) + 1
+
+#: A running task looks for a cancel after each piece of this size (chunk jobs) ...
+CANCEL_CHECK_BYTES = 1 << 20
+#: ... or this many lines (line jobs).
+CANCEL_CHECK_LINES = 8192
+#: A combine (not a plain sum) runs on a key's values once it holds this many, so a
+#: frequent key does not hold all its values until the flush.
+COMBINE_EVERY = 256
+
+_first, _second = itemgetter(0), itemgetter(1)
+_PAIR_TYPES = frozenset([tuple, list])
+_TWO = frozenset([2])
+
+
+class Cancelled(Exception):
+    """The check between pieces said stop: another attempt of a task in the batch won."""
+
+
+class MapFailed(Exception):
+    """The job's map or combine raised, or emitted what cannot travel.
+
+    ``record`` is the 0-based line of the split (-1: not known, as for combine), ``key``
+    the key combine was given; ``fatal`` when another attempt cannot help.
+    """
+
+    def __init__(self, stage: str, exc_type: str, message: str, *, record: int = -1,
+                 key: str = "", user_tb: str = "", fatal: bool = False,
+                 cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        #: the whole traceback of the job's exception (pymr's frames too), for --debug
+        self.full_tb = "".join(traceback.format_exception(cause)) if cause else ""
+        self.stage = stage
+        self.exc_type = exc_type
+        self.message = message
+        self.record = record
+        self.key = key
+        self.user_tb = user_tb
+        self.fatal = fatal
+
+
+def split_lines(data: Any) -> tuple[list[str], int]:
+    """The lines of a split and the number of invalid UTF-8 sequences replaced."""
+    try:
+        text = str(data, "utf-8")
+        bad = 0
+    except UnicodeDecodeError:
+        text = str(data, "utf-8", "replace")
+        bad = count_bad_sequences(data)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines, bad
+
+
+class MapSide:
+    """Map and combine of the tasks of one batch; ``finish`` hands the output over."""
+
+    def __init__(self, program: JobProgram) -> None:
+        self.program = program
+        self.counters: dict[str, int] = {}
+        self.groups: dict[Any, Any] = {}
+        self.values_held = 0
+        self.sum_combine = program.combine_is_sum
+        self.chunk: Any = None
+        if program.chunk_mapper is not None:
+            api._counters = self.counters
+            self.chunk = self._call("map", program.chunk_mapper, dict(program.params))
+
+    # ---------------------------------------------------------------- feeding
+    def add_split(self, data: Any, *, file: str = "", first_line: int = 0,
+                  check: Callable[[], bool] = lambda: False) -> None:
+        """Map one split; ``check`` is called between pieces and raises ``Cancelled``
+        when it returns True."""
+        api._counters = self.counters
+        if self.chunk is not None:
+            add = self.chunk.add
+            for piece in pieces(data, CANCEL_CHECK_BYTES):
+                self._call("map", add, piece)
+                if check():
+                    raise Cancelled
+            return
+        lines, bad = split_lines(data)
+        if bad:
+            self.counters["invalid_utf8"] = self.counters.get("invalid_utf8", 0) + bad
+        for start in range(0, len(lines), CANCEL_CHECK_LINES):
+            batch = lines[start:start + CANCEL_CHECK_LINES]
+            self._map_lines(batch, start, file, first_line)
+            if check():
+                raise Cancelled
+
+    def size(self) -> int:
+        """What this side holds, for the executor's flush limit: distinct keys (values
+        too when they are kept as lists)."""
+        if self.chunk is not None:
+            size = getattr(self.chunk, "size", None)
+            return int(size()) if size is not None else 0
+        return len(self.groups) if self.sum_combine else self.values_held
+
+    def finish(self) -> tuple[dict[Any, Any], dict[str, int]]:
+        """The batch's records and counters; this side is spent afterwards."""
+        api._counters = self.counters
+        if self.chunk is not None:
+            records = self._call("map", self.chunk.finish)
+            if not isinstance(records, dict):
+                raise MapFailed("map", "TypeError", "the chunk mapper's finish() must "
+                                f"return a dict, not {type(records).__name__}", fatal=True)
+            self._check_travel(records.values(), records, "combine")
+            return records, self.counters
+        groups = self.groups
+        combine = self.program.combine
+        if combine is not None and not self.sum_combine:
+            for key, values in groups.items():
+                groups[key] = self._combine(key, values)
+            self._check_travel(groups.values(), groups, "combine")
+        return groups, self.counters
+
+    # ---------------------------------------------------------------- lines
+    def _map_lines(self, batch: list[str], start: int, file: str, first_line: int) -> None:
+        fmap = self.program.map
+        assert fmap is not None
+        if self.program.map_takes_position:
+            positions = map(api.Position, repeat(file), count(first_line + start))
+            produced: Any = map(fmap, batch, positions)
+        else:
+            produced = map(fmap, batch)
+        try:
+            pairs = list(chain.from_iterable(produced))
+        except Exception:
+            self._replay(batch, start, file, first_line)
+            raise  # the replay did not fail: the job's map is not deterministic
+        if pairs:
+            self._group(pairs, batch, start, file, first_line)
+
+    def _call_map(self, line: str, index: int, file: str, first_line: int) -> Any:
+        fmap = self.program.map
+        assert fmap is not None
+        if self.program.map_takes_position:
+            return fmap(line, api.Position(file, first_line + index))
+        return fmap(line)
+
+    def _replay(self, batch: list[str], start: int, file: str, first_line: int) -> None:
+        """Run the lines of a failed batch one by one and raise ``MapFailed`` naming the
+        first line whose map raises."""
+        for i, line in enumerate(batch):
+            try:
+                out = self._call_map(line, start + i, file, first_line)
+                if out is None:
+                    raise TypeError("map returned None; it must yield (or return a list "
+                                    "of) (key, value) pairs")
+                for _ in out:
+                    pass
+            except Exception as exc:
+                raise MapFailed("map", type(exc).__name__, str(exc), record=start + i,
+                                user_tb=user_traceback(exc, self.program.filenames),
+                                cause=exc) from None
+
+    def _group(self, pairs: list[Any], batch: list[str], start: int, file: str,
+               first_line: int) -> None:
+        if not _PAIR_TYPES.issuperset(map(type, pairs)) or not _TWO.issuperset(
+                map(len, pairs)):
+            bad = next(x for x in pairs if type(x) not in _PAIR_TYPES or len(x) != 2)
+            self._fail_on(batch, start, file, first_line, _not_a_pair,
+                          f"map must yield (key, value) pairs, not {_short(bad)}")
+        keys = list(map(_first, pairs))
+        values = list(map(_second, pairs))
+        for index, seq, what in ((0, keys, "key"), (1, values, "value")):
+            found = first_untravelable(seq)
+            if found is not None:
+                self._fail_on(batch, start, file, first_line,
+                              _has_bad_item(index, found[1]),
+                              f"a {what} of type {found[1].__name__} cannot travel (use str, "
+                              "bytes, int, float, bool, None, or tuples / lists of them)")
+        if not CONTAINERS.isdisjoint(map(type, keys)):
+            keys = list(map(freeze_key, keys))
+        groups = self.groups
+        if self.sum_combine:
+            if _INT_ONLY.issuperset(map(type, values)) and values.count(1) == len(values):
+                _count_elements(groups, keys)
+                return
+            get = groups.get
+            try:
+                for k, v in zip(keys, values, strict=True):
+                    groups[k] = get(k, 0) + v
+            except TypeError as exc:
+                raise MapFailed("combine", "TypeError", f"sum_values cannot add the values "
+                                f"of key {_short(k)}: {exc}", key=_short(k)) from None
+            return
+        get = groups.get
+        for k, v in zip(keys, values, strict=True):
+            held = get(k)
+            if held is None:
+                groups[k] = [v]
+            else:
+                held.append(v)
+        self.values_held += len(values)
+        if self.program.combine is not None and self.values_held >= COMBINE_EVERY * 4:
+            self._combine_long_lists()
+
+    def _combine_long_lists(self) -> None:
+        held = 0
+        for key, values in self.groups.items():
+            if len(values) >= COMBINE_EVERY:
+                values[:] = [self._combine(key, values)]
+            held += len(values)
+        self.values_held = held
+
+    def _combine(self, key: Any, values: list[Any]) -> Any:
+        combine = self.program.combine
+        assert combine is not None
+        try:
+            return combine(key, values)
+        except Exception as exc:
+            raise MapFailed("combine", type(exc).__name__, str(exc), key=_short(key),
+                            user_tb=user_traceback(exc, self.program.filenames),
+                            cause=exc) from None
+
+    def _fail_on(self, batch: list[str], start: int, file: str, first_line: int,
+                 is_bad: Callable[[Any], bool], why: str) -> None:
+        """Find the line whose map emitted the offending item, with the job's line that
+        yielded it, and raise ``MapFailed`` (fatal: every attempt emits the same)."""
+        for i, line in enumerate(batch):
+            it = iter(self._call_map(line, start + i, file, first_line))
+            for item in it:
+                if not is_bad(item):
+                    continue
+                frame = getattr(it, "gi_frame", None)
+                where = ""
+                if frame is not None:
+                    where = f" (yielded at {self.program.spec.filename}:{frame.f_lineno})"
+                raise MapFailed("map", "TypeError", why + where, record=start + i,
+                                fatal=True)
+        raise MapFailed("map", "TypeError", why, fatal=True)
+
+    def _check_travel(self, values: Any, records: dict[Any, Any], stage: str) -> None:
+        found = first_untravelable(values)
+        if found is None:
+            found = first_untravelable(records.keys())
+            if found is None:
+                return
+            obj = found[0]
+            key = obj
+        else:
+            obj = found[0]
+            key = next(k for k, v in records.items() if v is obj)
+        raise MapFailed(stage, "TypeError", f"a value of type {found[1].__name__} for key "
+                        f"{_short(key)} cannot travel (use str, bytes, int, float, bool, "
+                        "None, or tuples / lists of them)", key=_short(key), fatal=True)
+
+    def _call(self, stage: str, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except (Cancelled, MapFailed):
+            raise
+        except Exception as exc:
+            raise MapFailed(stage, type(exc).__name__, str(exc),
+                            user_tb=user_traceback(exc, self.program.filenames),
+                            cause=exc) from None
+
+
+_INT_ONLY = frozenset([int])
+
+
+def _not_a_pair(item: Any) -> bool:
+    return type(item) not in _PAIR_TYPES or len(item) != 2
+
+
+def _has_bad_item(index: int, bad_type: type) -> Callable[[Any], bool]:
+    """Is this pair's key (0) or value (1) holding ``bad_type``?"""
+    def check(item: Any) -> bool:
+        return not _not_a_pair(item) and untravelable(item[index]) is bad_type
+    return check
+
+
+def _short(obj: Any, limit: int = 80) -> str:
+    text = repr(obj)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
