@@ -35,8 +35,8 @@ def main() -> int:
                         format="pymr node: %(levelname)s: %(message)s")
     opts = NodeOptions(name=config["name"], slots=config["slots"], host="127.0.0.1",
                        embedded=True, read_paths=True,
-                       **{k: config[k] for k in ("retain_memory", "lease_timeout_s")
-                          if k in config})
+                       **{k: config[k] for k in ("retain_memory", "lease_timeout_s",
+                                                 "builtin_only") if k in config})
     key = ClusterKey(config["public"].encode(), config["secret"].encode())
     daemon = NodeDaemon(opts, key, node_id=config["node_id"], run_dir=run_dir, executors=procs)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())

@@ -298,7 +298,7 @@ def _cmd_job(args: argparse.Namespace, inputs: list[Any]) -> int:
         signal.signal(signal.SIGHUP, _terminate)
     params = job_params(args)
     spec = resolve_job(args.job)
-    program = load_program(spec, params, run_setup=False)  # exit 2 before any node
+    program = load_program(spec, params)  # exit 2 before any node is contacted
     if args.output:
         check_output_path(args.output, args.force)
     _check_embedded_size(args)
@@ -352,7 +352,7 @@ def _run(args: argparse.Namespace, inputs: list[Any], program: Any,
          cluster: LocalCluster | None) -> int:
     from .keys import thaw
     from .output import atomic_output, write_json, write_tsv
-    from .run import run_job
+    from .runner import run_job
 
     opts = JobOptions(job_name=program.spec.name, params=program.params,
                       split_size=args.split_size,

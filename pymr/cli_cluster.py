@@ -499,20 +499,9 @@ def _serve(args: argparse.Namespace, state: Any, key: ClusterKey, node_id: str,
 
 
 def _parse_nodes(text: str) -> list[str]:
-    from .errors import UsageError
+    from .config import parse_nodes
 
-    out = []
-    for item in (x.strip() for x in text.split(",")):
-        if not item:
-            continue
-        host, sep, port = item.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise UsageError(f"--nodes: {item!r} is not HOST:PORT (a node's control port, "
-                             "shown by 'pymr status')")
-        out.append(f"tcp://{host.strip('[]')}:{int(port)}")
-    if not out:
-        raise UsageError("--nodes names no node")
-    return out
+    return parse_nodes(text)
 
 
 def _need_key(state: Any, why: str) -> ClusterKey:

@@ -69,11 +69,12 @@ class LocalCluster:
 
     def __init__(self, nodes: int = 1, slots: int = 0, key: ClusterKey | None = None, *,
                  retain_memory: int | None = None,
-                 lease_timeout_s: float | None = None) -> None:
+                 lease_timeout_s: float | None = None, builtin_only: bool = False) -> None:
         self.key = key or ClusterKey.generate()
         # Node options tests and benchmarks tune (None: the node's default).
         self.node_options = {k: v for k, v in (("retain_memory", retain_memory),
-                                               ("lease_timeout_s", lease_timeout_s))
+                                               ("lease_timeout_s", lease_timeout_s),
+                                               ("builtin_only", builtin_only or None))
                              if v is not None}
         self.count = nodes
         self.slots = slots or max(1, (os.cpu_count() or 1) // nodes)

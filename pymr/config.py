@@ -88,3 +88,22 @@ def home_from_env(explicit: str | None = None) -> Path:
         return Path(explicit).expanduser()
     env = os.environ.get("PYMR_HOME")
     return Path(env).expanduser() if env else default_home()
+
+
+def parse_nodes(text: str | list[str]) -> list[str]:
+    """``HOST:PORT,...`` (or a list of them): the control endpoints of the nodes to use."""
+    from .errors import UsageError
+
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out = []
+    for item in (x.strip() for x in items):
+        if not item:
+            continue
+        host, sep, port = item.removeprefix("tcp://").rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UsageError(f"--nodes: {item!r} is not HOST:PORT (a node's control port, "
+                             "shown by 'pymr status')")
+        out.append(f"tcp://{host.strip('[]')}:{int(port)}")
+    if not out:
+        raise UsageError("--nodes names no node")
+    return out

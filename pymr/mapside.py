@@ -26,7 +26,14 @@ from typing import Any
 
 from . import api
 from .jobs.program import JobProgram, user_traceback
-from .keys import CONTAINERS, first_untravelable, freeze_key, untravelable
+from .keys import (
+    CONTAINERS,
+    ListKey,
+    first_untravelable,
+    freeze_key,
+    thaw,
+    untravelable,
+)
 from .tokenize import count_bad_sequences, pieces
 
 try:  # the C helper behind Counter.update
@@ -248,7 +255,7 @@ class MapSide:
         combine = self.program.combine
         assert combine is not None
         try:
-            return combine(key, values)
+            return combine(thaw(key) if type(key) in _HELD else key, values)
         except Exception as exc:
             raise MapFailed("combine", type(exc).__name__, str(exc), key=_short(key),
                             user_tb=user_traceback(exc, self.program.filenames),
@@ -298,6 +305,7 @@ class MapSide:
 
 
 _INT_ONLY = frozenset([int])
+_HELD = frozenset([ListKey, tuple])  # key types that may hold a ListKey
 
 
 def _not_a_pair(item: Any) -> bool:

@@ -172,7 +172,7 @@ class Master:
         self.discover = discover        # polled for nodes that appear during the job
         self.endpoints = list(control_endpoints)
         if not isinstance(program, JobProgram):  # checked here, before any node is contacted
-            program = load_program(program, opts.params, run_setup=False)
+            program = load_program(program, opts.params)
         self.program = program
         self.spec = program.spec
         self.inputs = inputs

@@ -817,6 +817,7 @@ def message_types() -> dict[str, type[Message]]:
 
 _EXT_TUPLE = 1
 _EXT_LIST_KEY = 2
+_EXT_BIG_INT = 3
 
 
 def _pack_ext(obj: Any) -> msgpack.ExtType:
@@ -825,6 +826,8 @@ def _pack_ext(obj: Any) -> msgpack.ExtType:
         return msgpack.ExtType(_EXT_TUPLE, _packb(list(obj)))
     if t is ListKey:
         return msgpack.ExtType(_EXT_LIST_KEY, _packb(list(obj)))
+    if t is int:  # beyond 64 bits
+        return msgpack.ExtType(_EXT_BIG_INT, b"%d" % obj)
     raise TypeError(f"a value of type {t.__name__} cannot travel (use str, bytes, int, "
                     "float, bool, None, or tuples / lists of them)")
 
@@ -834,6 +837,10 @@ def _packb(obj: Any) -> bytes:
 
 
 def _unpack_ext(code: int, data: bytes) -> Any:
+    if code == _EXT_BIG_INT:
+        if len(data) > 5000:  # int() of a huge decimal string is quadratic
+            raise ValueError("integer too large")
+        return int(data)
     items = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True,
                             ext_hook=_unpack_ext)
     if code == _EXT_TUPLE:

@@ -15,10 +15,12 @@ from typing import Any
 
 from . import api
 from .jobs.program import JobProgram, user_traceback
-from .keys import first_untravelable, record_sort_key, type_names
+from .keys import ListKey, first_untravelable, record_sort_key, thaw, type_names
 
 #: A combine (not a plain sum) runs on a key's values once it holds this many.
 COMBINE_EVERY = 256
+#: Key types that may hold a ListKey (thawed before the job's code sees them).
+_HELD = frozenset([ListKey, tuple])
 
 
 class ReduceError(Exception):
@@ -110,7 +112,8 @@ class ReduceSide:
 
     def _call(self, fn: Any, key: Any, values: list[Any]) -> Any:
         try:
-            return fn(key, values)
+            # a list key is held as a hashable ListKey; the job sees the list it emitted
+            return fn(thaw(key) if type(key) in _HELD else key, values)
         except Exception as exc:
             raise ReduceError(_short(key), type(exc).__name__, str(exc),
                               user_traceback(exc, self.program.filenames), exc) from None

@@ -50,7 +50,7 @@ def master_main() -> int:
     from pymr.errors import PymrError
     from pymr.inputs import resolve_inputs
     from pymr.jobs import JobSpec, builtin_spec
-    from pymr.run import run_job
+    from pymr.runner import run_job
     from pymr.security import ClusterKey
 
     faulthandler.register(signal.SIGUSR1)  # a hung master shows where it waits

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import UsageError
 
-BUILTIN_JOBS = ("wordcount",)
+BUILTIN_JOBS = ("wordcount", "grep", "bigrams", "invert")
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from pymr.config import JobOptions
 from pymr.inputs import resolve_inputs
 from pymr.jobs import builtin_spec
 from pymr.master import JobSummary
-from pymr.run import run_job
+from pymr.runner import run_job
 from tests import helpers
 
 JOBS = 20

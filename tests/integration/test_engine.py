@@ -23,7 +23,7 @@ from pymr.errors import JobError, TaskFailed
 from pymr.inputs import resolve_inputs
 from pymr.jobs import JobSpec, builtin_spec
 from pymr.master import JobSummary
-from pymr.run import run_job
+from pymr.runner import run_job
 from tests import helpers
 
 K = 1 << 10

@@ -11,7 +11,7 @@ from pymr.config import JobOptions
 from pymr.errors import TaskFailed
 from pymr.inputs import resolve_inputs
 from pymr.jobs import JobSpec
-from pymr.run import run_job
+from pymr.runner import run_job
 from pymr.status import EventStream, probe
 from tests import helpers
 

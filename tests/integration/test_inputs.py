@@ -310,7 +310,7 @@ def test_empty_file_and_empty_directory_say_there_are_no_words(
         code, out, err = run(capsysbinary, "job", "wordcount", path, *SMALL)
         assert code == 0, err
         assert out == b""
-        assert "no words" in err, err
+        assert "no records" in err, err
     # (in this process warnings go to the log capture, not to stderr)
     warned = [r.getMessage() for r in caplog.records]
     assert any(str(d) in w and "no readable text files" in w for w in warned), warned

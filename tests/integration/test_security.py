@@ -45,7 +45,7 @@ from pymr.errors import JobError
 from pymr.inputs import resolve_inputs
 from pymr.jobs import JobSpec, builtin_spec
 from pymr.master import JobSummary
-from pymr.run import run_job
+from pymr.runner import run_job
 from pymr.security import ClusterKey, load_key, secure_connect
 from pymr.state import open_state
 from pymr.tokenize import reference_count

@@ -1,0 +1,110 @@
+"""The library API behind ``pymr job``: run a job on given nodes or an embedded cluster."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .cluster import LocalCluster
+from .config import JobOptions
+from .inputs import InputFile
+from .jobs import JobSpec
+from .jobs.program import JobProgram, load_program
+from .master import JobSummary, Master, Reporter
+from .security import ClusterKey
+
+log = logging.getLogger(__name__)
+
+Consumer = Callable[[Iterator[tuple[Any, Any]], JobSummary], None]
+
+
+def load_job(job: JobSpec | JobProgram, params: dict[str, str]) -> JobProgram:
+    """The job checked on this machine before any node is contacted (``JobLoadError``:
+    exit 2), ``setup`` included (it checks the parameters), then on every node."""
+    if isinstance(job, JobProgram):
+        return job
+    return load_program(job, params)
+
+
+def run_job(job: JobSpec | JobProgram, inputs: list[InputFile], opts: JobOptions,
+            consume: Consumer, *, local_nodes: int = 1, slots: int = 0,
+            endpoints: list[str] | None = None, key: ClusterKey | None = None,
+            reporter: Reporter | None = None, discover: Callable[[], list[str]] | None = None,
+            shared_fs: bool = False, cluster: LocalCluster | None = None) -> JobSummary:
+    """Run one job; ``consume`` gets the sorted records and the summary.
+
+    With ``endpoints`` (and the cluster ``key``) the job runs on those nodes;
+    otherwise on an embedded cluster of ``local_nodes`` nodes that read their
+    splits from the input files by offset and stop when the job ends (``cluster``: one
+    the caller launched already, so that its start overlapped the caller's own).
+    """
+    program = load_job(job, opts.params)
+    if endpoints:
+        if key is None:
+            raise ValueError("connecting to nodes needs the cluster key")
+        master = Master(key, endpoints, program, inputs, opts, local_reads=shared_fs,
+                        reporter=reporter, discover=discover)
+        return master.run(consume)
+    with cluster or LocalCluster(nodes=local_nodes, slots=slots) as cluster:
+        master = Master(cluster.key, cluster.control_endpoints, program, inputs, opts,
+                        local_reads=True, reporter=reporter)
+        return master.run(consume)
+
+
+class Result(list):  # type: ignore[type-arg]
+    """The records of a job, in the job's order, as ``(key, value)`` tuples; ``summary``
+    says what the job did (records, counters, splits, nodes, time)."""
+
+    summary: JobSummary
+
+
+def run(job: Any, paths: str | list[str], *, params: dict[str, Any] | None = None,
+        nodes: str | list[str] | None = None, home: str | None = None,
+        local: int = 1, slots: int = 0, split_size: int | None = None,
+        partitions: int = 0, max_attempts: int | None = None, binary: bool = False,
+        tokenizer: str | None = None) -> Result:
+    """Run a job and return its records: ``pymr.run("bigrams.py", ["book.txt"])``.
+
+    ``job`` is a built-in name, the path of a job file, or a module object defined in a
+    file. By default the job runs on an embedded cluster of ``local`` nodes on this machine
+    (``slots`` executors each; default: one per core); ``nodes`` (``"HOST:PORT,..."`` or a
+    list) runs it on those nodes, with the cluster key of this machine's pymr ``home``.
+    ``params`` are the job's parameters (``-p NAME=VALUE``). Errors are ``PymrError``
+    subclasses whose ``str()`` is the one-line message the CLI prints.
+    """
+    from .config import parse_nodes
+    from .inputs import release_inputs, resolve_inputs
+    from .jobs.program import resolve_job
+    from .keys import thaw
+
+    given = {k: str(v) for k, v in (params or {}).items()}
+    if tokenizer is not None:
+        given.setdefault("tokenizer", tokenizer)
+    program = load_job(resolve_job(job), given)
+    defaults = JobOptions()
+    opts = JobOptions(job_name=program.spec.name, params=program.params,
+                      split_size=split_size or defaults.split_size,
+                      num_partitions=partitions, binary_ok=binary,
+                      max_attempts=max_attempts or defaults.max_attempts)
+    result = Result()
+
+    def consume(records: Iterator[tuple[Any, Any]], summary: JobSummary) -> None:
+        result.extend((thaw(k), thaw(v)) for k, v in records)
+
+    inputs = resolve_inputs([paths] if isinstance(paths, str) else [str(x) for x in paths],
+                            binary_ok=binary)
+    try:
+        if nodes:
+            from .state import open_state
+
+            state = open_state(home)
+            endpoints = parse_nodes(nodes)
+            result.summary = run_job(program, inputs, opts, consume, endpoints=endpoints,
+                                     key=state.load_key())
+        else:
+            result.summary = run_job(program, inputs, opts, consume, local_nodes=local,
+                                     slots=slots)
+    finally:
+        release_inputs(inputs)
+    return result
