@@ -230,7 +230,8 @@ class MapSide:
                     groups[k] = get(k, 0) + v
             except TypeError as exc:
                 raise MapFailed("combine", "TypeError", f"sum_values cannot add the values "
-                                f"of key {_short(k)}: {exc}", key=_short(k)) from None
+                                f"of key {_short(k)}: {exc}", key=_short(k),
+                                fatal=True) from None
             return
         get = groups.get
         for k, v in zip(keys, values, strict=True):

@@ -50,6 +50,7 @@ def master_main() -> int:
     from pymr.errors import PymrError
     from pymr.inputs import resolve_inputs
     from pymr.jobs import JobSpec, builtin_spec
+    from pymr.output import write_tsv
     from pymr.runner import run_job
     from pymr.security import ClusterKey
 
@@ -88,14 +89,14 @@ def master_main() -> int:
 
     calls = 0
 
-    def consume(records: Iterator[tuple[bytes, int]], summary: Any) -> None:
+    def consume(records: Iterator[tuple[Any, Any]], summary: Any) -> None:
         nonlocal calls
         calls += 1
         n = 0
         tmp = cfg["output"] + ".part"
         with open(tmp, "wb") as f:
-            for word, count in records:
-                f.write(b"%s\t%d\n" % (word, count))
+            for key, value in records:
+                write_tsv([(key, value)], f)
                 n += 1
                 if n in pause_records:
                     emit({"t": "records", "n": n})

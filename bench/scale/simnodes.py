@@ -158,7 +158,7 @@ class SimNode:
         elif isinstance(msg, p.FetchPartition):
             job = self.job
             if job is not None and msg.partition in job["parts"]:
-                records = [[b"p%06d" % msg.partition, job["committed"][msg.partition]]]
+                records = [[b"p%06d" % msg.partition], [job["committed"][msg.partition]]]
                 self.reply(peer, p.PartitionData(job_id=msg.job_id, partition=msg.partition,
                                                  seq=0, last=True), p.pack_records(records))
         elif isinstance(msg, ACKED):
@@ -214,7 +214,7 @@ class SimNode:
             job["complete"].add(part)
             self.to_master(p.PartitionComplete(
                 job_id=job["job_id"], node_id=self.node_id, partition=part, records=1,
-                total=n, chunks=1))
+                chunks=1, counters={"words": n}, key_types=["bytes"], value_types=["int"]))
 
     def flush(self) -> None:
         job = self.job
@@ -240,7 +240,7 @@ class SimNode:
                 st.shuffle_node_pairs.add((self.index, reducer))
             self.to_master(p.OutputDone(job_id=job["job_id"], node_id=self.node_id,
                                         output_id=output_id, tasks=tasks, manifest=manifest,
-                                        words=len(tasks), bad_bytes=0))
+                                        counters={"words": len(tasks)}))
 
     # ------------------------------------------------------------------ tasks
     def pull_tasks(self) -> None:

@@ -1,20 +1,17 @@
 """Jobs travel as source text with their sha256 and are loaded from that text.
 
-A job module defines ``make_combiner(tokenizer) -> Combiner-like`` (``add(data)``,
-``distinct_raw()``, ``finish() -> (dict[bytes, int], bad_bytes)``); the reduce
-step is a sum of counts. ``add`` gets a bytes-like object (often a ``memoryview``): a
-split, or a piece of about 1 MiB of one, always cut right after ASCII whitespace (the
-executor feeds long splits piece by piece so that a cancelled attempt stops early).
-Nodes never import their own copy of a job: they load the shipped source, cached by hash.
+A job is a Python file written against ``pymr.api`` (``map``/``reduce``, optional
+``combine``, ``chunk_mapper``, ``PARAMS``, ``ORDER``, ``FIELDS``; see ``docs/JOBS.md``).
+The built-in jobs are files of this package, shipped like any other. Nodes never import
+their own copy of a job: they load the shipped source (``pymr.jobs.program``), cached by
+hash.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.resources
-import types
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..errors import UsageError
 
@@ -71,30 +68,3 @@ def builtin_spec(name: str) -> JobSpec:
 def builtin_hashes() -> set[str]:
     """Hashes a ``--builtin-only`` node accepts."""
     return {builtin_spec(n).sha256 for n in BUILTIN_JOBS}
-
-
-class JobCache:
-    """Loaded job modules, by hash; each source is executed once per process."""
-
-    def __init__(self) -> None:
-        self._modules: dict[str, types.ModuleType] = {}
-
-    def load(self, name: str, source: str, sha256: str) -> Any:
-        if sha256_of(source) != sha256:
-            raise ValueError(f"job {name}: source does not match its sha256")
-        mod = self._modules.get(sha256)
-        if mod is None:
-            mod = types.ModuleType(f"pymr_job_{name}_{sha256[:12]}")
-            mod.__file__ = f"<pymr job {name} {sha256[:12]}>"
-            code = compile(source, mod.__file__, "exec")
-            exec(code, mod.__dict__)  # noqa: S102 - the shipped program is the point
-            if not callable(getattr(mod, "make_combiner", None)):
-                raise ValueError(f"job {name} defines no make_combiner()")
-            self._modules[sha256] = mod
-        return mod
-
-    def forget(self, sha256: str) -> None:
-        self._modules.pop(sha256, None)
-
-    def __len__(self) -> int:
-        return len(self._modules)

@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -207,6 +208,71 @@ def test_node_killed_while_mapping(seed: int, cluster: LocalCluster, settled, te
 def test_node_killed_while_mapping_more_seeds(seed: int, cluster: LocalCluster, settled,
                                               text_8m: Path, text_files, tmp_path: Path) -> None:
     _kill_while_mapping(seed, cluster, settled, text_8m, text_files, tmp_path)
+
+
+#: Jobs of a user's own (not built in): the smallest job (no combine: values travel as
+#: lists) and an inverted index (map(line, pos), list values, a sorting reduce).
+USER_JOBS = {
+    "bigrams": '''
+def map(line):
+    words = line.split()
+    for a, b in zip(words, words[1:]):
+        yield a + " " + b, 1
+
+def reduce(key, values):
+    return sum(values)
+''',
+    "index": '''
+def map(line, pos):
+    for word in set(line.split()):
+        yield word, pos.line
+
+def reduce(word, lines):
+    return sorted(lines)
+''',
+}
+
+
+def user_job_reference(job: str, text: Path) -> bytes:
+    """The job's answer from a plain loop over the lines, as TSV."""
+    import io
+
+    from pymr.output import write_tsv
+
+    lines = [x.decode("utf-8", "replace") for x in text.read_bytes().split(b"\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
+    acc: dict[str, Any] = {}
+    for number, line in enumerate(lines, 1):
+        words = line.split()
+        if job == "bigrams":
+            for a, b in zip(words, words[1:], strict=False):
+                acc[a + " " + b] = acc.get(a + " " + b, 0) + 1
+        else:
+            for w in set(words):
+                acc.setdefault(w, []).append(number)
+    out = io.BytesIO()
+    write_tsv(sorted((k, sorted(v) if isinstance(v, list) else v) for k, v in acc.items()),
+              out)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("job", sorted(USER_JOBS))
+def test_node_killed_mid_job_with_a_user_job(job: str, cluster: LocalCluster, settled,
+                                             text_8m: Path, tmp_path: Path) -> None:
+    # Given a job file of a user's own on three nodes, and a node killed halfway through
+    # the map phase
+    hooks = Hooks()
+    settled(hooks)
+    killed: list[int] = []
+    hooks.at_advance(tasks_of(text_8m) // 2, lambda: killed.extend(kill_node(cluster, 2)))
+    out = tmp_path / "out.tsv"
+    outcome = run_master(cluster, [text_8m], out, hooks, timeout_s=JOB_BOUND_S,
+                         options=options(), job_source=USER_JOBS[job], job_name=job)
+    # Then the user job's answer is exact, as word count's is
+    assert killed, f"the map phase ended before the fault ({hooks.advances} tasks)"
+    assert_exact(outcome, out, user_job_reference(job, text_8m))
+    assert outcome.summary["nodes_lost"] == ["local2"]
 
 
 def test_reducer_killed_during_the_shuffle(cluster: LocalCluster, settled, many_words: Path,

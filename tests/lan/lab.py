@@ -243,20 +243,33 @@ class Lab:
 
 
 def run_private_job(lab: Lab, host_name: str, src: Path, *args: str,
-                    timeout: float = 180.0) -> subprocess.CompletedProcess[bytes]:
-    """``pymr job wordcount`` on a host whose input lives on a tmpfs only it can see.
+                    timeout: float = 180.0, job: str = "wordcount",
+                    job_files: dict[str, str] | None = None
+                    ) -> subprocess.CompletedProcess[bytes]:
+    """``pymr job JOB`` on a host whose input lives on a tmpfs only it can see.
 
     ``ip netns exec`` gives the command its own mount namespace, so the tmpfs mounted
     there is invisible to the nodes: a node could not read the split by offset even if
     the master asked it to; the job succeeds only if the bytes travel over the network.
+    ``job_files`` (relative path -> source) are written to the same tmpfs, and ``job``
+    names one of them there (``{private}`` is replaced by the tmpfs path): a job file and
+    its helper modules that no node can read, so the job runs only if they travel too.
     """
     host = lab.hosts[host_name]
     private = Path(f"/tmp/{lab.prefix}-private-{host_name}")
     private.mkdir(exist_ok=True)
+    staged = lab.dir / f"job-files-{host_name}"
+    copies = ""
+    if job_files:
+        shutil.rmtree(staged, ignore_errors=True)
+        for rel, text in job_files.items():
+            (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+            (staged / rel).write_text(text)
+        copies = f"cp -r {staged}/. {private}/ && rm -r {staged} && "
     script = (f"mount -t tmpfs -o size=512m pymr-private {private} && "
-              f"cp {src} {private}/input.txt && "
-              f"exec {sys.executable} -m pymr job wordcount {private}/input.txt "
-              + " ".join(args))
+              f"cp {src} {private}/input.txt && {copies}"
+              f"exec {sys.executable} -m pymr job {job.replace('{private}', str(private))} "
+              f"{private}/input.txt " + " ".join(args))
     try:
         return subprocess.run(host.argv("sh", "-c", script), env=_env(), capture_output=True,
                               timeout=timeout)

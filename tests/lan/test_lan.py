@@ -358,3 +358,52 @@ def test_node_follows_an_address_change(lab: Lab) -> None:
         assert "is gone; restarting" in mover.node_output()
     finally:
         mover.stop_node()
+
+
+HELPER_JOB = {
+    "myjob/pairs.py": (
+        '"""Word pairs, counted (the pairing rule lives in a helper module)."""\n'
+        "from pymr.api import sum_values\n"
+        "from pairing import pairs\n\n"
+        "ORDER = \"value\"\n\n"
+        "def map(line):\n"
+        "    for pair in pairs(line.split()):\n"
+        "        yield pair, 1\n\n"
+        "combine = reduce = sum_values\n"),
+    "myjob/pairing.py": (
+        "def pairs(words):\n"
+        "    return [a + \" \" + b for a, b in zip(words, words[1:])]\n"),
+}
+
+
+@pytest.mark.parametrize("job", ["user-file", "grep", "bigrams", "invert"])
+def test_jobs_of_the_api_on_the_lan(lab: Lab, job: str) -> None:
+    """Built-ins and a job file that only the client can read (with a helper module) on
+    the three nodes; each answer against a single-process reference."""
+    import io
+
+    from pymr.output import write_tsv
+    from tests.integration import test_jobs as ref
+
+    src = lab.dir / "input-jobs.txt"
+    make_input(src, 12)
+    private = Path(f"/tmp/{lab.prefix}-private-client") / "input.txt"
+    if job == "user-file":
+        r = run_private_job(lab, "client", src, "--split-size", "64K", "-q",
+                            job="{private}/myjob/pairs.py", job_files=HELPER_JOB)
+        counts: dict[str, int] = {}
+        for line in ref.lines_of(src):
+            words = line.split()
+            for a, b in zip(words, words[1:], strict=False):
+                counts[a + " " + b] = counts.get(a + " " + b, 0) + 1
+        records: list[Any] = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    else:
+        params = ["-p", "pattern=the"] if job == "grep" else []
+        r = run_private_job(lab, "client", src, "--split-size", "64K", "-q", *params, job=job)
+        records = {"grep": lambda: ref.ref_grep([src], "the"),
+                   "bigrams": lambda: ref.ref_bigrams([src]),
+                   "invert": lambda: ref.ref_invert([src])}[job]()
+    assert r.returncode == 0, r.stderr.decode()
+    expected = io.BytesIO()
+    write_tsv(records, expected)
+    assert r.stdout == expected.getvalue().replace(str(src).encode(), str(private).encode())
