@@ -57,6 +57,12 @@ REDUCE_LAG_FACTOR = 4.0
 #: Least time between two liveness checks (each walks every node); small against the
 #: death timeout (seconds).
 LIVENESS_CHECK_S = 0.05
+#: How often the master publishes ``JobProgress`` for dashboards (through every node).
+JOB_PROGRESS_INTERVAL_S = 0.5
+#: Inputs named in ``JobProgress`` (the rest are counted), and how far into an input the
+#: master counts lines to say where a task failed (past it: the line within the split).
+PROGRESS_INPUTS_MAX = 20
+WHERE_SCAN_MAX_BYTES = 64 << 20
 
 
 class Reporter(Protocol):
@@ -181,7 +187,8 @@ class Master:
         self._named_on_wire = [_utf8_encodable(f.path) for f in inputs]
         self.opts = opts
         self.local_reads = local_reads
-        self.reporter: Reporter = _NoticeReporter(reporter or QuietReporter(), self)
+        self.user_reporter: Reporter = reporter or QuietReporter()
+        self.reporter: Reporter = _NoticeReporter(self.user_reporter, self)
         self.job_id = secrets.token_hex(6)
         self.identity = f"m-{self.job_id}".encode()
         self.task_token = secrets.token_hex(16)  # travels only on the acked control channel
@@ -212,13 +219,18 @@ class Master:
         self.last_lease = 0.0
         self.last_liveness_check = time.monotonic()
         self.failure: PymrError | None = None
+        self.started = time.monotonic()
+        self.executed: set[int] = set()       # tasks mapped at least once (progress)
+        self.bytes_executed = 0
+        self.progress_number = 0
+        self.progress_at = 0.0
         self.streams = PartitionStreams(opts.fetch_credit, self._request_chunks,
                                         lambda: self._pump(100), self._chunks_of)
 
     # ---------------------------------------------------------------- public
     def run(self, consume: Callable[[Iterator[tuple[Any, Any]], JobSummary], None]
             ) -> JobSummary:
-        started = time.monotonic()
+        started = self.started = time.monotonic()
         # Three sockets per node, with room for nodes that join during the job.
         self.ctx = context_for(6 * len(self.endpoints) + 64)
         try:
@@ -246,7 +258,8 @@ class Master:
         except BaseException as exc:
             reason = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
             try:
-                self._end_job(reason)
+                self._end_job(reason, error="" if isinstance(exc, KeyboardInterrupt)
+                              else str(exc) or type(exc).__name__)
             except Exception:  # cleanup must not hide the real error
                 log.debug("job end after failure", exc_info=True)
             raise
@@ -380,12 +393,58 @@ class Master:
                 del self.by_socket[sock]
             sock.close(linger=0)
 
-    def notify(self, text: str) -> None:
-        """Publish a job event through every live node (observers see it in pymr events)."""
-        msg = p.encode(p.JobNotice(job_id=self.job_id, text=text))
+    def notify(self, text: str, **failure: Any) -> None:
+        """Publish a job event through every live node (observers see it in pymr events);
+        ``failure``: the fields of ``JobNotice`` that describe a failed task."""
+        self._publish(p.JobNotice(job_id=self.job_id, text=text, **failure))
+
+    def _publish(self, msg: p.Message) -> None:
+        frames = p.encode(msg)
         for link in self._live():
             if link.node_id:
-                self._send_on(link, list(msg))
+                self._send_on(link, list(frames))
+
+    def _publish_progress(self, state: str = "running", error: str = "") -> None:
+        """How far the job is, for dashboards (``JobProgress`` through every live node)."""
+        self.progress_at = time.monotonic()
+        self.progress_number += 1
+        sched = self.sched
+        done = self.partition_done
+        if state != "running":
+            phase = state
+        elif sched is None or not sched.all_executed():
+            phase = "map"
+        elif not sched.all_committed():
+            phase = "shuffle"
+        elif len(done) < len(self.partition_map):
+            phase = "reduce"
+        else:
+            phase = "fetch"
+        input_done = sched is not None and sched.input_done or bool(self.summary.tasks)
+        known = input_done or all(f.seekable_plain for f in self.inputs)
+        inputs = [f.display for f in self.inputs[:PROGRESS_INPUTS_MAX]]
+        if len(self.inputs) > PROGRESS_INPUTS_MAX:
+            inputs.append(f"(and {len(self.inputs) - PROGRESS_INPUTS_MAX} more)")
+        self._publish(p.JobProgress(
+            job_id=self.job_id, job_name=self.spec.name, number=self.progress_number,
+            elapsed_s=round(time.monotonic() - self.started, 3), state=state, phase=phase,
+            inputs=inputs,
+            bytes_total=(self.summary.input_bytes if input_done
+                         else sum(f.size for f in self.inputs) if known else -1),
+            bytes_done=self.bytes_executed,
+            tasks_total=self.summary.tasks if input_done else -1,
+            tasks_done=len(self.executed),
+            tasks_committed=sched.committed_count if sched is not None else
+            (self.summary.tasks if state == "done" else 0),
+            partitions=len(self.partition_map), partitions_done=len(done),
+            chunks_total=sum(x.chunks for x in done.values())
+            if len(done) == len(self.partition_map) else 0,
+            chunks_fetched=sum(self.streams.received.values()),
+            records=sum(x.records for x in done.values()),
+            retries=self.summary.retries,
+            backups=sched.backups_started if sched is not None else self.summary.backups,
+            nodes=list(self.summary.nodes), nodes_lost=list(self.summary.nodes_lost),
+            error=error))
 
     def _live(self) -> list[NodeLink]:
         return [x for x in self.links.values() if x.alive]
@@ -443,6 +502,8 @@ class Master:
             self._resend(now)
             if self.discover is not None and self.sched is not None:
                 self._join_new_nodes()
+        if now - self.progress_at >= JOB_PROGRESS_INTERVAL_S and self.sched is not None:
+            self._publish_progress()
         self._step()
         for sock in self.poller.poll(timeout_ms):
             for _ in range(10_000):
@@ -642,6 +703,9 @@ class Master:
         elif isinstance(msg, p.TaskExecuted) and sched is not None:
             sched.on_executed(msg.task_id, msg.attempt, link.node_id)
             self.reporter.advance(msg.nbytes)
+            if msg.task_id not in self.executed and 0 <= msg.task_id < len(self.splits):
+                self.executed.add(msg.task_id)
+                self.bytes_executed += self.splits[msg.task_id].length
         elif isinstance(msg, p.TaskFailedReport) and sched is not None:
             self._on_task_failed(link, msg)
         elif isinstance(msg, p.OutputDone) and sched is not None:
@@ -686,14 +750,21 @@ class Master:
 
     def _on_task_failed(self, link: NodeLink, msg: p.TaskFailedReport) -> None:
         assert self.sched is not None
+        lost = msg.exc_type in (p.LOST, p.CANCELLED)
+        if not lost:
+            text = (f"task {msg.task_id} attempt {msg.attempt} failed on {link.name}: "
+                    f"{msg.exc_type}: {msg.message}")
+            if not msg.fatal:
+                self.user_reporter.event(text)
+            self.notify(text, task_id=msg.task_id, attempt=msg.attempt, failed_on=link.name,
+                        where=self._task_where(msg, WHERE_SCAN_MAX_BYTES),
+                        exc_type=msg.exc_type, message=msg.message,
+                        traceback=msg.user_traceback or msg.traceback)
         if msg.fatal:  # another attempt would fail the same way: fail the job now
             self.failure = self._code_failure(link.name, msg)
             return
-        lost = msg.exc_type in (p.LOST, p.CANCELLED)
         if not lost:
             self.summary.retries += 1
-            self.reporter.event(f"task {msg.task_id} attempt {msg.attempt} failed on "
-                                f"{link.name}: {msg.exc_type}: {msg.message}")
         try:
             self.sched.on_failed(msg.task_id, msg.attempt, link.node_id, lost=lost,
                                  error=(link.name, msg.attempt, msg.exc_type, msg.message,
@@ -717,21 +788,29 @@ class Master:
         """One line: what failed, where in the input, on which node and task, and why."""
         if msg.stage == "load":
             return f"the job does not load on node {node}: {msg.message}"
-        where = ""
-        if 0 <= msg.task_id < len(self.splits):
-            ref = self.splits[msg.task_id]
-            f = self.inputs[ref.input_index]
-            if msg.record >= 0:
-                try:
-                    line = (ref.first_line or 1 + _count_newlines(f, 0, ref.offset)) \
-                        + msg.record
-                    where = f" at {f.display}:{line}"
-                except (OSError, PymrError):
-                    where = f" at {f.display} (line {msg.record + 1} of split {msg.task_id})"
-            else:
-                where = f" in {f.display}"
+        where = self._task_where(msg)
+        if where:
+            where = f" at {where}" if msg.record >= 0 else f" in {where}"
         return (f"{msg.stage} failed{where} (node {node}, task {msg.task_id}): "
                 f"{msg.exc_type}: {msg.message}")
+
+    def _task_where(self, msg: p.TaskFailedReport, scan_max: int | None = None) -> str:
+        """Where a failed task's record is: ``file:line``, the file alone (record not
+        known), or the line within the split when counting lines up to it would read more
+        than ``scan_max`` bytes (or the file cannot be read)."""
+        if not 0 <= msg.task_id < len(self.splits):
+            return ""
+        ref = self.splits[msg.task_id]
+        f = self.inputs[ref.input_index]
+        if msg.record < 0:
+            return f.display
+        if ref.first_line or scan_max is None or ref.offset <= scan_max:
+            try:
+                line = (ref.first_line or 1 + _count_newlines(f, 0, ref.offset)) + msg.record
+                return f"{f.display}:{line}"
+            except (OSError, PymrError):
+                pass
+        return f"{f.display} (line {msg.record + 1} of split {msg.task_id})"
 
     def _on_output(self, link: NodeLink, msg: p.OutputDone) -> None:
         assert self.sched is not None
@@ -994,11 +1073,15 @@ class Master:
                                                       value_types))
 
     # ---------------------------------------------------------------- end
-    def _end_job(self, reason: str) -> None:
+    def _end_job(self, reason: str, error: str = "") -> None:
         live = self._live()
         if not live:
             return
         self.pending.clear()
+        if self.sched is not None or reason == "done":
+            # Before JobEnd on the same sockets: nodes relay it while they know the job.
+            self._publish_progress(reason if reason in ("done", "cancelled") else "failed",
+                                   error)
         for link in live:
             self._send_control(link.node_id, p.JobEnd(seq=self._next_seq(), job_id=self.job_id,
                                                       reason=reason))

@@ -31,6 +31,7 @@ from ._exec_entry import exec_endpoint, make_run_dir, spawn_executors
 from .config import EXECUTOR_STOPPED_S, UNICODE_VERSION, NodeOptions
 from .errors import ProtocolError
 from .jobs import builtin_hashes, bundle_sha256
+from .machine import LoadMeter
 from .security import Authenticator, ClusterKey, prove_rejects_strangers, secure_bind
 from .state import DATA_DIR
 from .transport import LogOnce, make_socket, send_nowait
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 
 #: Map tasks an executor holds at once (one running, one waiting in its socket).
 EXECUTOR_TASK_DEPTH = 2
+#: Longest notice text and traceback a node relays from a master to its PUB socket.
+NOTICE_TEXT_MAX = 1000
+NOTICE_TRACEBACK_MAX = 20_000
 
 
 def _job_start_problem(msg: p.JobStart) -> str:
@@ -122,6 +126,7 @@ class NodeDaemon:
         self.rr: deque[str] = deque()          # round-robin order of jobs with queued tasks
         self.executors: list[ExecutorSlot] = []
         self.drop = LogOnce(log)
+        self.load = LoadMeter()
         self._stop = False
         self.run_dir = Path(run_dir or make_run_dir(self.node_id))
         self.spill_root = self._spill_root()
@@ -331,8 +336,16 @@ class NodeDaemon:
         elif isinstance(msg, p.JobNotice):
             job = self.jobs.get(msg.job_id)
             if job is not None and job.master == peer:
-                send_nowait(self.events, p.encode_topic(p.TOPIC_PROGRESS, p.JobNotice(
-                    job_id=msg.job_id, text=msg.text[:1000], node_id=self.node_id)))
+                send_nowait(self.events, p.encode_topic(p.TOPIC_PROGRESS, dataclasses.replace(
+                    msg, text=msg.text[:NOTICE_TEXT_MAX], message=msg.message[:NOTICE_TEXT_MAX],
+                    where=msg.where[:NOTICE_TEXT_MAX], failed_on=msg.failed_on[:200],
+                    exc_type=msg.exc_type[:200], traceback=msg.traceback[:NOTICE_TRACEBACK_MAX],
+                    node_id=self.node_id)))
+        elif isinstance(msg, p.JobProgress):
+            job = self.jobs.get(msg.job_id)
+            if job is not None and job.master == peer:
+                send_nowait(self.events, p.encode_topic(p.TOPIC_JOB, dataclasses.replace(
+                    msg, error=msg.error[:NOTICE_TEXT_MAX], node_id=self.node_id)))
         elif isinstance(msg, p.CancelTask):
             job = self._job_of(peer, msg.job_id)
             if job is not None:
@@ -655,9 +668,11 @@ class NodeDaemon:
 
     def _heartbeat(self) -> None:
         busy = sum(1 for e in self.executors if e.tasks)
+        load = self.load.read()
         send_nowait(self.events, p.encode_topic(p.TOPIC_HEARTBEAT, p.Heartbeat(
             node_id=self.node_id, incarnation=self.incarnation, slots=self.slots, busy=busy,
-            tasks_done=self.tasks_done, jobs=list(self.jobs))))
+            tasks_done=self.tasks_done, jobs=list(self.jobs),
+            bytes_processed=self.bytes_processed, **(load.fields() if load else {}))))
 
     def _status(self, seq: int) -> p.StatusReply:
         return p.StatusReply(
@@ -667,4 +682,5 @@ class NodeDaemon:
             bytes_processed=self.bytes_processed, uptime_s=time.monotonic() - self.started,
             jobs=list(self.jobs),
             addresses=[self.endpoints.control] if self.endpoints else [],
-            ready=sum(1 for e in self.executors if e.ready))
+            ready=sum(1 for e in self.executors if e.ready),
+            **(self.load.last.fields() if self.load.last else {}))

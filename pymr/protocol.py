@@ -476,6 +476,11 @@ class StatusReply(Message):
     jobs: list[str] = field(default_factory=list)
     addresses: list[str] = field(default_factory=list)
     ready: int = -1     # executors started and connected (-1: not reported)
+    #: the machine's CPU use (percent of all cores) and memory (-1 / 0: not measured yet)
+    cpu_percent: float = -1.0
+    mem_percent: float = -1.0
+    mem_used: int = 0
+    mem_total: int = 0
 
 
 # ---------------------------------------------------------------- shuffle
@@ -564,6 +569,12 @@ class Heartbeat(Message):
     busy: int
     tasks_done: int
     jobs: list[str] = field(default_factory=list)
+    bytes_processed: int = 0
+    #: the machine's CPU use (percent of all cores) and memory (-1 / 0: not measured yet)
+    cpu_percent: float = -1.0
+    mem_percent: float = -1.0
+    mem_used: int = 0
+    mem_total: int = 0
 
 
 @_register
@@ -604,11 +615,60 @@ class JobNotice(Message):
     job_id: str
     text: str
     node_id: str = ""
+    #: a task's failure as the master saw it (``task_id`` -1: the notice is not one): the
+    #: node it failed on, where in the input, and the job's own frames of its traceback
+    task_id: int = -1
+    attempt: int = 0
+    failed_on: str = ""
+    where: str = ""
+    exc_type: str = ""
+    message: str = ""
+    traceback: str = ""
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class JobProgress(Message):
+    """Master -> nodes (control, unacked) -> PUB ``job``: how far the job is, for dashboards.
+
+    Sent a few times a second, at each phase change and once at the end (``state``), through
+    every live node, so an observer that follows any node sees every job; ``number`` rises
+    with each one, so copies and late ones are told apart. Phases: ``map`` (splits run),
+    ``shuffle`` (map outputs committed to the reducers), ``reduce`` (partitions merged),
+    ``fetch`` (sorted partitions fetched and merged into the output).
+    """
+
+    TYPE: ClassVar[str] = "job_progress"
+    job_id: str
+    job_name: str
+    number: int
+    elapsed_s: float
+    state: str = "running"           # running, done, failed, cancelled
+    phase: str = "map"
+    inputs: list[str] = field(default_factory=list)
+    bytes_total: int = -1            # -1: not known yet (stdin, pipes, compressed input)
+    bytes_done: int = 0
+    tasks_total: int = -1            # -1: the input is still being cut into splits
+    tasks_done: int = 0              # splits mapped (each counted once)
+    tasks_committed: int = 0
+    partitions: int = 0
+    partitions_done: int = 0
+    chunks_total: int = 0            # sorted chunks to fetch (known once reduced)
+    chunks_fetched: int = 0
+    records: int = 0
+    retries: int = 0
+    backups: int = 0
+    nodes: list[str] = field(default_factory=list)
+    nodes_lost: list[str] = field(default_factory=list)
+    error: str = ""
+    node_id: str = ""                # the node that relayed it
 
 
 TOPIC_HEARTBEAT = b"hb"
 TOPIC_PROGRESS = b"progress"
 TOPIC_ERROR = b"error"
+#: Job progress for dashboards (``pymr events`` does not follow it: several a second).
+TOPIC_JOB = b"job"
 
 
 # ---------------------------------------------------------------- codec

@@ -77,6 +77,9 @@ class NodeStatus:
             out.update(slots=s.slots, busy=s.busy, tasks_done=s.tasks_done,
                        bytes_processed=s.bytes_processed, uptime_s=round(s.uptime_s, 1),
                        jobs=list(s.jobs))
+            if s.mem_total:
+                out.update(cpu_percent=s.cpu_percent, mem_percent=s.mem_percent,
+                           mem_used=s.mem_used, mem_total=s.mem_total)
             if s.addresses:
                 out.setdefault("addresses", list(s.addresses))
         return out
@@ -178,6 +181,10 @@ class Event:
                     f"{m.nbytes:,} bytes")
         elif isinstance(m, p.JobNotice):
             what = f"job        {m.job_id}: {m.text}"
+        elif isinstance(m, p.JobProgress):
+            what = (f"job        {m.job_id} {m.job_name}: {m.state}, {m.phase}, "
+                    f"{m.tasks_done} of {m.tasks_total if m.tasks_total >= 0 else '?'} "
+                    f"split(s) mapped, {m.partitions_done} of {m.partitions} partition(s)")
         elif isinstance(m, p.ErrorEvent):
             what = (f"error      job {m.job_id} task {m.task_id} attempt {m.attempt}: "
                     f"{m.exc_type}: {m.message}")
