@@ -147,14 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--shared-fs", action="store_true",
                      help="the nodes see the input at the same path (NFS, ...): send byte "
                      "ranges instead of bytes (nodes need 'pymr node --shared-fs')")
+    job.add_argument("--dashboard", action="store_true",
+                     help="serve the job's live web page while it runs, on "
+                     "http://127.0.0.1:7381/ (a free port if taken; the URL is printed)")
     job.set_defaults(func=cmd_job)
     jobs = sub.add_parser("jobs", help="list the built-in jobs",
                           description="The jobs that ship with pymr, one line each. A job "
                           "file of your own runs the same way: 'pymr job ./myjob.py PATH'.")
     jobs.set_defaults(func=cmd_jobs)
     from .cli_cluster import add_commands
+    from .cli_dashboard import add_commands as add_dashboard
 
     add_commands(sub)
+    add_dashboard(sub)
     return parser
 
 
@@ -410,7 +415,10 @@ def _run(args: argparse.Namespace, inputs: list[Any], program: Any,
         from .cli_cluster import start_job_watch
 
         watch = start_job_watch(args, key)
+    dashboard = None
     try:
+        if args.dashboard:
+            cluster, dashboard = _job_dashboard(args, program, endpoints, key, cluster)
         summary = run_job(program, inputs, opts, consume, local_nodes=args.local or 1,
                           slots=args.slots or 0, endpoints=endpoints, key=key,
                           reporter=progress, discover=watch.endpoints if watch else None,
@@ -422,6 +430,10 @@ def _run(args: argparse.Namespace, inputs: list[Any], program: Any,
         progress.stop()
         if watch is not None:
             watch.close()
+        if dashboard is not None:
+            dashboard.close()
+        if cluster is not None:
+            cluster.close()  # a no-op when the job ran: run_job closed it
     summary.elapsed_s = time.monotonic() - started
     bad = summary.counters.get("invalid_utf8", 0)
     if bad:
@@ -431,6 +443,28 @@ def _run(args: argparse.Namespace, inputs: list[Any], program: Any,
         _show_result(summary, [(thaw(k), thaw(v)) for k, v in top], program.fields,
                      stdout_tty and not args.output, stdout_tty)
     return EXIT_OK
+
+
+def _job_dashboard(args: argparse.Namespace, program: Any, endpoints: list[str] | None,
+                   key: Any, cluster: LocalCluster | None) -> tuple[LocalCluster | None, Any]:
+    """``--dashboard``: the job's page over its nodes. An embedded cluster is started here
+    (if it was not yet) so that the page knows its nodes before the job begins."""
+    from .cli_dashboard import start_job_dashboard
+    from .cluster import LocalCluster
+
+    if not endpoints:
+        if cluster is None:
+            cluster = LocalCluster(nodes=args.local or 1, slots=args.slots or 0)
+            cluster.start()
+        else:
+            cluster.wait_started()  # launched by _launch_embedded; now its endpoints
+        endpoints, key = cluster.control_endpoints, cluster.key
+    try:
+        return cluster, start_job_dashboard(key, list(endpoints), program.spec.name)
+    except BaseException:
+        if cluster is not None:
+            cluster.close()
+        raise
 
 
 def _terminate(signum: int, frame: Any) -> None:
