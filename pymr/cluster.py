@@ -69,8 +69,11 @@ class LocalCluster:
 
     def __init__(self, nodes: int = 1, slots: int = 0, key: ClusterKey | None = None, *,
                  retain_memory: int | None = None,
-                 lease_timeout_s: float | None = None, builtin_only: bool = False) -> None:
+                 lease_timeout_s: float | None = None, builtin_only: bool = False,
+                 names: list[str] | None = None) -> None:
         self.key = key or ClusterKey.generate()
+        #: node names (default local0, local1, ...): tests and screenshots name them
+        self.names = list(names or [])
         # Node options tests and benchmarks tune (None: the node's default).
         self.node_options = {k: v for k, v in (("retain_memory", retain_memory),
                                                ("lease_timeout_s", lease_timeout_s),
@@ -111,7 +114,8 @@ class LocalCluster:
                     [sys.executable, "-m", "pymr._embedded_node"], env=_child_env(),
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
                 procs.append(proc)
-                config = {"name": f"local{i}", "node_id": f"local{i}-{secrets.token_hex(3)}",
+                name = self.names[i] if i < len(self.names) else f"local{i}"
+                config = {"name": name, "node_id": f"local{i}-{secrets.token_hex(3)}",
                           "slots": self.slots,
                           "public": self.key.public.decode(), "secret": self.key.secret.decode(),
                           "log_level": level, **self.node_options}
