@@ -12,6 +12,7 @@ import dataclasses
 import hmac
 import logging
 import os
+import platform
 import secrets
 import shutil
 import signal
@@ -32,6 +33,7 @@ from .config import EXECUTOR_STOPPED_S, UNICODE_VERSION, NodeOptions
 from .errors import ProtocolError
 from .jobs import builtin_hashes, bundle_sha256
 from .machine import LoadMeter
+from .members import MemberBook
 from .security import Authenticator, ClusterKey, prove_rejects_strangers, secure_bind
 from .state import DATA_DIR
 from .transport import LogOnce, make_socket, send_nowait
@@ -127,6 +129,7 @@ class NodeDaemon:
         self.executors: list[ExecutorSlot] = []
         self.drop = LogOnce(log)
         self.load = LoadMeter()
+        self.members = MemberBook(self.node_id)   # for peer exchange (filled by the keeper)
         self._stop = False
         self.run_dir = Path(run_dir or make_run_dir(self.node_id))
         self.spill_root = self._spill_root()
@@ -319,12 +322,16 @@ class NodeDaemon:
             return
         if isinstance(msg, p.Hello):
             assert self.endpoints is not None
+            if msg.member:
+                self.members.joined(msg.member)     # a node joining through this one
             self._reply(peer, p.HelloReply(
                 seq=msg.seq, node_id=self.node_id, name=self.name,
                 incarnation=self.incarnation, pymr_version=__version__,
                 unicode_version=UNICODE_VERSION, slots=self.slots,
                 task_endpoint=self.endpoints.task, shuffle_endpoint=self.endpoints.shuffle,
-                events_endpoint=self.endpoints.events, builtin_only=self.opts.builtin_only))
+                events_endpoint=self.endpoints.events, builtin_only=self.opts.builtin_only,
+                python_version=platform.python_version(),
+                peers=self.members.answer() if msg.want_peers else []))
         elif isinstance(msg, p.StatusRequest):
             self._reply(peer, self._status(msg.seq))
         elif isinstance(msg, p.JobStart):

@@ -77,6 +77,11 @@ class Hello(Message):
     client_id: str
     pymr_version: str
     unicode_version: str
+    #: peer exchange: answer with the members you know (``HelloReply.peers``)
+    want_peers: bool = False
+    #: the sender is a node: ``{"node_id", "name", "endpoint"}`` (its control endpoint),
+    #: so that the receiver can name it to others (a node joining through this one)
+    member: dict[str, str] = field(default_factory=dict)
 
 
 @_register
@@ -96,6 +101,10 @@ class HelloReply(Message):
     shuffle_endpoint: str
     events_endpoint: str
     builtin_only: bool = False
+    python_version: str = ""
+    #: with ``Hello.want_peers``: the members this node knows, each
+    #: ``{"node_id", "name", "endpoint"}``; unverified: a client says hello before use
+    peers: list[dict[str, str]] = field(default_factory=list)
 
 
 @_register
