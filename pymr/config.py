@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ DEFAULT_DISCOVER_S = 1.5
 FOUND_DISCOVER_S = 3.0
 #: Default base port of a node (task, shuffle, control, events = base..base+3).
 DEFAULT_BASE_PORT = 7370
+#: The control port of a node on the default ports: ``--nodes HOST`` means HOST:7372.
+DEFAULT_CONTROL_PORT = DEFAULT_BASE_PORT + 2
 
 UNICODE_VERSION = unicodedata.unidata_version
 
@@ -90,8 +93,11 @@ def home_from_env(explicit: str | None = None) -> Path:
     return Path(env).expanduser() if env else default_home()
 
 
-def parse_nodes(text: str | list[str]) -> list[str]:
-    """``HOST:PORT,...`` (or a list of them): the control endpoints of the nodes to use."""
+def parse_nodes(text: str | list[str], option: str = "--nodes") -> list[str]:
+    """``HOST[:PORT],...`` (or a list of them): the control endpoints of the nodes to use.
+
+    A bare HOST means a node on the default ports (control port ``DEFAULT_CONTROL_PORT``).
+    """
     from .errors import UsageError
 
     items = text.split(",") if isinstance(text, str) else list(text)
@@ -99,11 +105,30 @@ def parse_nodes(text: str | list[str]) -> list[str]:
     for item in (x.strip() for x in items):
         if not item:
             continue
-        host, sep, port = item.removeprefix("tcp://").rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise UsageError(f"--nodes: {item!r} is not HOST:PORT (a node's control port, "
-                             "shown by 'pymr status')")
+        bare = item.removeprefix("tcp://")
+        host, sep, port = bare.rpartition(":")
+        if not sep and bare and _HOST_RE.match(bare):
+            host, port = bare, str(DEFAULT_CONTROL_PORT)
+        if not host or not _HOST_RE.match(host.strip("[]")) or not port.isdigit() \
+                or not 0 < int(port) < 65536:
+            raise UsageError(f"{option}: {item!r} is not HOST or HOST:PORT (a node's address, "
+                             f"and its control port if not {DEFAULT_CONTROL_PORT}, shown by "
+                             "'pymr status')")
         out.append(f"tcp://{host.strip('[]')}:{int(port)}")
     if not out:
-        raise UsageError("--nodes names no node")
+        raise UsageError(f"{option} names no node")
     return out
+
+
+#: A host name or an IPv4 address (no spaces, slashes or other URL syntax).
+_HOST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?$")
+_ENDPOINT_RE = re.compile(r"^tcp://([A-Za-z0-9.\-]{1,253}):([0-9]{1,5})$")
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int] | None:
+    """``tcp://HOST:PORT`` -> (host, port); None for anything else (peer lists are checked
+    with it before anyone dials what another machine named)."""
+    m = _ENDPOINT_RE.match(endpoint)
+    if m is None or not 0 < int(m.group(2)) < 65536 or not _HOST_RE.match(m.group(1)):
+        return None
+    return m.group(1), int(m.group(2))
