@@ -82,8 +82,9 @@ def _add_state_args(p: Any) -> None:
 def _add_discovery_args(p: Any, what: str) -> None:
     from .config import DEFAULT_DISCOVER_S
 
-    p.add_argument("--nodes", metavar="HOST:PORT,...",
-                   help=f"{what} these nodes (their control ports) and skip mDNS")
+    p.add_argument("--nodes", metavar="HOST[:PORT],...",
+                   help=f"{what} these nodes and the members they know, skipping mDNS (HOST "
+                   "alone: control port 7372; one member is enough)")
     p.add_argument("--discover", type=_seconds, metavar="SECONDS",
                    help=f"how long to browse for nodes (default {DEFAULT_DISCOVER_S:g})")
     p.add_argument("--interface", metavar="ADDR|NAME,...",
@@ -125,6 +126,9 @@ def add_commands(sub: Any) -> None:
     node.add_argument("--discover", type=_seconds, metavar="SECONDS",
                       help=f"with no key: how long to look for a cluster to join (default "
                       f"{FOUND_DISCOVER_S:g}; 0 founds a new cluster at once)")
+    node.add_argument("--join", metavar="HOST[:PORT],...",
+                      help="members to join through where multicast is blocked (HOST alone: "
+                      "control port 7372); redialled with backoff while the node runs")
     _add_state_args(node)
     node.set_defaults(func=cmd_node)
 
@@ -289,6 +293,8 @@ class _Stop:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
+    if getattr(args, "join", None):
+        _parse_nodes(args.join, "--join")       # bad input: one line, before anything starts
     state = _state(args)
     state.ensure()
     lock = _lock_home(state.home)
@@ -447,14 +453,19 @@ def _serve(args: argparse.Namespace, state: Any, key: ClusterKey, node_id: str,
     stop.daemon = daemon
     advertiser = None
     watcher = None
+    keeper = None
     try:
         control = daemon.endpoints.control
         port = int(control.rsplit(":", 1)[1])
+        from .cli_discovery import start_keeper
+
+        keeper = start_keeper(args, state, key, daemon)   # --join seeds, peer exchange
         advertiser = Advertiser(Advert(name=daemon.name, node_id=node_id,
                                        incarnation=daemon.incarnation, slots=daemon.slots,
                                        control_port=port, address=host,
                                        fingerprint=key.fingerprint, pymr_version=__version__),
-                                addresses, warn=lambda text: _say(f"warning: {text}"))
+                                addresses, warn=lambda text: _say(f"warning: {text}"),
+                                on_record=keeper.heard)
         instance = advertiser.start()
         print(f"pymr node {daemon.name} (id {node_id}, {count_of(daemon.slots, 'slot')}) "
               f"serving cluster {key.fingerprint} on {host}: control port {port}; "
@@ -477,9 +488,12 @@ def _serve(args: argparse.Namespace, state: Any, key: ClusterKey, node_id: str,
 
         watcher = threading.Thread(target=watch, name="pymr-address-watch", daemon=True)
         watcher.start()
+        keeper.start()
         if not stop.requested:
             daemon.run()
     finally:
+        if keeper is not None:
+            keeper.stop()
         if advertiser is not None:
             # Withdraw first: nobody should pick a closing node. (An address that is gone
             # cannot send goodbyes; its record expires by TTL.)
@@ -498,10 +512,10 @@ def _serve(args: argparse.Namespace, state: Any, key: ClusterKey, node_id: str,
 # ---------------------------------------------------------------- discovery for clients
 
 
-def _parse_nodes(text: str) -> list[str]:
+def _parse_nodes(text: str, option: str = "--nodes") -> list[str]:
     from .config import parse_nodes
 
-    return parse_nodes(text)
+    return parse_nodes(text, option)
 
 
 def _need_key(state: Any, why: str) -> ClusterKey:
@@ -515,23 +529,12 @@ def _need_key(state: Any, why: str) -> ClusterKey:
     return key
 
 
-def _find(args: argparse.Namespace, key: ClusterKey, *, min_nodes: int | None = None,
-          timeout_s: float | None = None, want_status: bool = True) -> tuple[list[Any], Any]:
-    """Probe ``--nodes`` or browse and probe; returns (statuses, browse result or None)."""
-    from .config import DEFAULT_DISCOVER_S
-    from .discovery import browse, select_addresses
-    from .status import PROBE_TIMEOUT_S, probe
+def _find(args: argparse.Namespace, key: ClusterKey, *,
+          timeout_s: float | None = None) -> Any:
+    """The discovery ladder with status replies (``cli_discovery.find``)."""
+    from .cli_discovery import find
 
-    timeout = PROBE_TIMEOUT_S if timeout_s is None else timeout_s
-    if getattr(args, "nodes", None):
-        targets: list[tuple[str, Any]] = [(ep, None) for ep in _parse_nodes(args.nodes)]
-        return probe(targets, key, timeout_s=timeout, want_status=want_status), None
-    window = DEFAULT_DISCOVER_S if args.discover is None else args.discover
-    addresses = select_addresses(_interface_spec(args))
-    res = browse(addresses, window, fingerprint=key.fingerprint, min_nodes=min_nodes)
-    statuses = probe([(r.control_endpoint, r) for r in res.nodes], key, timeout_s=timeout,
-                     want_status=want_status)
-    return statuses, res
+    return find(args, key, want_status=True, timeout_s=timeout_s)
 
 
 def _ignored_note(res: Any) -> str:
@@ -544,71 +547,11 @@ def _ignored_note(res: Any) -> str:
         r if n == 1 else f"{r} (x{n})" for r, n in sorted(reasons.items()))
 
 
-def _dedupe(statuses: list[Any]) -> tuple[list[Any], list[str]]:
-    """One node per node id; two live incarnations of one id are a copied identity."""
-    by_id: dict[str, Any] = {}
-    warnings = []
-    for st in statuses:
-        if not st.reachable:
-            continue
-        other = by_id.get(st.node_id)
-        if other is None:
-            by_id[st.node_id] = st
-        elif other.hello.incarnation != st.hello.incarnation:
-            warnings.append(f"two live nodes share the id {st.node_id} ({other.endpoint} and "
-                            f"{st.endpoint}): a copied pymr state directory; using the first. "
-                            "Delete 'node_id' on one of them and restart it")
-    return list(by_id.values()), warnings
-
-
 def discover_for_job(args: argparse.Namespace) -> tuple[list[str], ClusterKey] | None:
-    """Nodes for ``pymr job``: ``--nodes``, or mDNS when this machine has a cluster key.
+    """Nodes for ``pymr job`` (the discovery ladder); None: the embedded local cluster."""
+    from .cli_discovery import discover_for_job as climb_for_job
 
-    None means: run on the embedded local cluster.
-    """
-    from .errors import DiscoveryError
-
-    quiet = getattr(args, "quiet", False)
-    say = (lambda text: None) if quiet else _say
-    state = _state(args)
-    if getattr(args, "nodes", None):
-        key = _need_key(state, "--nodes")
-        endpoints = _parse_nodes(args.nodes)
-        say(f"using nodes {', '.join(e.removeprefix('tcp://') for e in endpoints)} "
-            "(--nodes; no discovery)")
-        return endpoints, key
-    if not state.has_key():
-        return None                     # never joined a cluster: embedded, at once
-    key = state.load_key()
-    try:
-        statuses, res = _find(args, key, min_nodes=getattr(args, "min_nodes", None),
-                              want_status=False)
-    except DiscoveryError as exc:
-        say(f"{exc}; running on the embedded local cluster")
-        return None
-    note = _ignored_note(res)
-    if note:
-        say(note)
-    live, warnings = _dedupe(statuses)
-    for w in warnings:
-        say(f"warning: {w}")
-    for st in statuses:
-        if st.hello is not None and st.error:
-            say(f"node {st.name}: {st.error}")
-    usable = [st for st in live if not st.error]
-    if not usable:
-        where = ", ".join(res.interfaces) or "-"
-        say(f"no node of this cluster answered (browsed {res.elapsed_s:.1f} s on {where}); "
-            "running on the embedded local cluster (this machine only)")
-        return None
-    min_nodes = getattr(args, "min_nodes", None)
-    if min_nodes and len(usable) < min_nodes:
-        say(f"warning: only {len(usable)} of the {min_nodes} nodes asked for answered")
-    say(f"using {len(usable)} node(s): " + ", ".join(
-        f"{st.name} ({st.endpoint.removeprefix('tcp://')}, {count_of(st.hello.slots, 'slot')})"
-        for st in usable))
-    args.watch_interfaces = _interface_spec(args)  # cmd_job keeps browsing during the job
-    return [st.endpoint for st in usable], key
+    return climb_for_job(args)
 
 
 def start_job_watch(args: argparse.Namespace, key: ClusterKey) -> JobWatch | None:
@@ -661,81 +604,104 @@ def _fmt_uptime(s: float) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
-def _status_table(statuses: list[Any], res: Any, title: str) -> Any:
+def _status_table(statuses: list[Any], res: Any, title: str,
+                  how: dict[str, str] | None = None) -> Any:
+    """``how``: endpoint -> the discovery rung that found the node (the "found by" column)."""
     from rich.table import Table
 
     table = Table(title=title)
     for col, just in (("name", "left"), ("node id", "left"), ("addresses", "left"),
-                      ("version", "left"), ("slots", "right"), ("busy", "right"),
-                      ("tasks done", "right"), ("bytes", "right"), ("uptime", "right"),
-                      ("jobs", "left")):
+                      ("found by", "left"), ("version", "left"), ("slots", "right"),
+                      ("busy", "right"), ("tasks done", "right"), ("bytes", "right"),
+                      ("uptime", "right"), ("jobs", "left")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     for st in sorted(statuses, key=lambda x: (x.name, x.node_id)):
         addrs = ", ".join(st.record.addresses) if st.record is not None else \
             st.endpoint.removeprefix("tcp://")
+        found = (how or {}).get(st.endpoint, "mDNS" if st.record is not None else "--nodes")
         if st.status is not None and not st.error:
             s = st.status
-            table.add_row(st.name, st.node_id, addrs, st.hello.pymr_version, str(s.slots),
-                          str(s.busy), f"{s.tasks_done:,}", _fmt_bytes(s.bytes_processed),
-                          _fmt_uptime(s.uptime_s), ", ".join(s.jobs) or "-")
+            table.add_row(st.name, st.node_id, addrs, found, st.hello.pymr_version,
+                          str(s.slots), str(s.busy), f"{s.tasks_done:,}",
+                          _fmt_bytes(s.bytes_processed), _fmt_uptime(s.uptime_s),
+                          ", ".join(s.jobs) or "-")
         else:
-            table.add_row(st.name, st.node_id or "?", addrs, "", "", "", "", "", "",
+            table.add_row(st.name, st.node_id or "?", addrs, found, "", "", "", "", "", "",
                           f"[red]unreachable[/red]: {st.error}" if st.hello is None
                           else f"[red]refused[/red]: {st.error}")
     return table
 
 
-def _status_doc(statuses: list[Any], res: Any) -> dict[str, Any]:
+def _status_doc(rows: list[Any], res: Any) -> dict[str, Any]:
+    """``pymr status --json``: ``rows`` are the ladder's ``Found`` (members, then failures)."""
+    browse = res.browse
     return {
-        "nodes": [st.to_json() for st in statuses],
-        "answered": sum(1 for st in statuses if st.reachable),
-        "ignored": [{"instance": i.instance, "reason": i.reason} for i in (res.ignored
-                                                                          if res else [])],
-        "copied_ids": list(res.copied_ids) if res else [],
-        "discovery_s": round(res.elapsed_s, 3) if res else None,
-        "seen_after_s": {k: round(v, 3) for k, v in res.seen_after_s.items()} if res else {},
+        "nodes": [f.to_json() for f in rows],
+        "answered": sum(1 for f in rows if f.status.reachable),
+        "ignored": [{"instance": what, "reason": why} for what, why in res.ignored],
+        "copied_ids": list(browse.copied_ids) if browse else [],
+        "discovery_s": round(res.elapsed_s, 3),
+        "discovery": res.summary(),
+        "rungs": [r.to_json() for r in res.rungs.values()],
+        "seen_after_s": {k: round(v, 3) for k, v in browse.seen_after_s.items()}
+        if browse else {},
+        "remembered_not_answering": [f.to_json() for f in _stale(res)],
     }
 
 
-def _why_none(args: argparse.Namespace, statuses: list[Any], res: Any) -> str:
+def _stale(res: Any) -> list[Any]:
+    """Remembered members that did not answer (listed apart: a laptop may be away)."""
+    return [f for f in res.failed if f.origin == "memory" and f.status.failure != "key"]
+
+
+def _why_none(statuses: list[Any], res: Any) -> str:
+    from .cli_discovery import no_node_text
+
     if statuses:
         return (f"none of the {len(statuses)} node(s) answered: they may have stopped, a "
-                "firewall may block their ports, or they hold another cluster key")
-    text = "no node found"
-    if res is not None:
-        text += f" (browsed {res.elapsed_s:.1f} s on {', '.join(res.interfaces)})"
-        if res.ignored:
-            text += "; " + _ignored_note(res)
-    return text + (". Is 'pymr node' running on the other machines? If multicast is blocked "
-                   "on this network, pass --nodes HOST:PORT; nodes of another cluster are "
-                   "ignored ('pymr key fingerprint' shows this machine's)")
+                "firewall may block their ports, or they hold another cluster key; run "
+                "'pymr doctor' to see which")
+    return no_node_text(res)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from .cli_discovery import ignored_note
+
     key = _need_key(_state(args), "pymr status")
     if args.watch:
         return _watch_status(args, key)
-    statuses, res = _find(args, key, timeout_s=args.timeout)
+    res = _find(args, key, timeout_s=args.timeout)
+    rows = res.members + [f for f in res.failed if f.origin != "memory"]
+    statuses = [f.status for f in rows]
     answered = [st for st in statuses if st.reachable]
     if args.json:
-        print(json.dumps(_status_doc(statuses, res), indent=2))
+        print(json.dumps(_status_doc(rows, res), indent=2))
     else:
         from rich.console import Console
 
         # Piped: wide enough for every column (a terminal uses its own width).
-        console = Console(width=None if sys.stdout.isatty() else 150)
+        console = Console(width=None if sys.stdout.isatty() else 160)
         if statuses:
-            console.print(_status_table(statuses, res, f"pymr cluster {key.fingerprint}"))
+            console.print(_status_table(statuses, res.browse, f"pymr cluster {key.fingerprint}",
+                                        how={f.endpoint: f.how for f in rows}))
         slots = sum(st.status.slots for st in answered if st.status is not None)
         summary = f"{len(answered)} of {len(statuses)} node(s) answered, {count_of(slots, 'slot')}"
-        note = _ignored_note(res)
+        note = ignored_note(res)
         console.print(summary + (f"; {note}" if note else ""))
-        if res is not None and res.copied_ids:
-            console.print(f"[yellow]warning: node id(s) {', '.join(res.copied_ids)} are "
+        console.print(f"discovery: {res.summary()}", highlight=False)
+        stale = _stale(res)
+        if stale:
+            console.print("remembered, not answering: " + ", ".join(
+                f"{f.remembered.name} ({f.remembered.address})" for f in stale), highlight=False)
+        copied = list(res.browse.copied_ids) if res.browse else []
+        if copied:
+            console.print(f"[yellow]warning: node id(s) {', '.join(copied)} are "
                           "advertised by two incarnations: a copied state directory (or a "
                           "restart whose old record has not expired)[/yellow]")
+        for w in res.warnings:
+            console.print(f"[yellow]warning: {w}[/yellow]")
     if not answered:
-        _say(_why_none(args, statuses, res))
+        _say(_why_none(statuses, res))
         return EXIT_FAILED
     return EXIT_OK
 

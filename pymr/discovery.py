@@ -407,14 +407,18 @@ class _PassiveWatch(RecordUpdateListener):
 class Advertiser:
     """Registers a node's record; watches the LAN for a copied identity or another cluster.
 
-    ``warn`` receives one line per problem, once.
+    ``warn`` receives one line per problem, once; ``on_record`` every other node's record
+    heard.
     """
 
     def __init__(self, advert: Advert, interfaces: list[str],
-                 warn: Callable[[str], None] | None = None) -> None:
+                 warn: Callable[[str], None] | None = None,
+                 on_record: Callable[[NodeRecord], None] | None = None) -> None:
         self.advert = advert
         self.interfaces = interfaces
         self.warn = warn or (lambda text: log.warning("%s", text))
+        #: every record heard (in zeroconf's loop: must not block); peer exchange uses it
+        self.on_record = on_record
         self.zc: Zeroconf | None = None
         self.info: ServiceInfo | None = None
         self._watch: _PassiveWatch | None = None
@@ -467,6 +471,8 @@ class Advertiser:
         except Exception:      # a malformed record of someone else is not our problem
             return
         self.check(rec)
+        if self.on_record is not None and rec.node_id != self.advert.node_id:
+            self.on_record(rec)
 
     def check(self, rec: NodeRecord) -> None:
         """Warn about a copied identity or another cluster on the LAN (once each)."""

@@ -41,6 +41,9 @@ class NodeStatus:
     status: p.StatusReply | None = None
     error: str = ""
     rtt_ms: float = 0.0
+    #: why it failed, for callers that explain it: "timeout", "connect" (refused or
+    #: unreachable), "key" (the CURVE handshake failed: another cluster), "version", "status"
+    failure: str = ""
 
     @property
     def reachable(self) -> bool:
@@ -86,11 +89,17 @@ class NodeStatus:
 
 
 def probe(targets: list[tuple[str, NodeRecord | None]], key: ClusterKey, *,
-          timeout_s: float = PROBE_TIMEOUT_S, want_status: bool = True) -> list[NodeStatus]:
+          timeout_s: float = PROBE_TIMEOUT_S, want_status: bool = True,
+          want_peers: bool = False, member: dict[str, str] | None = None,
+          fail_fast: bool = False) -> list[NodeStatus]:
     """Hello (and status) every ``(control endpoint, record)``; answers within the deadline.
 
     A node whose pymr or Unicode version differs from ours is marked with an error: its
-    answers would differ from a single-process count.
+    answers would differ from a single-process count. ``want_peers`` asks each node for
+    the members it knows (peer exchange); ``member`` says this is a node (``Hello.member``).
+    ``fail_fast`` watches each connection (a socket monitor) and gives up on a node at once
+    when its port cannot be connected or the CURVE handshake fails (another cluster's key),
+    instead of waiting out the deadline.
     """
     results = [NodeStatus(endpoint=ep, record=rec) for ep, rec in targets]
     if not results:
@@ -99,6 +108,7 @@ def probe(targets: list[tuple[str, NodeRecord | None]], key: ClusterKey, *,
     drop = LogOnce(log)
     socks: dict[zmq.Socket, NodeStatus] = {}
     sent_at: dict[zmq.Socket, float] = {}
+    monitors: dict[zmq.Socket, zmq.Socket] = {}     # monitor -> the DEALER it watches
     poller = zmq.Poller()
     try:
         client = "obs-" + secrets.token_hex(4)
@@ -111,9 +121,17 @@ def probe(targets: list[tuple[str, NodeRecord | None]], key: ClusterKey, *,
                 st.error = str(exc)
                 sock.close(linger=0)
                 continue
+            if fail_fast:
+                mon = sock.get_monitor_socket(
+                    zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_RETRIED
+                    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                    | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+                monitors[mon] = sock
+                poller.register(mon, zmq.POLLIN)
             sock.send_multipart(p.encode(p.Hello(seq=1, client_id=client,
                                                  pymr_version=__version__,
-                                                 unicode_version=UNICODE_VERSION)))
+                                                 unicode_version=UNICODE_VERSION,
+                                                 want_peers=want_peers, member=member or {})))
             if want_status:
                 sock.send_multipart(p.encode(p.StatusRequest(seq=2)))
             sent_at[sock] = time.monotonic()
@@ -121,11 +139,15 @@ def probe(targets: list[tuple[str, NodeRecord | None]], key: ClusterKey, *,
             poller.register(sock, zmq.POLLIN)
         deadline = time.monotonic() + timeout_s
         waiting = set(socks)
+        connected: set[zmq.Socket] = set()
         while waiting:
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0:
                 break
             for sock, _ in poller.poll(left_ms):
+                if sock in monitors:
+                    _on_monitor(sock, monitors[sock], socks, connected, waiting)
+                    continue
                 st = socks[sock]
                 try:
                     msg, _ = p.decode(sock.recv_multipart())
@@ -140,21 +162,56 @@ def probe(targets: list[tuple[str, NodeRecord | None]], key: ClusterKey, *,
                 if st.hello is not None and (st.status is not None or not want_status):
                     waiting.discard(sock)
         for st in socks.values():
+            if st.failure:
+                continue          # given up early (fail_fast): the error is set
             if st.hello is None:
+                st.failure = "timeout"
                 st.error = (f"no answer in {timeout_s:g} s (stopped, unreachable, or it holds "
                             "another cluster key)")
             elif st.hello.pymr_version != __version__ or \
                     st.hello.unicode_version != UNICODE_VERSION:
+                st.failure = "version"
                 st.error = (f"runs pymr {st.hello.pymr_version} with Unicode "
                             f"{st.hello.unicode_version}; this machine pymr {__version__} with "
                             f"Unicode {UNICODE_VERSION}: refused")
             elif want_status and st.status is None:
+                st.failure = "status"
                 st.error = f"answered the hello but not the status request in {timeout_s:g} s"
     finally:
+        for mon, sock in monitors.items():
+            sock.disable_monitor()
+            mon.close(linger=0)
         for sock in socks:
             sock.close(linger=0)
         ctx.destroy(linger=0)
     return results
+
+
+def _on_monitor(mon: zmq.Socket, sock: zmq.Socket, socks: dict[zmq.Socket, NodeStatus],
+                connected: set[zmq.Socket], waiting: set[zmq.Socket]) -> None:
+    """One connection event of a fail-fast probe: give up on a node that cannot answer."""
+    from zmq.utils.monitor import recv_monitor_message
+
+    try:
+        event = recv_monitor_message(mon, flags=zmq.NOBLOCK)["event"]
+    except zmq.ZMQError:
+        return
+    st = socks[sock]
+    if event == zmq.EVENT_CONNECTED:
+        connected.add(sock)
+    elif st.hello is not None or sock not in waiting:
+        return
+    elif event == zmq.EVENT_CONNECT_RETRIED and sock not in connected:
+        st.failure = "connect"
+        st.error = ("no answer: its port cannot be connected (connection refused: nothing "
+                    "listens there, or the host is unreachable)")
+        waiting.discard(sock)
+    elif event in (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                   zmq.EVENT_HANDSHAKE_FAILED_AUTH):
+        st.failure = "key"
+        st.error = ("no answer: it refuses this cluster's key in the CURVE handshake (a node of "
+                    "another cluster, or not a pymr node)")
+        waiting.discard(sock)
 
 
 @dataclass

@@ -306,7 +306,7 @@ def test_nodes_option(cluster: dict[str, Any], tmp_path: Path,
     nodes = ",".join(n["endpoint"].removeprefix("tcp://") for n in doc["nodes"])
     found = discover_for_job(job_args(cluster["client"], nodes=nodes))
     assert found is not None and len(found[0]) == 2
-    assert "no discovery" in capsys.readouterr().err
+    assert "mDNS: skipped (--nodes)" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="pymr key import"):
         discover_for_job(job_args(tmp_path / "nokey", nodes=nodes))
     code, doc, err = status_json(cluster["client"], "--nodes", nodes)
