@@ -179,6 +179,10 @@ def add_commands(sub: Any) -> None:
     _add_state_args(events)
     events.set_defaults(func=cmd_events)
 
+    from .cli_doctor import add_command as add_doctor
+
+    add_doctor(sub)
+
     job = sub.choices.get("job")
     if job is not None and not any("--interface" in a.option_strings for a in job._actions):
         job.add_argument("--interface", metavar="ADDR|NAME,...",

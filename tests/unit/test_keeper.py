@@ -88,9 +88,9 @@ def test_a_seed_that_is_this_node_is_left_alone(tmp_path: Path) -> None:
 
 
 def test_heard_records_of_this_cluster_only(tmp_path: Path) -> None:
-    from .test_ladder import record
-
     import dataclasses
+
+    from .test_ladder import record
 
     k, _, _ = keeper(FakeNet(), tmp_path, [])
     k.heard(dataclasses.replace(record("b", B), fingerprint=KEY.fingerprint))
