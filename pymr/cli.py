@@ -89,9 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pymr", description="MapReduce on the machines you already own.")
     parser.add_argument("--version", action="version", version=f"pymr {__version__}")
     parser.add_argument("--debug", action="store_true", help="log details and show tracebacks")
+    common = _Parser(add_help=False)  # also accepted after the subcommand
+    common.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     job = sub.add_parser("job", help="run a job (e.g. 'pymr job wordcount book.txt')",
+                         parents=[common],
                          description="Run a job: a built-in ('pymr jobs' lists them) or a "
                          "job file of your own (map and reduce in Python; the nodes get it "
                          "with the job). With no node found, an embedded local cluster on "
@@ -105,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                      help="a parameter of the job (repeatable; see 'pymr job JOB --help')")
     job.add_argument("-o", "--output", metavar="PATH",
-                     help="write every record to PATH (atomically) instead of stdout")
+                     help="write every record to PATH (atomically) instead of stdout; "
+                     "PATH/ (a trailing slash, or an existing directory): one part file per "
+                     "partition plus _SUCCESS ('pymr cat PATH' merges them back)")
     job.add_argument("--force", action="store_true", help="replace an existing output file")
     job.add_argument("--format", choices=("tsv", "json"), default="tsv",
                      help="output format (default: tsv, 'key<TAB>value' lines; json: an "
@@ -121,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
                      metavar="SIZE", help="bytes per map task (default 16M, at least 1K)")
     job.add_argument("--max-token", type=parse_size, default=_DEFAULTS.max_token,
                      metavar="SIZE", help="longest single token accepted (default 64M)")
+    job.add_argument("--memory", type=parse_size, metavar="SIZE",
+                     help="memory budget per node, shared by its executors (default: each "
+                     "node's own, a quarter of its machine's memory); beyond it, reducers "
+                     "spill sorted runs to the node's disk and merge them at the end")
     job.add_argument("--partitions", type=positive_int, metavar="R",
                      help="reduce partitions (default: one per slot)")
     job.add_argument("--local", type=positive_int, metavar="N",
@@ -151,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="serve the job's live web page while it runs, on "
                      "http://127.0.0.1:7381/ (a free port if taken; the URL is printed)")
     job.set_defaults(func=cmd_job)
+    cat = sub.add_parser("cat", help="merge a job's part files back into one answer",
+                         description="Print the records of a part directory (-o DIR/) in "
+                         "the job's order: the same bytes as the job's single-file output. "
+                         "'cat DIR/part-*' gives every record too, but not in order: "
+                         "partitions are cut by a hash of the key.")
+    cat.add_argument("directory", metavar="DIR", help="a directory written by 'pymr job -o DIR/'")
+    cat.set_defaults(func=cmd_cat)
     jobs = sub.add_parser("jobs", help="list the built-in jobs",
                           description="The jobs that ship with pymr, one line each. A job "
                           "file of your own runs the same way: 'pymr job ./myjob.py PATH'.")
@@ -184,6 +200,8 @@ def _forget_handled_interrupt() -> None:
 
 def _main(argv: list[str] | None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    if hasattr(sys, "set_int_max_str_digits"):
+        sys.set_int_max_str_digits(0)  # a job's huge ints are written out whole
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="pymr: %(levelname)s: %(message)s")
     try:
@@ -294,6 +312,7 @@ def _cmd_job(args: argparse.Namespace, inputs: list[Any]) -> int:
     from .inputs import resolve_inputs
     from .jobs.program import load_program, resolve_job
     from .output import check_output_path
+    from .partfiles import check_dir_output, is_dir_output
 
     # Ctrl-C, SIGTERM and SIGHUP (the terminal closed) cancel the job cleanly, even when
     # started with SIGINT ignored (a background job of a non-interactive shell).
@@ -304,7 +323,9 @@ def _cmd_job(args: argparse.Namespace, inputs: list[Any]) -> int:
     params = job_params(args)
     spec = resolve_job(args.job)
     program = load_program(spec, params)  # exit 2 before any node is contacted
-    if args.output:
+    if args.output and is_dir_output(args.output):
+        check_dir_output(args.output, args.force)
+    elif args.output:
         check_output_path(args.output, args.force)
     _check_embedded_size(args)
     inputs.extend(resolve_inputs(args.paths, binary_ok=args.binary))
@@ -357,12 +378,14 @@ def _run(args: argparse.Namespace, inputs: list[Any], program: Any,
          cluster: LocalCluster | None) -> int:
     from .keys import thaw
     from .output import atomic_output, write_json, write_tsv
+    from .partfiles import is_dir_output, write_parts
     from .runner import run_job
 
     opts = JobOptions(job_name=program.spec.name, params=program.params,
                       split_size=args.split_size,
                       max_token=args.max_token, num_partitions=args.partitions or 0,
                       max_attempts=args.max_attempts, binary_ok=args.binary,
+                      memory=args.memory or 0,
                       death_timeout_s=args.death_timeout)
     stdout_tty = sys.stdout.isatty()
     stderr_tty = sys.stderr.isatty()
@@ -381,9 +404,14 @@ def _run(args: argparse.Namespace, inputs: list[Any], program: Any,
                 top.append(rec)
             yield rec
 
-    def consume(records: Iterator[tuple[Any, Any]], summary: JobSummary) -> None:
+    def consume(records: Any, summary: JobSummary) -> None:
         progress.stop()
-        if args.output:
+        if args.output and is_dir_output(args.output):
+            meta = {"job": program.spec.name, "order": program.order,
+                    "fields": list(program.fields), "format": args.format,
+                    "key_types": records.key_types, "value_types": records.value_types}
+            write_parts(args.output, records.by_partition(), writer, meta)
+        elif args.output:
             with atomic_output(args.output) as f:
                 writer(keep_top(records), f)
         elif stdout_tty:
@@ -490,6 +518,10 @@ def _show_result(summary: JobSummary, top: list[tuple[Any, Any]], fields: tuple[
             f"in {summary.elapsed_s:.2f} s ({rate:,.1f} MiB/s)")
     if summary.records == 0:
         line = "no records (the input is empty, or the job emitted nothing); " + line
+    if summary.spilled:
+        spilled = sum(b for b, _ in summary.spilled.values())
+        runs = sum(r for _, r in summary.spilled.values())
+        line += f"; spilled {spilled / MiB:,.1f} MiB in {count_of(runs, 'run')}"
     faults = [f"{n} {what}" for n, what in (
         (len(summary.nodes_lost), "node(s) lost (" + ", ".join(summary.nodes_lost) + ")"),
         (summary.retries, "task retry(ies)"), (summary.backups, "backup attempt(s)"),
@@ -529,6 +561,21 @@ def _cell(x: Any) -> str:
 
 
 # ---------------------------------------------------------------- jobs and job help
+
+
+def cmd_cat(args: argparse.Namespace) -> int:
+    from .partfiles import cat_parts
+
+    out: BinaryIO = sys.stdout.buffer
+    try:
+        cat_parts(args.directory, out)
+        out.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError as exc:
+        raise UsageError(f"{args.directory}: {exc.strerror or exc}") from None
+    return EXIT_OK
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:

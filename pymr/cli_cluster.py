@@ -120,6 +120,10 @@ def add_commands(sub: Any) -> None:
                       help="this machine sees the same files at the same paths as the job's "
                       "machine (NFS, ...): read splits from the file instead of receiving "
                       "them. Lets any member make this node read any file it can read")
+    node.add_argument("--memory", type=_size, metavar="SIZE", default=0,
+                      help="memory budget of this node's executors for every job, shared "
+                      "among them (default: a quarter of the machine's memory); a job's "
+                      "--memory may lower it. Beyond it, data spills to the data directory")
     node.add_argument("--retain-memory", type=_size, metavar="SIZE", default=None,
                       help="map outputs each executor keeps in memory for re-sends; older "
                       "ones are spilled to the data directory (default 256M; 0: spill all)")
@@ -449,7 +453,7 @@ def _serve(args: argparse.Namespace, state: Any, key: ClusterKey, node_id: str,
              "(pass --interface to choose); mDNS runs on all of them")
     opts = NodeOptions(name=args.name or "", slots=args.slots or 0, host=host,
                        base_port=args.port, home=state.home, builtin_only=args.builtin_only,
-                       read_paths=args.shared_fs, **(
+                       read_paths=args.shared_fs, memory=args.memory, **(
                            {} if args.retain_memory is None
                            else {"retain_memory": args.retain_memory}))
     stop.restart = False

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import time
 import traceback
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import Any
 
 import zmq
@@ -30,6 +30,7 @@ from .ledger import Manifest, ReducerLedger, chained_crc32
 from .mapside import Cancelled, MapFailed, MapSide
 from .reduceside import ReduceError, ReduceSide, SortedRun
 from .retained import RetainedOutputs
+from .runs import SpillError, chunk_ranges
 from .security import ClusterKey, secure_connect
 from .transport import LogOnce, make_socket
 
@@ -52,7 +53,6 @@ STALLED_SEND_TIMEOUT_MS = 100
 #: Retained map outputs an executor keeps in memory; older ones spill to the node's disk.
 RETAINED_MEMORY_LIMIT = 256 << 20
 
-_keys_of, _values_of = itemgetter(0), itemgetter(1)
 
 
 @dataclass
@@ -76,6 +76,8 @@ class ExecutorJob:
     num_tasks: int | None = None
     sorted_runs: dict[int, SortedRun] = field(default_factory=dict)
     completed: set[int] = field(default_factory=set)
+    #: partitions this executor gave up (its disk refused a spill)
+    given_up: set[int] = field(default_factory=set)
 
 
 class Executor:
@@ -199,7 +201,12 @@ class Executor:
         elif isinstance(msg, p.ExecJobEnd):
             ended = self.jobs.pop(msg.job_id, None)
             if ended is not None:
+                for part in list(ended.reducers) + list(ended.sorted_runs):
+                    self._drop_partition(ended, part)
                 ended.retained.close()
+                if ended.spec.spill_dir:
+                    shutil.rmtree(os.path.join(ended.spec.spill_dir, "reduce"),
+                                  ignore_errors=True)
                 if not any(j.spec.sha256 == ended.spec.sha256 for j in self.jobs.values()):
                     self.cache.forget(ended.spec.sha256)
             self._close_unused_pushes()
@@ -225,10 +232,11 @@ class Executor:
                               f"({exc})")
             except Exception as exc:  # a member's malformed job, or a pymr bug
                 broken = f"{type(exc).__name__}: {exc}"
+            retain = msg.retain_memory if msg.retain_memory >= 0 else RETAINED_MEMORY_LIMIT
+            if msg.memory:
+                retain = min(retain, msg.memory // 4)
             job = ExecutorJob(spec=msg, program=program, broken=broken,
-                              retained=RetainedOutputs(
-                                  msg.spill_dir or None, msg.retain_memory if
-                                  msg.retain_memory >= 0 else RETAINED_MEMORY_LIMIT))
+                              retained=RetainedOutputs(msg.spill_dir or None, retain))
             self.jobs[msg.job_id] = job
         moved_away = [x for x in job.ledgers if x not in msg.partitions] \
             if msg.epoch > job.spec.epoch else []  # a replacement's map-only copy drops none
@@ -236,13 +244,15 @@ class Executor:
         for part in moved_away:
             # The partition moved away (its reducer was slow, or this node was thought
             # lost): its merge here is moot, and chunks still queued for it are dropped.
-            for table in (job.ledgers, job.reducers, job.sorted_runs):
-                table.pop(part, None)  # type: ignore[attr-defined]
+            job.ledgers.pop(part, None)
+            self._drop_partition(job, part)
             job.completed.discard(part)
         for part in msg.partitions:
             if part not in job.ledgers and job.program is not None:
                 job.ledgers[part] = ReducerLedger([part])
-                job.reducers[part] = ReduceSide(job.program)
+                job.reducers[part] = ReduceSide(
+                    job.program, os.path.join(msg.spill_dir, "reduce") if msg.spill_dir
+                    else "", f"p{part}.e{msg.epoch}")
         if msg.num_tasks >= 0:
             job.num_tasks = msg.num_tasks
         self.check_complete(job)
@@ -258,7 +268,7 @@ class Executor:
                 self._send(p.TaskFailedReport(
                     job_id=job.spec.job_id, node_id=self.node_id, task_id=task.task_id,
                     attempt=task.attempt, exc_type="JobLoadError",
-                    message=f"the job does not load here: {job.broken}", stage="load",
+                    message=job.broken, stage="load",
                     fatal=True))
                 return
             if task.alone and job.pending:
@@ -285,7 +295,8 @@ class Executor:
         self._send(p.TaskExecuted(job_id=job.spec.job_id, node_id=self.node_id,
                                   task_id=task.task_id, attempt=task.attempt,
                                   nbytes=len(data)))
-        if task.alone or job.mapside.size() >= job.spec.flush_key_limit:
+        if task.alone or job.mapside.size() >= job.spec.flush_key_limit or (
+                job.spec.memory and job.mapside.approx_bytes() >= job.spec.memory // 4):
             self.safe_flush(job)
 
     def _task_failed(self, job: ExecutorJob, task_id: int, attempt: int, exc_type: str,
@@ -393,8 +404,8 @@ class Executor:
         retained: dict[int, list[bytes]] = {}
         for part, d in enumerate(parts):
             items = list(d.items())
-            payloads = [p.pack_records(dict(items[i:i + CHUNK_RECORDS]))
-                        for i in range(0, len(items), CHUNK_RECORDS)]
+            payloads = [p.pack_records(dict(items[a:b])) for a, b in
+                        chunk_ranges(list(d.values()), CHUNK_RECORDS)]
             manifest[part] = [len(payloads), len(items), chained_crc32(payloads)]
             retained[part] = payloads
         tasks = job.pending
@@ -447,7 +458,8 @@ class Executor:
     def on_chunk(self, job: ExecutorJob, msg: p.ShuffleChunk, payload: list[Any]) -> None:
         ledger = job.ledgers.get(msg.partition)
         if ledger is None or not payload:
-            self.drop("shuffle", "chunk for a partition this executor does not reduce")
+            if msg.partition not in job.given_up:  # chunks still in flight: expected
+                self.drop("shuffle", "chunk for a partition this executor does not reduce")
             return
         frame = payload[0]
         data = frame.bytes if hasattr(frame, "bytes") else bytes(frame)
@@ -493,11 +505,63 @@ class Executor:
     def merge_ready(self, job: ExecutorJob, ledger: ReducerLedger) -> None:
         ready = ledger.take_ready()
         for r in ready:
-            reducer = job.reducers[r.partition]
-            for pl in r.payloads:
-                reducer.add_chunk(p.unpack_records(pl))
+            reducer = job.reducers.get(r.partition)
+            if reducer is None:
+                continue
+            try:
+                for pl in r.payloads:
+                    reducer.add_chunk(p.unpack_records(pl))
+            except ReduceError as exc:  # the job's combine raised on the reduce side
+                self._reduce_failed(job, r.partition, exc.key, exc.exc_type, exc.message,
+                                    exc.full_tb, exc.user_tb)
+                self._drop_partition(job, r.partition)
+                job.completed.add(r.partition)
         if ready:
+            if job.spec.memory:
+                self._keep_reduce_budget(job)
             self.check_complete(job)
+
+    def _keep_reduce_budget(self, job: ExecutorJob) -> None:
+        """Spill the largest partitions until the merged data fits half the share."""
+        share = job.spec.memory // 2
+        sizes = {part: r.approx_bytes() for part, r in job.reducers.items()}
+        total = sum(sizes.values())
+        for part in sorted(sizes, key=sizes.__getitem__, reverse=True):
+            if total <= share:
+                return
+            reducer = job.reducers[part]
+            try:
+                written = reducer.spill(CHUNK_RECORDS)
+            except SpillError as exc:
+                self._partition_lost(job, part, str(exc))
+                continue
+            total -= sizes[part]
+            log.debug("executor %d: partition %d spilled %d bytes", self.index, part, written)
+
+    def _reduce_failed(self, job: ExecutorJob, part: int, key: str, exc_type: str,
+                       message: str, tb: str, user_tb: str) -> None:
+        self._send(p.ReduceFailed(job_id=job.spec.job_id, node_id=self.node_id, partition=part,
+                                  key=key, exc_type=exc_type, message=message,
+                                  traceback=tb or traceback.format_exc(),
+                                  user_traceback=user_tb))
+
+    def _partition_lost(self, job: ExecutorJob, part: int, reason: str) -> None:
+        """This executor cannot hold the partition (its disk refused a spill): free it and
+        tell the master, which moves it to another node."""
+        self._drop_partition(job, part)
+        job.ledgers.pop(part, None)
+        job.given_up.add(part)
+        self._send(p.PartitionLost(job_id=job.spec.job_id, node_id=self.node_id,
+                                   partition=part, reason=reason, disk=True))
+
+    @staticmethod
+    def _drop_partition(job: ExecutorJob, part: int) -> None:
+        reducer = job.reducers.pop(part, None)
+        if reducer is not None:
+            reducer.discard()
+        run = job.sorted_runs.pop(part, None)
+        if run is not None:
+            run.remove()
 
     def check_complete(self, job: ExecutorJob) -> None:
         if job.num_tasks is None:
@@ -510,35 +574,47 @@ class Executor:
             job.completed.add(part)
             reducer = job.reducers.pop(part)
             try:
-                run = reducer.finish()
+                run = reducer.finish(job.spec.memory // 2, CHUNK_RECORDS)
+            except SpillError as exc:
+                reducer.discard()
+                job.completed.discard(part)
+                self._partition_lost(job, part, str(exc))
+                continue
             except ReduceError as exc:
-                self._send(p.ReduceFailed(
-                    job_id=job.spec.job_id, node_id=self.node_id, partition=part,
-                    key=exc.key, exc_type=exc.exc_type, message=exc.message,
-                    traceback=exc.full_tb or traceback.format_exc(),
-                    user_traceback=exc.user_tb))
+                self._reduce_failed(job, part, exc.key, exc.exc_type, exc.message,
+                                    exc.full_tb, exc.user_tb)
+                continue
+            except Exception as exc:  # a pymr bug or a value msgpack refuses: never a hang
+                self._reduce_failed(job, part, "", type(exc).__name__, str(exc),
+                                    traceback.format_exc(), "")
                 continue
             job.sorted_runs[part] = run
             self._send(p.PartitionComplete(
                 job_id=job.spec.job_id, node_id=self.node_id, partition=part,
-                records=len(run.records), chunks=max(1, -(-len(run.records) // CHUNK_RECORDS)),
+                records=run.count, chunks=run.num_chunks(CHUNK_RECORDS),
                 counters=run.counters, key_types=sorted(run.key_types),
-                value_types=sorted(run.value_types)))
+                value_types=sorted(run.value_types), spilled_bytes=reducer.spilled_bytes,
+                spilled_runs=reducer.spilled_runs))
 
     def serve_fetch(self, job: ExecutorJob, msg: p.FetchPartition) -> None:
         run = job.sorted_runs.get(msg.partition)
         if run is None:
             self.drop("master", "fetch of a partition that is not complete")
             return
-        records = run.records
-        nchunks = max(1, -(-len(records) // CHUNK_RECORDS))
+        nchunks = run.num_chunks(CHUNK_RECORDS)
         for seq in range(msg.start, min(msg.start + msg.count, nchunks)):
-            piece = records[seq * CHUNK_RECORDS:(seq + 1) * CHUNK_RECORDS]
-            # keys and values as two arrays: packed and unpacked without a tuple per record
+            try:
+                # keys and values as two arrays: packed and unpacked without a tuple each
+                payload = run.chunk(seq, CHUNK_RECORDS)
+            except SpillError as exc:
+                self._partition_lost(job, msg.partition, str(exc))
+                return
+            except Exception as exc:  # a value msgpack refuses: fail the job, never hang
+                self._reduce_failed(job, msg.partition, "", type(exc).__name__, str(exc),
+                                    traceback.format_exc(), "")
+                return
             self._send(p.PartitionData(job_id=job.spec.job_id, partition=msg.partition,
-                                       seq=seq, last=seq == nchunks - 1),
-                       p.pack_records([list(map(_keys_of, piece)),
-                                       list(map(_values_of, piece))]))
+                                       seq=seq, last=seq == nchunks - 1), payload)
 
 
 def split_by_partition(records: dict[Any, Any], num_partitions: int) -> list[dict[Any, Any]]:

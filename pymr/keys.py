@@ -135,6 +135,18 @@ def _canon(x: Any) -> bytes:
     raise TypeError(f"a key of type {t.__name__} cannot travel")
 
 
+#: The one NaN object keys are grouped under: NaN != NaN, but a dict finds a key by
+#: identity first, so every NaN key of a job meets in one record.
+NAN = float("nan")
+
+
+def same_nans(keys: list[Any]) -> list[Any]:
+    """``keys`` with every float NaN replaced by ``NAN`` (only floats are looked at)."""
+    if float not in set(map(type, keys)):
+        return keys
+    return [NAN if type(k) is float and k != k else k for k in keys]
+
+
 def partition_of(key: Any, num_partitions: int) -> int:
     """The reduce partition of a key: stable across processes, machines and runs."""
     return zlib.crc32(canonical(key)) % num_partitions
@@ -159,7 +171,8 @@ def order_key(x: Any) -> Any:
         return (2, 0) if math.isnan(x) else (1, x)
     if x is None:
         return (0, 0)
-    return (5, tuple(map(order_key, x)))
+    # tuples and lists compare item by item, together; on equal items a tuple goes first
+    return (5, tuple(map(order_key, x)), t is not tuple)
 
 
 class Descending:

@@ -22,15 +22,17 @@ import traceback
 from collections.abc import Callable
 from itertools import chain, count, repeat
 from operator import itemgetter
+from sys import getsizeof
 from typing import Any
 
 from . import api
-from .jobs.program import JobProgram, user_traceback
+from .jobs.program import JobProgram, enter, user_traceback
 from .keys import (
     CONTAINERS,
     ListKey,
     first_untravelable,
     freeze_key,
+    same_nans,
     thaw,
     untravelable,
 )
@@ -48,6 +50,11 @@ except ImportError:  # pragma: no cover - other interpreters
 CANCEL_CHECK_BYTES = 1 << 20
 #: ... or this many lines (line jobs).
 CANCEL_CHECK_LINES = 8192
+#: What one distinct key of a chunk mapper is taken to cost in memory (a bytes word, its
+#: count and its dict slot measured about 100-130 bytes).
+CHUNK_KEY_BYTES = 128
+#: What a dict entry costs beyond its key object (its slot, a third empty, and an int).
+_ENTRY_BYTES = 100
 #: A combine (not a plain sum) runs on a key's values once it holds this many, so a
 #: frequent key does not hold all its values until the flush.
 COMBINE_EVERY = 256
@@ -107,10 +114,12 @@ class MapSide:
         self.counters: dict[str, int] = {}
         self.groups: dict[Any, Any] = {}
         self.values_held = 0
+        self._key_bytes = 64.0 + _ENTRY_BYTES
+        self._value_bytes = 32.0
         self.sum_combine = program.combine_is_sum
         self.chunk: Any = None
         if program.chunk_mapper is not None:
-            api._counters = self.counters
+            enter(program, self.counters)
             self.chunk = self._call("map", program.chunk_mapper, dict(program.params))
 
     # ---------------------------------------------------------------- feeding
@@ -118,7 +127,7 @@ class MapSide:
                   check: Callable[[], bool] = lambda: False) -> None:
         """Map one split; ``check`` is called between pieces and raises ``Cancelled``
         when it returns True."""
-        api._counters = self.counters
+        enter(self.program, self.counters)
         if self.chunk is not None:
             add = self.chunk.add
             for piece in pieces(data, CANCEL_CHECK_BYTES):
@@ -143,9 +152,18 @@ class MapSide:
             return int(size()) if size is not None else 0
         return len(self.groups) if self.sum_combine else self.values_held
 
+    def approx_bytes(self) -> int:
+        """About how much memory the batch's output holds, for a memory budget: a chunk
+        mapper's ``size()`` keys at ``CHUNK_KEY_BYTES`` each; for line jobs, the keys and
+        values held at sizes sampled from what map emitted."""
+        if self.chunk is not None:
+            return self.size() * CHUNK_KEY_BYTES
+        return int(len(self.groups) * self._key_bytes + (
+            0 if self.sum_combine else self.values_held * self._value_bytes))
+
     def finish(self) -> tuple[dict[Any, Any], dict[str, int]]:
         """The batch's records and counters; this side is spent afterwards."""
-        api._counters = self.counters
+        enter(self.program, self.counters)
         if self.chunk is not None:
             records = self._call("map", self.chunk.finish)
             if not isinstance(records, dict):
@@ -192,10 +210,13 @@ class MapSide:
             try:
                 out = self._call_map(line, start + i, file, first_line)
                 if out is None:
-                    raise TypeError("map returned None; it must yield (or return a list "
-                                    "of) (key, value) pairs")
+                    raise MapFailed("map", "TypeError", "map returned None; it must yield "
+                                    "(or return a list of) (key, value) pairs",
+                                    record=start + i, fatal=True)
                 for _ in out:
                     pass
+            except MapFailed:
+                raise
             except Exception as exc:
                 raise MapFailed("map", type(exc).__name__, str(exc), record=start + i,
                                 user_tb=user_traceback(exc, self.program.filenames),
@@ -219,6 +240,13 @@ class MapSide:
                               "bytes, int, float, bool, None, or tuples / lists of them)")
         if not CONTAINERS.isdisjoint(map(type, keys)):
             keys = list(map(freeze_key, keys))
+        keys = same_nans(keys)
+        step = max(1, len(keys) // 8)
+        sample = range(0, len(keys), step)
+        self._key_bytes = 0.8 * self._key_bytes + 0.2 * (
+            sum(getsizeof(keys[i]) for i in sample) / len(sample) + _ENTRY_BYTES)
+        self._value_bytes = 0.8 * self._value_bytes + 0.2 * (
+            sum(getsizeof(values[i]) for i in sample) / len(sample) + 8)
         groups = self.groups
         if self.sum_combine:
             if _INT_ONLY.issuperset(map(type, values)) and values.count(1) == len(values):

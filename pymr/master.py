@@ -90,6 +90,8 @@ class JobSummary:
     job_name: str = ""
     records: int = 0
     counters: dict[str, int] = field(default_factory=dict)
+    #: node name -> (bytes, runs) its reducers spilled under the memory budget
+    spilled: dict[str, tuple[int, int]] = field(default_factory=dict)
     tasks: int = 0
     nodes: list[str] = field(default_factory=list)
     input_bytes: int = 0
@@ -143,6 +145,31 @@ class CommittedOutput:
     node_id: str
     tasks: list[int]
     manifest: dict[int, list[int]]
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+class JobRecords:
+    """What a job's consumer gets: iterate it for the merged answer in the job's order, or
+    call ``by_partition()`` for each partition's sorted records in turn (part files)."""
+
+    def __init__(self, master: Master) -> None:
+        self._master = master
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        return self._master._merged_records()
+
+    def by_partition(self) -> Iterator[tuple[int, Iterator[tuple[Any, Any]]]]:
+        return self._master._partition_records()
+
+    @property
+    def key_types(self) -> list[str]:
+        done = self._master.partition_done.values()
+        return sorted({t for x in done if x.records for t in x.key_types})
+
+    @property
+    def value_types(self) -> list[str]:
+        done = self._master.partition_done.values()
+        return sorted({t for x in done if x.records for t in x.value_types})
 
 
 class _NoticeReporter:
@@ -204,6 +231,7 @@ class Master:
         self.done_at: dict[int, float] = {}
         self.lag_moved: set[int] = set()
         self.moved: dict[int, tuple[int, float]] = {}  # partition -> (epoch, time) of last move
+        self.disk_failed: dict[int, set[str]] = {}      # partition -> nodes whose disk refused
         self.outputs: dict[str, CommittedOutput] = {}
         self.commit_buf: dict[str, list[tuple[str, list[int], dict[int, list[int]]]]] = {}
         #: outputs committed this turn with a manifest of every partition (split at flush)
@@ -228,7 +256,7 @@ class Master:
                                         lambda: self._pump(100), self._chunks_of)
 
     # ---------------------------------------------------------------- public
-    def run(self, consume: Callable[[Iterator[tuple[Any, Any]], JobSummary], None]
+    def run(self, consume: Callable[[JobRecords, JobSummary], None]
             ) -> JobSummary:
         started = self.started = time.monotonic()
         # Three sockets per node, with room for nodes that join during the job.
@@ -245,12 +273,20 @@ class Master:
                 self._pump(200)
                 self._back_up_lagging_reducers(reduce_started)
             self.summary.records = sum(x.records for x in self.partition_done.values())
-            for done in self.partition_done.values():
+            for part, done in self.partition_done.items():
                 _add_counters(self.summary.counters, done.counters)
+                if done.spilled_runs or done.spilled_bytes:
+                    name = self.links[self.partition_map[part]].name
+                    bytes_, runs = self.summary.spilled.get(name, (0, 0))
+                    self.summary.spilled[name] = (bytes_ + done.spilled_bytes,
+                                                  runs + done.spilled_runs)
+            for name, (bytes_, runs) in sorted(self.summary.spilled.items()):
+                self.reporter.event(f"node {name} spilled {bytes_ / (1 << 20):,.1f} MiB in "
+                                    f"{runs} run(s) under its memory budget")
             for f in self.inputs:
                 f.check_unchanged()
             self.summary.elapsed_s = time.monotonic() - started
-            consume(self._merged_records(), self.summary)
+            consume(JobRecords(self), self.summary)
             self.summary.elapsed_s = time.monotonic() - started
             self.summary.backups = self.sched.backups_started
             self._end_job("done")
@@ -379,7 +415,7 @@ class Master:
 
     def _program_fields(self) -> dict[str, Any]:
         return {"filename": self.spec.filename, "modules": self.spec.modules,
-                "params": self.program.params}
+                "params": self.program.params, "memory": self.opts.memory}
 
     def _is_builtin(self) -> bool:
         return not self.spec.modules and self.spec.sha256 in builtin_hashes()
@@ -712,10 +748,11 @@ class Master:
             self._on_output(link, msg)
         elif isinstance(msg, p.ReduceFailed):
             if self.partition_map.get(msg.partition) == link.node_id:
+                what = f"reduce failed for key {msg.key}" if msg.key else \
+                    "reducing a partition failed"
                 self.failure = JobCodeFailed(
-                    f"reduce failed for key {msg.key} (node {link.name}, partition "
-                    f"{msg.partition}): {msg.exc_type}: {msg.message}",
-                    msg.user_traceback, msg.traceback)
+                    f"{what} (node {link.name}, partition {msg.partition}): "
+                    f"{msg.exc_type}: {msg.message}", msg.user_traceback, msg.traceback)
         elif isinstance(msg, p.PartitionComplete):
             if self.partition_map.get(msg.partition) == link.node_id:
                 self.partition_done[msg.partition] = msg
@@ -732,6 +769,9 @@ class Master:
                 self.streams.on_data(msg.partition, msg.seq, msg.last, records)
         elif isinstance(msg, p.PartitionLost):
             if self.partition_map.get(msg.partition) == link.node_id:
+                if msg.disk:
+                    self._on_disk_failure(link, msg)
+                    return
                 self.reporter.event(f"partition {msg.partition} lost on {link.name} "
                                     f"({msg.reason}); rebuilding it")
                 self._move_partitions([msg.partition], exclude=None)
@@ -747,6 +787,21 @@ class Master:
             pass  # liveness is tracked in _pump; errors come in the task report; or ending
         else:
             self.drop(link.endpoint, f"unexpected {msg.TYPE}")
+
+    def _on_disk_failure(self, link: NodeLink, msg: p.PartitionLost) -> None:
+        """A node's disk refused a partition's spill: move the partition to a node that has
+        not failed it; when none is left, the job fails with the reason."""
+        failed = self.disk_failed.setdefault(msg.partition, set())
+        failed.add(link.node_id)
+        targets = [x.node_id for x in self._live() if x.node_id not in failed]
+        if not targets:
+            self.failure = JobError(f"partition {msg.partition}: node {link.name} {msg.reason}"
+                                    "; no other node can take it: free disk space there "
+                                    "or give the job more memory (--memory)")
+            return
+        self.reporter.event(f"partition {msg.partition}: node {link.name} {msg.reason}; "
+                            "moving it to another node")
+        self._move_partitions([msg.partition], exclude=link.node_id, targets=targets)
 
     def _on_task_failed(self, link: NodeLink, msg: p.TaskFailedReport) -> None:
         assert self.sched is not None
@@ -831,7 +886,8 @@ class Master:
                                     f"{attempt} on {loser.name} cancelled")
         _add_counters(self.summary.counters, msg.counters)
         tasks = [t for t, _ in msg.tasks]
-        self.outputs[msg.output_id] = CommittedOutput(link.node_id, tasks, msg.manifest)
+        self.outputs[msg.output_id] = CommittedOutput(link.node_id, tasks, msg.manifest,
+                                                      dict(msg.counters))
         # Queued for _flush_commits, which splits the turn's outputs by reducer node. An
         # output with a manifest of every partition (what executors send) is split there
         # in C; any other manifest is split here.
@@ -955,7 +1011,9 @@ class Master:
         """A committed output whose data is gone: reducers drop what they have not
         merged, and its tasks run again, each alone (reducers that merged it already
         drop the re-run)."""
-        self.outputs.pop(output_id, None)
+        lost = self.outputs.pop(output_id, None)
+        if lost is not None:  # its tasks run again and their new output counts instead
+            _add_counters(self.summary.counters, {k: -n for k, n in lost.counters.items()})
         for x in self._live():
             self._send_control(x.node_id, p.DropOutput(seq=self._next_seq(), job_id=self.job_id,
                                                        output_id=output_id))
@@ -1055,6 +1113,16 @@ class Master:
         self._send_on(link, p.encode(p.FetchPartition(
             job_id=self.job_id, partition=part, start=start, count=count)))
 
+    def _partition_records(self) -> Iterator[tuple[int, Iterator[tuple[Any, Any]]]]:
+        """Each partition's sorted records, fetched one partition at a time (part files)."""
+        self.reporter.phase("fetch")
+        for part in sorted(self.partition_map):
+            self.streams.open(part)
+            if self.partition_done[part].records:
+                yield part, self.streams.stream(part)
+            else:
+                yield part, iter(())
+
     def _merged_records(self) -> Iterator[tuple[Any, Any]]:
         """k-way merge of the sorted partitions, fetched on credit: flat memory. The order
         is the job's, picked for the key and value types every reducer reported."""
@@ -1103,6 +1171,8 @@ class Master:
 def _add_counters(total: dict[str, int], more: dict[str, int]) -> None:
     for name, n in more.items():
         total[name] = total.get(name, 0) + n
+        if not total[name]:
+            del total[name]
 
 
 def _count_newlines(f: InputFile, offset: int, length: int) -> int:

@@ -29,7 +29,7 @@ import zmq
 from . import __version__
 from . import protocol as p
 from ._exec_entry import exec_endpoint, make_run_dir, spawn_executors
-from .config import EXECUTOR_STOPPED_S, UNICODE_VERSION, NodeOptions
+from .config import EXECUTOR_STOPPED_S, UNICODE_VERSION, NodeOptions, executor_share
 from .errors import ProtocolError
 from .jobs import builtin_hashes, bundle_sha256
 from .machine import LoadMeter
@@ -405,6 +405,7 @@ class NodeDaemon:
         return p.ExecJob(
             job_id=msg.job_id, job_name=msg.job_name, source=msg.source, sha256=msg.sha256,
             filename=msg.filename, modules=msg.modules, params=msg.params,
+            memory=executor_share(self.opts.memory, msg.memory, len(self.executors)),
             num_partitions=msg.num_partitions, partitions=parts,
             shuffle_endpoints=endpoints, flush_key_limit=msg.flush_key_limit,
             num_tasks=num_tasks, epoch=msg.epoch,

@@ -150,6 +150,8 @@ class JobStart(Message):
     modules: dict[str, str] = field(default_factory=dict)
     #: the job's parameters (``-p NAME=VALUE``)
     params: dict[str, str] = field(default_factory=dict)
+    #: the job's memory budget per node in bytes (``--memory``; 0: the node's own)
+    memory: int = 0
 
 
 @_register
@@ -328,6 +330,9 @@ class PartitionComplete(Message):
     #: names of the types of the partition's keys and values (the merge picks its order)
     key_types: list[str] = field(default_factory=list)
     value_types: list[str] = field(default_factory=list)
+    #: what the partition spilled to its node's disk under the memory budget
+    spilled_bytes: int = 0
+    spilled_runs: int = 0
 
 
 @_register
@@ -411,6 +416,8 @@ class PartitionLost(Message):
     node_id: str
     partition: int
     reason: str = ""
+    #: the node's disk refused a spill: the partition moves to a node that has not failed it
+    disk: bool = False
 
 
 @_register
@@ -544,6 +551,9 @@ class ExecJob(Message):
     filename: str = ""
     modules: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
+    #: this executor's memory share in bytes (0: no budget): a quarter for the map side,
+    #: half for the partitions it reduces, a quarter for retained map outputs
+    memory: int = 0
 
 
 @_register
@@ -895,8 +905,9 @@ def _pack_ext(obj: Any) -> msgpack.ExtType:
         return msgpack.ExtType(_EXT_TUPLE, _packb(list(obj)))
     if t is ListKey:
         return msgpack.ExtType(_EXT_LIST_KEY, _packb(list(obj)))
-    if t is int:  # beyond 64 bits
-        return msgpack.ExtType(_EXT_BIG_INT, b"%d" % obj)
+    if t is int:  # beyond 64 bits: two's complement, big-endian (no decimal digit limit)
+        return msgpack.ExtType(_EXT_BIG_INT, obj.to_bytes(obj.bit_length() // 8 + 1, "big",
+                                                          signed=True))
     raise TypeError(f"a value of type {t.__name__} cannot travel (use str, bytes, int, "
                     "float, bool, None, or tuples / lists of them)")
 
@@ -907,9 +918,7 @@ def _packb(obj: Any) -> bytes:
 
 def _unpack_ext(code: int, data: bytes) -> Any:
     if code == _EXT_BIG_INT:
-        if len(data) > 5000:  # int() of a huge decimal string is quadratic
-            raise ValueError("integer too large")
-        return int(data)
+        return int.from_bytes(data, "big", signed=True)
     items = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True,
                             ext_hook=_unpack_ext)
     if code == _EXT_TUPLE:

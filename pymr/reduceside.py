@@ -6,21 +6,53 @@ Chunks arrive as ``{key: value}`` (the job has a ``combine``: each value is comb
 list as it grows). ``finish`` calls the job's ``reduce`` once per key (none when ``reduce``
 is ``sum_values`` over summed values) and sorts the run in the job's order; the sort is
 deterministic, so a fetch that resumes after a move gets the same chunks.
+
+Under a memory budget the executor asks a partition that holds too much to ``spill``: its
+merged data is sorted by key and written as a run file (``pymr.runs``). ``finish`` then
+k-way merges the runs and what is still in memory as a stream, gathers each key's values
+across runs and calls ``reduce`` once per key, as Hadoop's reducers see a sorted stream.
+The output goes to a file of chunks when it does not fit the share (``ORDER = "value"``
+sorts it by value with spilled runs of its own), so a fetch reads it chunk by chunk.
 """
 
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable, Iterator
+from itertools import chain, groupby, islice
+from operator import itemgetter
+from sys import getsizeof
 from typing import Any
 
-from . import api
-from .jobs.program import JobProgram, user_traceback
-from .keys import ListKey, first_untravelable, record_sort_key, thaw, type_names
+from . import protocol as p
+from .jobs.program import JobProgram, enter, user_traceback
+from .keys import (
+    NATIVE_ORDER,
+    ListKey,
+    first_untravelable,
+    order_key,
+    record_sort_key,
+    same_nans,
+    thaw,
+    type_names,
+    untravelable,
+)
+from .runs import RunFile, chunk_ranges, merge_runs, write_run
 
 #: A combine (not a plain sum) runs on a key's values once it holds this many.
 COMBINE_EVERY = 256
 #: Key types that may hold a ListKey (thawed before the job's code sees them).
 _HELD = frozenset([ListKey, tuple])
+#: What a dict entry costs beyond its key object: the hash table slot (a third empty) and
+#: a small value (an int).
+_ENTRY_BYTES = 100
+_keys_of, _values_of = itemgetter(0), itemgetter(1)
+#: Records (or list items) per chunk of a spilled run: what a merge holds per run read.
+RUN_CHUNK_ITEMS = 4096
+#: Most runs merged at once; more are merged in groups first.
+MAX_FAN_IN = 64
+#: Value types whose chunks are cut by record count alone.
+_SCALAR_VALUES = frozenset(["int", "float", "str", "bytes", "bool", "NoneType"])
 
 
 class ReduceError(Exception):
@@ -37,26 +69,74 @@ class ReduceError(Exception):
 
 
 class SortedRun:
-    """A partition's reduced records in the job's order, with what the master merges by."""
+    """A partition's reduced records in the job's order, with what the master merges by:
+    in memory (``records``) or, when it did not fit, in a file of chunks (``file``)."""
 
     def __init__(self, records: list[tuple[Any, Any]], key_types: set[str],
-                 value_types: set[str], counters: dict[str, int]) -> None:
+                 value_types: set[str], counters: dict[str, int],
+                 file: RunFile | None = None, chunk_records: int = 65_536) -> None:
         self.records = records
         self.key_types = key_types
         self.value_types = value_types
         self.counters = counters
+        self.file = file
+        self.ranges = chunk_ranges(list(map(_values_of, records)), chunk_records) \
+            if records and not _SCALAR_VALUES.issuperset(value_types) else None
+
+    @property
+    def count(self) -> int:
+        return self.file.records if self.file is not None else len(self.records)
+
+    def num_chunks(self, chunk_records: int) -> int:
+        if self.file is not None:
+            return max(1, len(self.file.offsets))
+        if self.ranges is not None:
+            return max(1, len(self.ranges))
+        return max(1, -(-len(self.records) // chunk_records))
+
+    def chunk(self, seq: int, chunk_records: int) -> bytes:
+        """The packed ``[keys, values]`` of chunk ``seq``."""
+        if self.file is not None and self.file.offsets:
+            return self.file.chunk(seq)
+        if self.ranges:
+            a, b = self.ranges[seq]
+            piece = self.records[a:b]
+        else:
+            piece = self.records[seq * chunk_records:(seq + 1) * chunk_records]
+        return p.pack_records([list(map(_keys_of, piece)), list(map(_values_of, piece))])
+
+    def remove(self) -> None:
+        if self.file is not None:
+            self.file.remove()
 
 
 class ReduceSide:
     """One partition's merge; ``finish`` once every task's output is in."""
 
-    def __init__(self, program: JobProgram) -> None:
+    def __init__(self, program: JobProgram, spill_dir: str = "", name: str = "p") -> None:
         self.program = program
         self.combined = program.combine is not None
         self.summed = program.combine_is_sum
         self.data: dict[Any, Any] = {}
+        self.values_held = 0
+        self.counters: dict[str, int] = {}
+        self.spill_dir = spill_dir
+        self.name = name
+        self.runs: list[RunFile] = []
+        self.run_key_types: set[str] = set()
+        self.spilled_bytes = 0
+        self.spilled_runs = 0
+        self.chunk_records = 65_536
+        self._key_bytes = 64.0        # running estimates of one key / one value in memory
+        self._value_bytes = 32.0
 
+    # ---------------------------------------------------------------- merging
     def add_chunk(self, chunk: dict[Any, Any]) -> None:
+        if chunk:
+            self._sample(chunk)
+            keys = list(chunk)
+            if same_nans(keys) is not keys:  # NaN keys of every map output meet in one
+                chunk = dict(zip(same_nans(keys), chunk.values(), strict=True))
         data = self.data
         if self.summed:
             if not data:
@@ -68,6 +148,8 @@ class ReduceSide:
             return
         get = data.get
         if self.combined:
+            enter(self.program, self.counters)
+            self.values_held += len(chunk)
             for k, v in chunk.items():
                 held = get(k)
                 if held is None:
@@ -75,8 +157,10 @@ class ReduceSide:
                 else:
                     held.append(v)
                     if len(held) >= COMBINE_EVERY:
+                        self.values_held -= len(held) - 1
                         held[:] = [self._call(self.program.combine, k, held)]
             return
+        self.values_held += sum(map(len, chunk.values()))
         for k, vs in chunk.items():
             held = get(k)
             if held is None:
@@ -84,11 +168,66 @@ class ReduceSide:
             else:
                 held.extend(vs)
 
-    def finish(self) -> SortedRun:
-        """Reduce every key and sort; raises ``ReduceError`` naming the key."""
-        data, self.data = self.data, {}
-        counters: dict[str, int] = {}
-        api._counters = counters
+    def _sample(self, chunk: dict[Any, Any]) -> None:
+        """Update the per-key and per-value size estimates from a few records."""
+        items = list(islice(chunk.items(), 8))
+        key_bytes = sum(getsizeof(k) for k, _ in items) / len(items) + _ENTRY_BYTES
+        if self.summed:
+            value_bytes = 0.0
+        elif self.combined:
+            value_bytes = sum(getsizeof(v) for _, v in items) / len(items) + 8
+        else:
+            sizes = [getsizeof(x) for _, vs in items for x in vs[:4]]
+            value_bytes = (sum(sizes) / len(sizes) + 8) if sizes else 8.0
+        self._key_bytes = 0.8 * self._key_bytes + 0.2 * key_bytes
+        self._value_bytes = 0.8 * self._value_bytes + 0.2 * value_bytes
+
+    def approx_bytes(self) -> int:
+        """About how much memory the merged data holds (for the executor's budget)."""
+        return int(len(self.data) * self._key_bytes + self.values_held * self._value_bytes)
+
+    def spill(self, chunk_records: int) -> int:
+        """Write the merged data as a sorted run file and free it; returns its size.
+        Raises ``SpillError`` when the directory refuses."""
+        if not self.data:
+            return 0
+        data, self.data, self.values_held = self.data, {}, 0
+        types = type_names(data.keys())
+        records = sorted(data.items(), key=_merge_key(types))
+        del data
+        run = write_run(self.spill_dir, f"{self.name}.run{len(self.runs)}", records,
+                        RUN_CHUNK_ITEMS)
+        self.runs.append(run)
+        self.run_key_types |= types
+        self.spilled_bytes += run.size
+        self.spilled_runs += 1
+        return run.size
+
+    def discard(self) -> None:
+        """Drop everything (the partition moved away, or its job ended)."""
+        self.data, self.values_held = {}, 0
+        for run in self.runs:
+            run.remove()
+        self.runs = []
+
+    # ---------------------------------------------------------------- finishing
+    def finish(self, memory: int = 0, chunk_records: int = 65_536) -> SortedRun:
+        """Reduce every key and sort; raises ``ReduceError`` naming the key (and
+        ``SpillError`` when a run cannot be written or read)."""
+        counters = self.counters  # what a reduce-side combine counted, then reduce
+        enter(self.program, counters)
+        self.chunk_records = chunk_records
+        if not self.runs:
+            return self._finish_in_memory(counters)
+        try:
+            return self._finish_from_runs(counters, memory, chunk_records)
+        finally:
+            for run in self.runs:
+                run.remove()
+            self.runs = []
+
+    def _finish_in_memory(self, counters: dict[str, int]) -> SortedRun:
+        data, self.data, self.values_held = self.data, {}, 0
         program = self.program
         if not (self.summed and program.reduce_is_sum):
             reduce = program.reduce
@@ -101,14 +240,102 @@ class ReduceSide:
         found = first_untravelable(data.values())
         if found is not None:
             key = next(k for k, v in data.items() if v is found[0])
-            raise ReduceError(repr(key), "TypeError", f"reduce returned a value of type "
-                              f"{found[1].__name__}, which cannot travel (use str, bytes, "
-                              "int, float, bool, None, or tuples / lists of them)")
+            raise _cannot_travel(key, found[1])
         key_types = type_names(data.keys())
         value_types = type_names(data.values())
         sort_key = record_sort_key(program.order, key_types, value_types)
         records = sorted(data.items(), key=sort_key)
-        return SortedRun(records, key_types, value_types, counters)
+        return SortedRun(records, key_types, value_types, counters,
+                         chunk_records=self.chunk_records)
+
+    def _finish_from_runs(self, counters: dict[str, int], memory: int,
+                          chunk_records: int) -> SortedRun:
+        data, self.data, self.values_held = self.data, {}, 0
+        types = self.run_key_types | type_names(data.keys())
+        merge_key = _merge_key(types)
+        self._reduce_fan_in(merge_key)
+        streams: list[Any] = [iter(run) for run in self.runs]
+        if data:
+            streams.append(sorted(data.items(), key=merge_key))
+        del data
+        merged = merge_runs(streams, merge_key)
+        key_types: set[str] = set()
+        value_types: set[str] = set()
+        reduced = self._reduce_stream(merged, key_types, value_types)
+        if self.program.order == "key":
+            out = write_run(self.spill_dir, f"{self.name}.out", reduced, chunk_records)
+            self.spilled_bytes += out.size
+            return SortedRun([], key_types, value_types, counters, out)
+        return self._sort_by_value(reduced, key_types, value_types, counters, memory,
+                                   chunk_records)
+
+    def _reduce_fan_in(self, merge_key: Callable[[tuple[Any, Any]], Any]) -> None:
+        """Merge runs in groups until at most ``MAX_FAN_IN`` are left: a merge holds one
+        chunk of every run it reads."""
+        level = 0
+        while len(self.runs) > MAX_FAN_IN:
+            group, self.runs = self.runs[:MAX_FAN_IN], self.runs[MAX_FAN_IN:]
+            merged = write_run(self.spill_dir, f"{self.name}.m{level}.{len(self.runs)}",
+                               merge_runs([iter(r) for r in group], merge_key),
+                               RUN_CHUNK_ITEMS)
+            for r in group:
+                r.remove()
+            self.runs.append(merged)
+            self.spilled_bytes += merged.size
+            level += 1
+
+    def _reduce_stream(self, merged: Iterator[tuple[Any, Any]], key_types: set[str],
+                       value_types: set[str]) -> Iterator[tuple[Any, Any]]:
+        """Each key's values gathered across the runs, reduced once, checked to travel."""
+        program = self.program
+        reduce = program.reduce
+        plain_sum = self.summed and program.reduce_is_sum
+        for key, group in groupby(merged, key=_keys_of):
+            values = [v for _, v in group]
+            if self.summed:
+                total = values[0] if len(values) == 1 else sum(values)
+                value = total if plain_sum else self._call(reduce, key, [total])
+            else:  # lists of values (combined ones, with a combine) from every run
+                value = self._call(reduce, key, list(chain.from_iterable(values)))
+            bad = untravelable(value)
+            if bad is not None:
+                raise _cannot_travel(key, bad)
+            key_types.add(_type_name(key))
+            value_types.add(_type_name(value))
+            yield key, value
+
+    def _sort_by_value(self, reduced: Iterator[tuple[Any, Any]], key_types: set[str],
+                       value_types: set[str], counters: dict[str, int], memory: int,
+                       chunk_records: int) -> SortedRun:
+        """``ORDER = "value"`` over a stream larger than memory: sorted runs by value
+        (the generic order, consistent with the master's), merged into the output file."""
+        sort_key = record_sort_key("value", {"str", "bytes"}, {"float"})
+        assert sort_key is not None
+        limit = max(chunk_records, memory // 128) if memory else 1 << 62
+        buffer: list[tuple[Any, Any]] = []
+        runs: list[RunFile] = []
+        try:
+            for record in reduced:
+                buffer.append(record)
+                if len(buffer) >= limit:
+                    buffer.sort(key=sort_key)
+                    runs.append(write_run(self.spill_dir, f"{self.name}.v{len(runs)}",
+                                          buffer, RUN_CHUNK_ITEMS))
+                    self.spilled_bytes += runs[-1].size
+                    buffer = []
+            if not runs:
+                buffer.sort(key=record_sort_key("value", key_types, value_types))
+                return SortedRun(buffer, key_types, value_types, counters,
+                                 chunk_records=chunk_records)
+            buffer.sort(key=sort_key)
+            streams: list[Any] = [iter(r) for r in runs] + [buffer]
+            out = write_run(self.spill_dir, f"{self.name}.out", merge_runs(streams, sort_key),
+                            chunk_records)
+            self.spilled_bytes += out.size
+            return SortedRun([], key_types, value_types, counters, out)
+        finally:
+            for r in runs:
+                r.remove()
 
     def _call(self, fn: Any, key: Any, values: list[Any]) -> Any:
         try:
@@ -117,6 +344,25 @@ class ReduceSide:
         except Exception as exc:
             raise ReduceError(_short(key), type(exc).__name__, str(exc),
                               user_traceback(exc, self.program.filenames), exc) from None
+
+
+def _merge_key(key_types: set[str]) -> Callable[[tuple[Any, Any]], Any]:
+    """How runs of one partition are sorted and merged: by key only (values never
+    compared), native when every key is of one native type, else the total order."""
+    if len(key_types) <= 1 and key_types <= NATIVE_ORDER:
+        return _keys_of
+    return lambda kv: order_key(kv[0])
+
+
+def _type_name(x: Any) -> str:
+    t = type(x)
+    return "list" if t is ListKey else t.__name__
+
+
+def _cannot_travel(key: Any, bad: type) -> ReduceError:
+    return ReduceError(repr(key), "TypeError", f"reduce returned a value of type "
+                       f"{bad.__name__}, which cannot travel (use str, bytes, int, float, "
+                       "bool, None, or tuples / lists of them)")
 
 
 def _short(obj: Any, limit: int = 80) -> str:

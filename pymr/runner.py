@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from .cluster import LocalCluster
@@ -11,12 +11,12 @@ from .config import JobOptions
 from .inputs import InputFile
 from .jobs import JobSpec
 from .jobs.program import JobProgram, load_program
-from .master import JobSummary, Master, Reporter
+from .master import JobRecords, JobSummary, Master, Reporter
 from .security import ClusterKey
 
 log = logging.getLogger(__name__)
 
-Consumer = Callable[[Iterator[tuple[Any, Any]], JobSummary], None]
+Consumer = Callable[[JobRecords, JobSummary], None]
 
 
 def load_job(job: JobSpec | JobProgram, params: dict[str, str]) -> JobProgram:
@@ -63,14 +63,15 @@ def run(job: Any, paths: str | list[str], *, params: dict[str, Any] | None = Non
         nodes: str | list[str] | None = None, home: str | None = None,
         local: int = 1, slots: int = 0, split_size: int | None = None,
         partitions: int = 0, max_attempts: int | None = None, binary: bool = False,
-        tokenizer: str | None = None) -> Result:
+        tokenizer: str | None = None, memory: int = 0) -> Result:
     """Run a job and return its records: ``pymr.run("bigrams.py", ["book.txt"])``.
 
     ``job`` is a built-in name, the path of a job file, or a module object defined in a
     file. By default the job runs on an embedded cluster of ``local`` nodes on this machine
     (``slots`` executors each; default: one per core); ``nodes`` (``"HOST:PORT,..."`` or a
     list) runs it on those nodes, with the cluster key of this machine's pymr ``home``.
-    ``params`` are the job's parameters (``-p NAME=VALUE``). Errors are ``PymrError``
+    ``params`` are the job's parameters (``-p NAME=VALUE``); ``memory`` the budget per node
+    in bytes (``--memory``). Errors are ``PymrError``
     subclasses whose ``str()`` is the one-line message the CLI prints.
     """
     from .config import parse_nodes
@@ -85,11 +86,11 @@ def run(job: Any, paths: str | list[str], *, params: dict[str, Any] | None = Non
     defaults = JobOptions()
     opts = JobOptions(job_name=program.spec.name, params=program.params,
                       split_size=split_size or defaults.split_size,
-                      num_partitions=partitions, binary_ok=binary,
+                      num_partitions=partitions, binary_ok=binary, memory=memory,
                       max_attempts=max_attempts or defaults.max_attempts)
     result = Result()
 
-    def consume(records: Iterator[tuple[Any, Any]], summary: JobSummary) -> None:
+    def consume(records: JobRecords, summary: JobSummary) -> None:
         result.extend((thaw(k), thaw(v)) for k, v in records)
 
     inputs = resolve_inputs([paths] if isinstance(paths, str) else [str(x) for x in paths],

@@ -1,6 +1,6 @@
 """Cut the input into map splits.
 
-Why this module exists: the master hands out splits of a few MiB (DESIGN.md, "Data flow",
+Why this module exists: the master hands out splits of a few MiB (docs/ARCHITECTURE.md,
 step 2) that must
 
 * cover the input exactly, with no gap and no overlap, so every byte is counted once;

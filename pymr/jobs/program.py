@@ -30,6 +30,7 @@ from .. import api
 from ..errors import JobLoadError, UsageError
 from . import BUILTIN_JOBS, JobSpec, builtin_spec, bundle_sha256
 
+_STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
 #: Output orders a job may ask for with ``ORDER``.
 ORDERS = ("key", "value")
 #: Most helper modules (and bytes of source) shipped with one job: a job folder that is a
@@ -119,6 +120,8 @@ def _local_modules(path: str, source: str, folder: str) -> dict[str, str]:
         text, filename, package = todo.pop()
         for dotted in _imported_names(text, filename, package):
             parts = dotted.split(".")
+            if parts[0] in _STDLIB:
+                continue  # a file named like a standard module is not shipped as it
             for depth in range(1, len(parts) + 1):
                 rel = _module_file(folder, parts[:depth])
                 if rel is None or rel in found:
@@ -175,6 +178,9 @@ class JobProgram:
     params: dict[str, str] = field(default_factory=dict)
     #: the job's own files (job file and helpers) as tracebacks name them
     filenames: frozenset[str] = frozenset()
+    #: serves the helper modules from the shipped text; those already loaded, by name
+    shipped: _ShippedModules | None = None
+    loaded: dict[str, types.ModuleType] = field(default_factory=dict)
 
     @property
     def combine_is_sum(self) -> bool:
@@ -259,16 +265,18 @@ def load_program(spec: JobSpec, params: dict[str, str] | None = None, *,
                            f"{type(exc).__name__}: {exc}") from None
     finally:
         sys.meta_path.remove(shipped)
-        for name in shipped.by_name:
-            sys.modules.pop(name, None)
+        loaded = {name: sys.modules.pop(name) for name in shipped.by_name
+                  if name in sys.modules}
         sys.modules.update(saved)
     program = _check(spec, module, filename)
+    program.shipped, program.loaded = shipped, loaded
     program.filenames = frozenset([filename] + [os.path.join(folder, rel)
                                                 for rel in spec.modules])
     program.params = _resolve_params(program, params or {})
     setup = getattr(module, "setup", None)
     if run_setup and callable(setup):
         try:
+            enter(program, {})  # counts made in setup are not counted
             setup(dict(program.params))
         except Exception as exc:
             raise JobLoadError(f"{filename}:{_user_line(exc, filename)}: setup failed: "
@@ -283,6 +291,43 @@ def user_traceback(exc: BaseException, filenames: frozenset[str]) -> str:
     lines = traceback.format_list(frames) if frames else []
     lines += traceback.format_exception_only(type(exc), exc)
     return "Traceback of the job's code (most recent call last):\n" + "".join(lines)
+
+
+class _ActiveJobImports(importlib.abc.MetaPathFinder):
+    """First on ``sys.meta_path`` once a job with helper modules runs in this process: an
+    ``import`` inside the job's functions finds the running job's helpers (from the shipped
+    text), never another job's nor a file of this machine."""
+
+    program: JobProgram | None = None
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None
+                  ) -> importlib.machinery.ModuleSpec | None:
+        program = self.program
+        if program is None or program.shipped is None:
+            return None
+        return program.shipped.find_spec(fullname, path, target)
+
+
+_active = _ActiveJobImports()
+
+
+def enter(program: JobProgram, counters: dict[str, int]) -> None:
+    """Before the engine calls a job's code: its counters receive ``pymr.api.count``, and
+    ``import`` sees its helper modules (those of the job that ran before are put away)."""
+    api._counters = counters
+    current = _active.program
+    if current is program:
+        return
+    if current is not None and current.shipped is not None:
+        for name in current.shipped.by_name:
+            mod = sys.modules.pop(name, None)
+            if mod is not None:
+                current.loaded[name] = mod
+    _active.program = program
+    if program.shipped is not None and program.shipped.by_name:
+        if _active not in sys.meta_path:
+            sys.meta_path.insert(0, _active)
+        sys.modules.update(program.loaded)
 
 
 def _user_line(exc: BaseException, filename: str) -> int:

@@ -471,3 +471,77 @@ def helpers_job(tmp_path: Path) -> Path:
     job = tmp_path / "boom.py"
     job.write_text(helpers.FAILING_JOB)
     return job
+
+
+# ------------------------------------------------------------------ edges found in review
+
+LAZY_JOB = '''
+def map(line):
+    import lazyhelper  # imported when map first runs, on the node
+    yield lazyhelper.first(line), 1
+
+def reduce(key, values):
+    return sum(values)
+'''
+
+
+def test_a_helper_imported_inside_a_function_travels_too(
+        tmp_path: Path, corpus: list[Path], clusters: dict[str, LocalCluster]) -> None:
+    folder = tmp_path / "lazy"
+    folder.mkdir()
+    (folder / "job.py").write_text(LAZY_JOB)
+    (folder / "lazyhelper.py").write_text("def first(line):\n    return line[:1]\n")
+    spec = resolve_job(str(folder / "job.py"))
+    shutil.rmtree(folder)
+    got, _ = run_on(clusters["3x1"], spec, corpus, split_size=8 * K)
+    counts = collections.Counter(line[:1] for path in corpus for line in lines_of(path))
+    assert got == sorted(counts.items())
+
+
+def test_huge_ints_nan_keys_and_tuple_or_list_keys(tmp_path: Path,
+                                                   clusters: dict[str, LocalCluster]) -> None:
+    text = tmp_path / "in.txt"
+    text.write_text("a\nb\nc\n")
+    job = JobSpec.from_source("edges", '''
+def map(line):
+    yield float("nan"), 1
+    yield (1, line), 1
+    yield [1, line], 1
+
+def reduce(key, values):
+    return 10 ** 5000 + sum(values) if key != key else sum(values)
+''')
+    got, _ = run_on(clusters["1x1"], job, [text], num_partitions=3)
+    nan_records = [(k, v) for k, v in got if isinstance(k, float)]
+    assert len(nan_records) == 1 and nan_records[0][1] == 10 ** 5000 + 3
+    # a tuple and a list with the same items are two keys; the tuple comes first
+    rest = [k for k, _ in got if not isinstance(k, float)]
+    assert rest == [(1, "a"), [1, "a"], (1, "b"), [1, "b"], (1, "c"), [1, "c"]]
+
+
+def test_map_returning_none_fails_at_once(tmp_path: Path,
+                                          capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    text = tmp_path / "in.txt"
+    text.write_text("a\nb\n")
+    job = tmp_path / "none.py"
+    job.write_text("def map(line):\n    pass\n\ndef reduce(key, values):\n    return 0\n")
+    code, err = run_cli(capsysbinary, str(job), str(text), "--local", "1")
+    line = one_error_line(err)
+    assert code == 1 and "map returned None" in line and f"{text}:1" in line
+    assert "attempt" not in err
+
+
+def test_a_combine_raising_on_the_reduce_side_fails_the_job(
+        tmp_path: Path, clusters: dict[str, LocalCluster]) -> None:
+    # 300 splits of ~200 lines with one key, every task flushed as its own output: the
+    # reducer gathers one combined value per output and runs combine once it holds 256
+    text = tmp_path / "in.txt"
+    text.write_text("kkkk\n" * (300 * 204))
+    job = JobSpec.from_source("fragile", "def map(line):\n    yield line, 1\n\n"
+                              "def combine(key, values):\n    if len(values) >= 256:\n"
+                              "        raise OverflowError('too many')\n"
+                              "    return sum(values)\n\ndef reduce(key, values):\n"
+                              "    return sum(values)\n")
+    with pytest.raises(JobError) as info:
+        run_on(clusters["1x1"], job, [text], split_size=1 * K, flush_key_limit=1)
+    assert "reduce failed for key 'kkkk'" in str(info.value) and "too many" in str(info.value)
