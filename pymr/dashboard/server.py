@@ -50,6 +50,8 @@ MAX_STREAMS = 32
 #: otherwise send one per heartbeat), and how often an idle stream says it is alive.
 STREAM_MIN_INTERVAL_S = 0.5
 KEEPALIVE_S = 15.0
+#: Events in each snapshot of the stream (the page shows these; /api/events has more).
+STREAM_EVENTS = 50
 #: A connection that sends nothing (or reads nothing) for this long is closed.
 CONNECTION_TIMEOUT_S = 10.0
 #: Addresses served without a token.
@@ -309,7 +311,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self.wfile.write(b"retry: 2000\n\n")
             while not dash.closing.is_set():
-                snap = dash.state.snapshot()
+                snap = dash.state.snapshot(events=STREAM_EVENTS)
                 version = snap["version"]
                 self.wfile.write(b"event: state\ndata: " + json.dumps(
                     snap, separators=(",", ":")).encode() + b"\n\n")

@@ -336,7 +336,7 @@ class DashboardState:
                              "nodes_lost": [_cut(x, 100) for x in m.nodes_lost[:200]],
                              "job_name": _cut(m.job_name, 200), "error": _cut(m.error)})
         job.progress, job.name, job.state, job.heard_at = m, m.job_name, m.state, now
-        if not job.samples or m.elapsed_s > job.samples[-1][0]:
+        if m.state == "running" and (not job.samples or m.elapsed_s > job.samples[-1][0]):
             job.samples.append((m.elapsed_s, m.bytes_done))
         if was != m.state and m.state != "running":
             took = f" in {m.elapsed_s:.1f} s" if m.elapsed_s else ""
@@ -451,10 +451,10 @@ class DashboardState:
             jobs = [j.to_json() for j in reversed(self.jobs.values())]
         return sorted(jobs, key=lambda j: j["state"] != "running")
 
-    def events_json(self) -> dict[str, Any]:
-        """The latest events and errors, newest first."""
+    def events_json(self, limit: int = MAX_EVENTS) -> dict[str, Any]:
+        """The latest ``limit`` events, and the latest errors, newest first."""
         with self._cond:
-            return {"events": list(reversed(self.events)),
+            return {"events": list(reversed(self.events))[:limit],
                     "errors": [dict(e) for e in reversed(self.errors.values())]}
 
     def cluster_json(self) -> dict[str, Any]:
@@ -482,9 +482,10 @@ class DashboardState:
                 "nodes": len(states), "nodes_up": live,
                 "busy": sum(1 for s in states if s == "busy")}
 
-    def snapshot(self) -> dict[str, Any]:
-        """Everything the page shows, in one document (what the event stream sends)."""
+    def snapshot(self, events: int = MAX_EVENTS) -> dict[str, Any]:
+        """Everything the page shows, in one document (what the event stream sends, with
+        fewer events: it is sent at every change)."""
         with self._cond:  # reentrant: one consistent view
             return {"version": self.version, "time": round(self.wall(), 3),
                     "cluster": self.cluster_json(), "nodes": self.nodes_json(),
-                    "jobs": self.jobs_json(), **self.events_json()}
+                    "jobs": self.jobs_json(), **self.events_json(events)}

@@ -120,6 +120,7 @@ def test_job_progress_copies_are_dropped_and_history_gives_throughput_and_eta() 
     job = s.jobs_json()[0]
     # then every phase is full and one event says so.
     assert job["state"] == "done" and job["progress"] == 1.0 and job["eta_s"] is None
+    assert len(job["throughput"]) == 7                  # the end is not a drop to zero
     assert all(ph["fraction"] == 1.0 for ph in job["phases"].values())
     assert [e["text"] for e in s.events_json()["events"]] == ["job wordcount done in 4.5 s"]
 

@@ -87,12 +87,16 @@
   }
 
   // ------------------------------------------------------------ jobs
-  function chart(points) {
+  function chart(points, job) {
     const svg = document.createElementNS(SVG, "svg");
     svg.setAttribute("class", "chart");
     svg.setAttribute("viewBox", "0 0 300 80");
     svg.setAttribute("preserveAspectRatio", "none");
-    if (points.length < 2) return {svg: svg, label: "throughput: measuring..."};
+    const average = job.elapsed_s ? job.bytes_done / job.elapsed_s : 0;
+    if (points.length < 2) {
+      return {svg: svg, label: job.state === "running" ? "throughput: measuring..." :
+              "throughput: " + bytes(average) + "/s on average"};
+    }
     const t0 = points[0][0], t1 = points[points.length - 1][0];
     const top = Math.max(...points.map(p => p[1]), 1);
     const line = document.createElementNS(SVG, "polyline");
@@ -100,8 +104,9 @@
       ((p[0] - t0) / Math.max(t1 - t0, 1e-9) * 300).toFixed(1) + "," +
       (78 - p[1] / top * 74).toFixed(1)).join(" "));
     svg.append(line);
-    const last = points[points.length - 1][1];
-    return {svg: svg, label: "throughput: " + bytes(last) + "/s now, peak " + bytes(top) + "/s"};
+    const now = job.state === "running" ? bytes(points[points.length - 1][1]) + "/s now"
+                                        : bytes(average) + "/s on average";
+    return {svg: svg, label: "throughput: " + now + ", peak " + bytes(top) + "/s"};
   }
 
   function phaseRow(name, ph, unit) {
@@ -123,7 +128,7 @@
       "retries ", el("b", {}, j.retries), " \u00b7 backups ", el("b", {}, j.backups),
       " \u00b7 lost nodes ", el("b", {}, j.nodes_lost.length ? j.nodes_lost.join(", ") : "none"),
       el("br"), "nodes ", el("b", {}, j.nodes.length ? j.nodes.join(", ") : "-"));
-    const c = chart(j.throughput);
+    const c = chart(j.throughput, j);
     return el("article", {class: "job", "data-job-id": j.job_id, "data-job-name": j.name,
                           "data-state": j.state, "data-progress": j.progress},
       el("div", {class: "job-head"}, el("b", {}, j.name || "(job)"),
