@@ -105,6 +105,9 @@ def write_parts(path: str, partitions: Iterable[tuple[int, Iterator[tuple[Any, A
 
 
 def read_meta(path: str) -> dict[str, Any]:
+    if not os.path.isdir(path):
+        raise UsageError(f"{path}: no such directory (give a directory written by "
+                         "'pymr job -o DIR/')")
     success = os.path.join(path, SUCCESS)
     try:
         with open(success, encoding="utf-8") as f:
