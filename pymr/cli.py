@@ -241,8 +241,11 @@ class _Progress:
         self.enabled = enabled
         self.bar: Any = None
         self.task: Any = None
+        self.discovery_started = time.monotonic()
 
     def start(self, total_bytes: int, nodes: list[str]) -> None:
+        log.debug("the job started (every node acknowledged it) %.3f s after discovery began",
+                  time.monotonic() - self.discovery_started)
         if not self.enabled:
             return
         from rich.console import Console
@@ -430,7 +433,7 @@ def _run(args: argparse.Namespace, inputs: list[Any], program: Any,
                 devnull = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(devnull, sys.stdout.fileno())
 
-    started = time.monotonic()
+    started = progress.discovery_started = time.monotonic()
     endpoints, key = None, None
     if cluster is None and not args.local:
         from .cli_cluster import discover_for_job

@@ -659,7 +659,8 @@ def _status_doc(rows: list[Any], res: Any) -> dict[str, Any]:
 
 def _stale(res: Any) -> list[Any]:
     """Remembered members that did not answer (listed apart: a laptop may be away)."""
-    return [f for f in res.failed if f.origin == "memory" and f.status.failure != "key"]
+    return [f for f in res.failed if f.origin == "memory" and f.status.failure != "key"
+            and not f.advertised]
 
 
 def _why_none(statuses: list[Any], res: Any) -> str:
@@ -679,7 +680,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.watch:
         return _watch_status(args, key)
     res = _find(args, key, timeout_s=args.timeout)
-    rows = res.members + [f for f in res.failed if f.origin != "memory"]
+    # Members, and what mDNS or --nodes named but does not answer (not stale memory or
+    # peer lists: 'pymr doctor' lists those).
+    rows = res.members + [f for f in res.failed if f.origin == "seeds" or f.advertised]
     statuses = [f.status for f in rows]
     answered = [st for st in statuses if st.reachable]
     if args.json:

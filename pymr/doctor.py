@@ -497,7 +497,7 @@ def _not_answering(ladder: LadderResult, diag: Diagnosis, timeout_s: float) -> N
             fix = ("start 'pymr node' there (a stopped node's mDNS record lingers until its "
                    "TTL)" if state == REFUSED else f"on {name}, {_ALLOW}; 'pymr doctor' there "
                    "names the rule" if state == DROPPED else "check the address and the route")
-        if f.origin == "mdns":
+        if f.advertised:
             diag.checks.append(Check(f"node {name}", FAIL, f"{name} is advertised by mDNS "
                                      f"({where}) but does not answer: {why}", fix))
         elif f.origin == "seeds":

@@ -83,6 +83,11 @@ class Found:
         return self.status.endpoint
 
     @property
+    def advertised(self) -> bool:
+        """Its mDNS record was heard (whichever rung dialled it first)."""
+        return self.status.record is not None
+
+    @property
     def how(self) -> str:
         """``mDNS``, ``remembered``, ``peer exchange via n1``, ``--nodes``."""
         label = RUNG_LABELS[self.rung]
@@ -231,6 +236,10 @@ class _Climb:
                 self.result.browse = browser.result(self.key.fingerprint)
                 records = self.result.browse.nodes
             known = self._usable_ids()
+            for r in records:      # an address dialled already, and advertised too
+                f = self.dialled.get(r.control_endpoint)
+                if f is not None and f.status.record is None:
+                    f.status.record = r
             mdns = [Found(NodeStatus(endpoint=r.control_endpoint, record=r), "mdns")
                     for r in records if r.node_id not in known]
             self._exchange(self._dial(mdns, opts.probe_timeout_s))
