@@ -145,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--binary", action="store_true",
                      help="read files that look binary instead of refusing them")
     job.add_argument("-q", "--quiet", action="store_true", help="no progress and no summary")
-    job.add_argument("--nodes", metavar="HOST:PORT,...",
-                     help="use these nodes (their control ports) and skip discovery")
+    job.add_argument("--nodes", metavar="HOST[:PORT],...",
+                     help="use these nodes and the members they know, skipping mDNS and memory "
+                     "(HOST alone: control port 7372; one member is enough)")
     job.add_argument("--discover", type=float, metavar="SECONDS",
                      help="how long to browse for nodes (default: see 'pymr node --help')")
     job.add_argument("--min-nodes", type=positive_int, metavar="N",

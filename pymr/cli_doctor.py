@@ -89,12 +89,16 @@ def _show(diag: Any) -> None:
     console.print(table)
     if diag.members:
         members = Table(title="members found")
-        for col in ("name", "node id", "address", "found by", "pymr", "protocol", "Python",
-                    "Unicode", "round trip"):
-            members.add_column(col)
+        members.add_column("name")
+        members.add_column("node id", no_wrap=True)
+        members.add_column("address", no_wrap=True)
+        members.add_column("found by")
+        members.add_column("pymr / protocol / Python / Unicode")
+        members.add_column("round trip", justify="right", no_wrap=True)
         for m in diag.members:
-            members.add_row(m.name, m.node_id, m.endpoint, m.found_by, m.pymr,
-                            str(m.protocol), m.python, m.unicode, f"{m.rtt_ms:.1f} ms")
+            members.add_row(m.name, m.node_id, m.endpoint, m.found_by,
+                             f"{m.pymr} / {m.protocol} / {m.python} / {m.unicode}",
+                             f"{m.rtt_ms:.1f} ms")
         console.print(members)
     if diag.discovery:
         console.print(f"discovery: {diag.discovery}", highlight=False)

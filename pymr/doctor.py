@@ -74,7 +74,7 @@ def diagnose(state: StateDir, opts: DoctorOptions,
                                           use_memory=True, probe_timeout_s=opts.timeout_s,
                                           dial_timeout_s=opts.timeout_s),
                        PeerStore(state.home), heard=merged)
-        diag.discovery = ladder.summary()
+        diag.discovery = ladder.summary(timed=False)   # browsing was done above
     local = _local_node(key, own_id, local_pid, chosen, ladder, opts.timeout_s)
     progress("checking ports and firewall rules")
     _multicast(chosen, heard, own_id, local_pid, ladder, diag)

@@ -113,7 +113,9 @@ class RungReport:
             return f"{label}: {self.note}"
         if self.rung == "mdns":
             return f"{label}: {count_of(self.found, 'node')}"
-        return f"{label}: {self.answered} of {self.tried} answered, {self.found} new"
+        if self.rung == "peers":
+            return f"{label}: {self.tried} named, {self.answered} answered"
+        return f"{label}: {self.answered} of {self.tried} answered"
 
     def to_json(self) -> dict[str, Any]:
         return {"rung": self.rung, "tried": self.tried, "answered": self.answered,
@@ -130,10 +132,10 @@ class LadderResult:
     warnings: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
 
-    def summary(self) -> str:
-        """One line: every rung tried, in order."""
-        parts = [self.rungs[r].text() for r in RUNGS if r in self.rungs]
-        return "; ".join(parts) + f" ({self.elapsed_s:.2f} s)"
+    def summary(self, timed: bool = True) -> str:
+        """One line: every rung tried, in order (and the time the climb took)."""
+        parts = "; ".join(self.rungs[r].text() for r in RUNGS if r in self.rungs)
+        return parts + (f" ({self.elapsed_s:.2f} s)" if timed else "")
 
     def to_json(self) -> dict[str, Any]:
         return {"elapsed_s": round(self.elapsed_s, 3),
@@ -309,6 +311,8 @@ class _Climb:
             if id(f) in used or f.status.reachable and f.status.node_id in member_ids:
                 continue
             res.failed.append(f)
+            if f.advertised:
+                f.rung, f.via = "mdns", ""
             m = f.remembered
             if m is None:
                 continue
@@ -361,7 +365,7 @@ class _Climb:
                 f.status.reachable for f in self.dialled.values()) else "nobody to ask"
         seeds = res.rungs["seeds"]
         if not self.opts.seeds:
-            seeds.note = "none given"
+            seeds.note = "none"
 
     def _remember(self) -> None:
         if self.store is None:

@@ -98,12 +98,14 @@ def test_heard_records_of_this_cluster_only(tmp_path: Path) -> None:
     assert [e.endpoint for e in k.book.due()] == [B]
 
 
-def test_thread_starts_and_stops(tmp_path: Path) -> None:
-    k, _, _ = keeper(FakeNet(), tmp_path, [A])
+def test_thread_dials_at_once_and_stops_promptly(tmp_path: Path) -> None:
+    net = FakeNet()
+    k, _, _ = keeper(net, tmp_path, [A])
     k.start()
     deadline = time.monotonic() + 5
-    while not k.probe_fn.__self__.calls:   # type: ignore[attr-defined]
-        assert time.monotonic() < deadline
+    while not net.calls:
+        assert time.monotonic() < deadline, "the keeper never dialled its seed"
         time.sleep(0.01)
+    started = time.monotonic()
     k.stop()
-    assert k._thread is None
+    assert time.monotonic() - started < 1.0 and k._thread is None
