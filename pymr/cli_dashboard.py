@@ -12,6 +12,8 @@ from .security import ClusterKey
 
 #: Addresses that mean "every interface": the URL names this machine's addresses instead.
 WILDCARD_BINDS = ("0.0.0.0", "::", "")
+#: How often ``pymr dashboard`` looks whether a signal asked it to stop.
+STOP_CHECK_S = 0.2
 
 
 def _say(text: str) -> None:
@@ -81,18 +83,23 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         from .discovery import select_addresses
 
         kwargs["interfaces"] = select_addresses(_interface_spec(args))
-    dash = _start(key, args.port, DEFAULT_PORT, **kwargs)
     stop = threading.Event()
-    old_term = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Ctrl-C, SIGTERM and a closed terminal stop it, even when started with SIGINT ignored
+    # (in the background of a script); nohup keeps SIGHUP ignored.
+    signals = [signal.SIGINT, signal.SIGTERM] + (
+        [signal.SIGHUP] if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN else [])
+    old = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}
     try:
-        _announce(dash, args.bind, key)
-        while not stop.wait(1.0):
-            pass
-    except KeyboardInterrupt:
-        pass
+        dash = _start(key, args.port, DEFAULT_PORT, **kwargs)
+        try:
+            _announce(dash, args.bind, key)
+            while not stop.wait(STOP_CHECK_S):
+                pass
+        finally:
+            dash.close()
     finally:
-        signal.signal(signal.SIGTERM, old_term)
-        dash.close()
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
     _say("dashboard stopped")
     return 0
 

@@ -400,7 +400,7 @@ def test_pymr_dashboard_serves_with_a_token_off_loopback(tmp_path: Path) -> None
             assert helpers.wait_until(lambda: [n["state"] for n in api(
                 base, "/api/nodes", auth)["nodes"]] == ["up"], SEEN_S)
         finally:
-            code = helpers.stop_process(proc, signal.SIGTERM)
+            code = helpers.stop_process(proc, signal.SIGINT)   # Ctrl-C
             err = proc.stderr.read().decode() if proc.stderr else ""
             for f in (proc.stdout, proc.stderr):
                 if f is not None:
