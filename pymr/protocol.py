@@ -697,7 +697,23 @@ def encode(msg: Message, *payload: bytes | bytearray | memoryview) -> list[Any]:
     """Header frame, then the payload frames untouched (send with ``copy=False``)."""
     header = {"v": PROTOCOL_VERSION, "t": msg.TYPE}
     header.update(msg.to_fields())
-    return [msgpack.packb(header, use_bin_type=True), *payload]
+    try:
+        return [msgpack.packb(header, use_bin_type=True), *payload]
+    except UnicodeEncodeError:  # a file name that is not UTF-8 (kept as surrogates)
+        return [msgpack.packb(_text_safe(header), use_bin_type=True), *payload]
+
+
+def _text_safe(obj: Any) -> Any:
+    """Strings with lone surrogates (undecodable bytes of a file name) made UTF-8: the
+    bytes they stand for, decoded with replacement characters."""
+    if isinstance(obj, str):
+        return obj.encode("utf-8", "surrogateescape").decode("utf-8", "replace") \
+            if any("\ud800" <= c <= "\udfff" for c in obj) else obj
+    if isinstance(obj, dict):
+        return {_text_safe(k): _text_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_text_safe(x) for x in obj]
+    return obj
 
 
 def encode_topic(topic: bytes, msg: Message) -> list[Any]:
