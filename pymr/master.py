@@ -249,6 +249,8 @@ class Master:
         self.failure: PymrError | None = None
         self.started = time.monotonic()
         self.executed: set[int] = set()       # tasks mapped at least once (progress)
+        #: input index -> {offset of a split start: its 1-based line number} (_task_where)
+        self._line_marks: dict[int, dict[int, int]] = {}
         self.bytes_executed = 0
         self.progress_number = 0
         self.progress_at = 0.0
@@ -859,10 +861,16 @@ class Master:
         f = self.inputs[ref.input_index]
         if msg.record < 0:
             return f.display
-        if ref.first_line or scan_max is None or ref.offset <= scan_max:
+        if ref.first_line:
+            return f"{f.display}:{ref.first_line + msg.record}"
+        # Lines counted from the nearest split start already known: a failing job reports
+        # many attempts, and counting each from the file's start read it again every time.
+        marks = self._line_marks.setdefault(ref.input_index, {0: 1})
+        start = max(o for o in marks if o <= ref.offset)
+        if scan_max is None or ref.offset - start <= scan_max:
             try:
-                line = (ref.first_line or 1 + _count_newlines(f, 0, ref.offset)) + msg.record
-                return f"{f.display}:{line}"
+                marks[ref.offset] = marks[start] + _count_newlines(f, start, ref.offset - start)
+                return f"{f.display}:{marks[ref.offset] + msg.record}"
             except (OSError, PymrError):
                 pass
         return f"{f.display} (line {msg.record + 1} of split {msg.task_id})"
