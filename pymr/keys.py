@@ -20,6 +20,7 @@ import math
 import struct
 import zlib
 from collections.abc import Callable, Iterable
+from operator import itemgetter
 from typing import Any
 
 
@@ -195,6 +196,22 @@ class Descending:
 def type_names(values: Iterable[Any]) -> set[str]:
     """The names of the types of ``values`` (a ``ListKey`` is a list)."""
     return {"list" if t is ListKey else t.__name__ for t in set(map(type, values))}
+
+
+def sort_records(records: list[tuple[Any, Any]], order: str, key_types: set[str],
+                 value_types: set[str]) -> None:
+    """Sort records in place in the job's order. Value order with int values and keys of
+    one native type takes two C-keyed passes (by key, then by value, largest first: the
+    sort is stable) instead of a Python key function per record; same order."""
+    if order == "value" and value_types <= {"int"} and len(key_types) <= 1 \
+            and key_types <= NATIVE_ORDER:
+        records.sort(key=_first_item)
+        records.sort(key=_second_item, reverse=True)
+        return
+    records.sort(key=record_sort_key(order, key_types, value_types))
+
+
+_first_item, _second_item = itemgetter(0), itemgetter(1)
 
 
 def record_sort_key(order: str, key_types: set[str], value_types: set[str]

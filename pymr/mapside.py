@@ -29,6 +29,7 @@ from . import api
 from .jobs.program import JobProgram, enter, user_traceback
 from .keys import (
     CONTAINERS,
+    SCALARS,
     ListKey,
     first_untravelable,
     freeze_key,
@@ -231,16 +232,20 @@ class MapSide:
                           f"map must yield (key, value) pairs, not {_short(bad)}")
         keys = list(map(_first, pairs))
         values = list(map(_second, pairs))
-        for index, seq, what in ((0, keys, "key"), (1, values, "value")):
-            found = first_untravelable(seq)
+        key_types = set(map(type, keys))
+        value_types = set(map(type, values))
+        for index, seq, types, what in ((0, keys, key_types, "key"),
+                                        (1, values, value_types, "value")):
+            found = None if types <= SCALARS else first_untravelable(seq)
             if found is not None:
                 self._fail_on(batch, start, file, first_line,
                               _has_bad_item(index, found[1]),
                               f"a {what} of type {found[1].__name__} cannot travel (use str, "
                               "bytes, int, float, bool, None, or tuples / lists of them)")
-        if not CONTAINERS.isdisjoint(map(type, keys)):
+        if not CONTAINERS.isdisjoint(key_types):
             keys = list(map(freeze_key, keys))
-        keys = same_nans(keys)
+        if float in key_types:
+            keys = same_nans(keys)
         step = max(1, len(keys) // 8)
         sample = range(0, len(keys), step)
         self._key_bytes = 0.8 * self._key_bytes + 0.2 * (
@@ -249,7 +254,7 @@ class MapSide:
             sum(getsizeof(values[i]) for i in sample) / len(sample) + 8)
         groups = self.groups
         if self.sum_combine:
-            if _INT_ONLY.issuperset(map(type, values)) and values.count(1) == len(values):
+            if value_types <= _INT_ONLY and values.count(1) == len(values):
                 _count_elements(groups, keys)
                 return
             get = groups.get

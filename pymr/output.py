@@ -27,8 +27,10 @@ def write_tsv(records: Iterable[tuple[Any, Any]], out: BinaryIO) -> int:
     n = 0
     batch: list[bytes] = []
     for key, value in records:
-        if type(key) is bytes and type(value) is int:
+        if type(value) is int and type(key) is bytes:
             batch.append(b"%s\t%d\n" % (key, value))
+        elif type(value) is int and type(key) is str:
+            batch.append(b"%s\t%d\n" % (key.encode("utf-8", "backslashreplace"), value))
         else:
             batch.append(tsv_field(key) + b"\t" + tsv_field(value) + b"\n")
         if len(batch) >= WRITE_BATCH:
@@ -71,6 +73,12 @@ def tsv_field(x: Any) -> bytes:
         return _escape(x.encode("utf-8", "backslashreplace"))
     if t is int:
         return b"%d" % x
+    if t is list or t is tuple:
+        try:  # lists of str and numbers need no conversion (an inverted index's values)
+            return json.dumps(x, ensure_ascii=False, allow_nan=False).encode(
+                "utf-8", "backslashreplace")
+        except (TypeError, ValueError):
+            pass
     return json.dumps(jsonable(x), ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 

@@ -33,6 +33,7 @@ from .keys import (
     order_key,
     record_sort_key,
     same_nans,
+    sort_records,
     thaw,
     type_names,
     untravelable,
@@ -243,8 +244,8 @@ class ReduceSide:
             raise _cannot_travel(key, found[1])
         key_types = type_names(data.keys())
         value_types = type_names(data.values())
-        sort_key = record_sort_key(program.order, key_types, value_types)
-        records = sorted(data.items(), key=sort_key)
+        records = list(data.items())
+        sort_records(records, program.order, key_types, value_types)
         return SortedRun(records, key_types, value_types, counters,
                          chunk_records=self.chunk_records)
 
