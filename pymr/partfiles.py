@@ -45,6 +45,9 @@ def check_dir_output(path: str, force: bool) -> None:
         raise UsageError(f"{path}: exists and is not a directory; give another name")
     if os.path.isdir(target) and not force:
         raise UsageError(f"{path}: already exists; pass --force to replace it")
+    if os.path.isdir(target) and not os.path.isfile(os.path.join(target, SUCCESS)):
+        raise UsageError(f"{path}: is a directory that pymr did not write (no {SUCCESS}); "
+                         "--force replaces only a previous job's part directory")
     if not os.access(parent, os.W_OK):
         raise UsageError(f"{path}: cannot write in {parent} (permission denied)")
 
