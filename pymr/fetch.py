@@ -1,4 +1,4 @@
-"""Fetching the sorted partitions from the reducers and merging them as streams.
+"""Fetching the sorted partitions from the reducers as streams (``keys.merge_sorted`` merges them).
 
 Each partition arrives chunk by chunk, on credit, so the master's memory does
 not grow with the number of distinct keys. A partition whose reducer is lost
@@ -9,7 +9,6 @@ A chunk is ``[keys, values]``: two arrays, unpacked without a tuple per record.
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -73,12 +72,3 @@ class PartitionStreams:
             keys, values = buf.popleft()
             self._maybe_request(part)
             yield from zip(keys, values, strict=True)
-
-
-def merge_streams(streams: list[Iterator[tuple[Any, Any]]],
-                  sort_key: Callable[[tuple[Any, Any]], Any] | None
-                  ) -> Iterator[tuple[Any, Any]]:
-    """k-way merge of sorted runs by the job's sort key (``pymr.keys.record_sort_key``)."""
-    if len(streams) == 1:
-        return streams[0]
-    return heapq.merge(*streams, key=sort_key)

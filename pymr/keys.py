@@ -16,10 +16,11 @@ one order.
 
 from __future__ import annotations
 
+import heapq
 import math
 import struct
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -47,6 +48,34 @@ class ListKey(tuple):  # type: ignore[type-arg]
 SCALARS = frozenset([str, bytes, int, float, bool, type(None)])
 CONTAINERS = frozenset([tuple, list, ListKey])
 TRAVELS = SCALARS | CONTAINERS
+
+
+#: What a dict entry costs beyond its key object (its slot, a third empty, and a small
+#: value): the memory estimates of the map and reduce sides.
+DICT_ENTRY_BYTES = 100
+#: Key types that may hold a ListKey.
+_HOLDERS = frozenset([ListKey, tuple])
+
+
+def as_emitted(key: Any) -> Any:
+    """The key as the job emitted it, for the job's own code (a list key is held as a
+    hashable ``ListKey``); other keys as they are, at the cost of one type check."""
+    return thaw(key) if type(key) in _HOLDERS else key
+
+
+def short_repr(obj: Any, limit: int = 80) -> str:
+    """``repr`` cut to ``limit`` characters, for a key in a one-line error."""
+    text = repr(obj)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def merge_sorted(streams: Sequence[Iterable[tuple[Any, Any]]],
+                 key: Callable[[tuple[Any, Any]], Any] | None
+                 ) -> Iterator[tuple[Any, Any]]:
+    """k-way merge of sorted runs of records (``key`` as for ``sorted``)."""
+    if len(streams) == 1:
+        return iter(streams[0])
+    return heapq.merge(*streams, key=key)
 
 
 def freeze_key(key: Any) -> Any:

@@ -29,23 +29,16 @@ from . import api
 from .jobs.program import JobProgram, enter, user_traceback
 from .keys import (
     CONTAINERS,
+    DICT_ENTRY_BYTES,
     SCALARS,
-    ListKey,
+    as_emitted,
     first_untravelable,
     freeze_key,
     same_nans,
-    thaw,
+    short_repr,
     untravelable,
 )
-from .tokenize import count_bad_sequences, pieces
-
-try:  # the C helper behind Counter.update
-    from collections import _count_elements  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - other interpreters
-    def _count_elements(mapping: dict[Any, int], iterable: Any) -> None:
-        get = mapping.get
-        for item in iterable:
-            mapping[item] = get(item, 0) + 1
+from .tokenize import _count_elements, count_bad_sequences, pieces
 
 #: A running task looks for a cancel after each piece of this size (chunk jobs) ...
 CANCEL_CHECK_BYTES = 1 << 20
@@ -54,8 +47,6 @@ CANCEL_CHECK_LINES = 8192
 #: What one distinct key of a chunk mapper is taken to cost in memory (a bytes word, its
 #: count and its dict slot measured about 100-130 bytes).
 CHUNK_KEY_BYTES = 128
-#: What a dict entry costs beyond its key object (its slot, a third empty, and an int).
-_ENTRY_BYTES = 100
 #: A combine (not a plain sum) runs on a key's values once it holds this many, so a
 #: frequent key does not hold all its values until the flush.
 COMBINE_EVERY = 256
@@ -115,7 +106,7 @@ class MapSide:
         self.counters: dict[str, int] = {}
         self.groups: dict[Any, Any] = {}
         self.values_held = 0
-        self._key_bytes = 64.0 + _ENTRY_BYTES
+        self._key_bytes = 64.0 + DICT_ENTRY_BYTES
         self._value_bytes = 32.0
         self.sum_combine = program.combine_is_sum
         self.chunk: Any = None
@@ -229,7 +220,7 @@ class MapSide:
                 map(len, pairs)):
             bad = next(x for x in pairs if type(x) not in _PAIR_TYPES or len(x) != 2)
             self._fail_on(batch, start, file, first_line, _not_a_pair,
-                          f"map must yield (key, value) pairs, not {_short(bad)}")
+                          f"map must yield (key, value) pairs, not {short_repr(bad)}")
         keys = list(map(_first, pairs))
         values = list(map(_second, pairs))
         key_types = set(map(type, keys))
@@ -249,7 +240,7 @@ class MapSide:
         step = max(1, len(keys) // 8)
         sample = range(0, len(keys), step)
         self._key_bytes = 0.8 * self._key_bytes + 0.2 * (
-            sum(getsizeof(keys[i]) for i in sample) / len(sample) + _ENTRY_BYTES)
+            sum(getsizeof(keys[i]) for i in sample) / len(sample) + DICT_ENTRY_BYTES)
         self._value_bytes = 0.8 * self._value_bytes + 0.2 * (
             sum(getsizeof(values[i]) for i in sample) / len(sample) + 8)
         groups = self.groups
@@ -263,7 +254,7 @@ class MapSide:
                     groups[k] = get(k, 0) + v
             except TypeError as exc:
                 raise MapFailed("combine", "TypeError", f"sum_values cannot add the values "
-                                f"of key {_short(k)}: {exc}", key=_short(k),
+                                f"of key {short_repr(k)}: {exc}", key=short_repr(k),
                                 fatal=True) from None
             return
         get = groups.get
@@ -289,9 +280,9 @@ class MapSide:
         combine = self.program.combine
         assert combine is not None
         try:
-            return combine(thaw(key) if type(key) in _HELD else key, values)
+            return combine(as_emitted(key), values)
         except Exception as exc:
-            raise MapFailed("combine", type(exc).__name__, str(exc), key=_short(key),
+            raise MapFailed("combine", type(exc).__name__, str(exc), key=short_repr(key),
                             user_tb=user_traceback(exc, self.program.filenames),
                             cause=exc) from None
 
@@ -324,8 +315,8 @@ class MapSide:
             obj = found[0]
             key = next(k for k, v in records.items() if v is obj)
         raise MapFailed(stage, "TypeError", f"a value of type {found[1].__name__} for key "
-                        f"{_short(key)} cannot travel (use str, bytes, int, float, bool, "
-                        "None, or tuples / lists of them)", key=_short(key), fatal=True)
+                        f"{short_repr(key)} cannot travel (use str, bytes, int, float, bool, "
+                        "None, or tuples / lists of them)", key=short_repr(key), fatal=True)
 
     def _call(self, stage: str, fn: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -339,7 +330,6 @@ class MapSide:
 
 
 _INT_ONLY = frozenset([int])
-_HELD = frozenset([ListKey, tuple])  # key types that may hold a ListKey
 
 
 def _not_a_pair(item: Any) -> bool:
@@ -351,8 +341,3 @@ def _has_bad_item(index: int, bad_type: type) -> Callable[[Any], bool]:
     def check(item: Any) -> bool:
         return not _not_a_pair(item) and untravelable(item[index]) is bad_type
     return check
-
-
-def _short(obj: Any, limit: int = 80) -> str:
-    text = repr(obj)
-    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -31,11 +31,11 @@ from .errors import (
     TaskFailed,
     TransportError,
 )
-from .fetch import PartitionStreams, merge_streams
+from .fetch import PartitionStreams
 from .inputs import InputFile, iter_bytes_splits
 from .jobs import JobSpec, builtin_hashes
 from .jobs.program import JobProgram, load_program
-from .keys import record_sort_key
+from .keys import merge_sorted, record_sort_key
 from .scheduler import JobFailedError, Scheduler
 from .security import ClusterKey, secure_connect
 from .transport import LogOnce, ReadyPoller, context_for, has_input, make_socket, send_nowait
@@ -1145,7 +1145,7 @@ class Master:
                 streams.append(self.streams.stream(part))
                 key_types.update(done.key_types)
                 value_types.update(done.value_types)
-        return merge_streams(streams, record_sort_key(self.program.order, key_types,
+        return merge_sorted(streams, record_sort_key(self.program.order, key_types,
                                                       value_types))
 
     # ---------------------------------------------------------------- end

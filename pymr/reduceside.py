@@ -27,26 +27,24 @@ from typing import Any
 from . import protocol as p
 from .jobs.program import JobProgram, enter, user_traceback
 from .keys import (
+    DICT_ENTRY_BYTES,
     NATIVE_ORDER,
     ListKey,
+    as_emitted,
     first_untravelable,
+    merge_sorted,
     order_key,
     record_sort_key,
     same_nans,
+    short_repr,
     sort_records,
-    thaw,
     type_names,
     untravelable,
 )
-from .runs import RunFile, chunk_ranges, merge_runs, write_run
+from .runs import RunFile, chunk_ranges, write_run
 
 #: A combine (not a plain sum) runs on a key's values once it holds this many.
 COMBINE_EVERY = 256
-#: Key types that may hold a ListKey (thawed before the job's code sees them).
-_HELD = frozenset([ListKey, tuple])
-#: What a dict entry costs beyond its key object: the hash table slot (a third empty) and
-#: a small value (an int).
-_ENTRY_BYTES = 100
 _keys_of, _values_of = itemgetter(0), itemgetter(1)
 #: Records (or list items) per chunk of a spilled run: what a merge holds per run read.
 RUN_CHUNK_ITEMS = 4096
@@ -135,9 +133,8 @@ class ReduceSide:
     def add_chunk(self, chunk: dict[Any, Any]) -> None:
         if chunk:
             self._sample(chunk)
-            keys = list(chunk)
-            if same_nans(keys) is not keys:  # NaN keys of every map output meet in one
-                chunk = dict(zip(same_nans(keys), chunk.values(), strict=True))
+            if float in set(map(type, chunk)):  # NaN keys of every map output meet in one
+                chunk = dict(zip(same_nans(list(chunk)), chunk.values(), strict=True))
         data = self.data
         if self.summed:
             if not data:
@@ -172,7 +169,7 @@ class ReduceSide:
     def _sample(self, chunk: dict[Any, Any]) -> None:
         """Update the per-key and per-value size estimates from a few records."""
         items = list(islice(chunk.items(), 8))
-        key_bytes = sum(getsizeof(k) for k, _ in items) / len(items) + _ENTRY_BYTES
+        key_bytes = sum(getsizeof(k) for k, _ in items) / len(items) + DICT_ENTRY_BYTES
         if self.summed:
             value_bytes = 0.0
         elif self.combined:
@@ -259,7 +256,7 @@ class ReduceSide:
         if data:
             streams.append(sorted(data.items(), key=merge_key))
         del data
-        merged = merge_runs(streams, merge_key)
+        merged = merge_sorted(streams, merge_key)
         key_types: set[str] = set()
         value_types: set[str] = set()
         reduced = self._reduce_stream(merged, key_types, value_types)
@@ -277,7 +274,7 @@ class ReduceSide:
         while len(self.runs) > MAX_FAN_IN:
             group, self.runs = self.runs[:MAX_FAN_IN], self.runs[MAX_FAN_IN:]
             merged = write_run(self.spill_dir, f"{self.name}.m{level}.{len(self.runs)}",
-                               merge_runs([iter(r) for r in group], merge_key),
+                               merge_sorted([iter(r) for r in group], merge_key),
                                RUN_CHUNK_ITEMS)
             for r in group:
                 r.remove()
@@ -330,7 +327,7 @@ class ReduceSide:
                                  chunk_records=chunk_records)
             buffer.sort(key=sort_key)
             streams: list[Any] = [iter(r) for r in runs] + [buffer]
-            out = write_run(self.spill_dir, f"{self.name}.out", merge_runs(streams, sort_key),
+            out = write_run(self.spill_dir, f"{self.name}.out", merge_sorted(streams, sort_key),
                             chunk_records)
             self.spilled_bytes += out.size
             return SortedRun([], key_types, value_types, counters, out)
@@ -341,9 +338,9 @@ class ReduceSide:
     def _call(self, fn: Any, key: Any, values: list[Any]) -> Any:
         try:
             # a list key is held as a hashable ListKey; the job sees the list it emitted
-            return fn(thaw(key) if type(key) in _HELD else key, values)
+            return fn(as_emitted(key), values)
         except Exception as exc:
-            raise ReduceError(_short(key), type(exc).__name__, str(exc),
+            raise ReduceError(short_repr(key), type(exc).__name__, str(exc),
                               user_traceback(exc, self.program.filenames), exc) from None
 
 
@@ -364,8 +361,3 @@ def _cannot_travel(key: Any, bad: type) -> ReduceError:
     return ReduceError(repr(key), "TypeError", f"reduce returned a value of type "
                        f"{bad.__name__}, which cannot travel (use str, bytes, int, float, "
                        "bool, None, or tuples / lists of them)")
-
-
-def _short(obj: Any, limit: int = 80) -> str:
-    text = repr(obj)
-    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -13,10 +13,9 @@ report "node X cannot write DIR: No space left on device" and the partition move
 from __future__ import annotations
 
 import errno
-import heapq
 import os
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from operator import itemgetter
 from typing import Any
 
@@ -145,12 +144,3 @@ def _write_chunk(f: Any, pos: int, keys: list[Any], values: list[Any],
     f.write(payload)
     offsets.append((pos + _LEN.size, len(payload)))
     return pos + _LEN.size + len(payload)
-
-
-def merge_runs(runs: list[Iterable[tuple[Any, Any]]],
-               key: Callable[[tuple[Any, Any]], Any] | None) -> Iterator[tuple[Any, Any]]:
-    """k-way merge of sorted runs (``key`` as for ``sorted``; None: the records as they
-    are)."""
-    if len(runs) == 1:
-        return iter(runs[0])
-    return heapq.merge(*runs, key=key)

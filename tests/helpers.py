@@ -230,6 +230,20 @@ def describe(pids: Iterable[int]) -> str:
     return ", ".join(f"{pid} [{process_state(pid)}] {cmdline(pid)!r}" for pid in pids)
 
 
+# ------------------------------------------------------------------ job files
+
+#: The smallest job file the job API promises to run, exactly as the README shows it.
+SMALLEST_JOB = '''\
+def map(line):
+    words = line.split()
+    for a, b in zip(words, words[1:]):
+        yield a + " " + b, 1
+
+def reduce(key, values):
+    return sum(values)
+'''
+
+
 # ------------------------------------------------------------------ a failing job
 
 #: A job program whose map raises on every line (shipped as source like any job).

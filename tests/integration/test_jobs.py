@@ -150,14 +150,7 @@ def test_builtin_matches_its_reference(job: str, cluster_name: str, split: int, 
 
 # ------------------------------------------------------------------ job files of a user's own
 
-SMALLEST = '''def map(line):
-    words = line.split()
-    for a, b in zip(words, words[1:]):
-        yield a + " " + b, 1
-
-def reduce(key, values):
-    return sum(values)
-'''
+SMALLEST = helpers.SMALLEST_JOB
 
 
 def smallest_reference(paths: list[Path]) -> list[tuple[str, int]]:

@@ -12,16 +12,9 @@ from pymr import api
 from pymr.errors import JobLoadError, UsageError
 from pymr.jobs import JobSpec, builtin_spec, sha256_of
 from pymr.jobs.program import ProgramCache, load_program, resolve_job, spec_from_file
+from tests import helpers
 
-SMALLEST = '''\
-def map(line):
-    words = line.split()
-    for a, b in zip(words, words[1:]):
-        yield a + " " + b, 1
-
-def reduce(key, values):
-    return sum(values)
-'''
+SMALLEST = helpers.SMALLEST_JOB
 
 
 def write(folder: Path, name: str, text: str) -> Path:

@@ -17,16 +17,9 @@ from pymr.jobs.program import load_program
 from pymr.keys import ListKey, freeze_key, order_key, partition_of, record_sort_key, thaw
 from pymr.mapside import Cancelled, MapFailed, MapSide, split_lines
 from pymr.reduceside import ReduceError, ReduceSide
+from tests import helpers
 
-BIGRAMS = '''
-def map(line):
-    words = line.split()
-    for a, b in zip(words, words[1:]):
-        yield a + " " + b, 1
-
-def reduce(key, values):
-    return sum(values)
-'''
+BIGRAMS = helpers.SMALLEST_JOB
 
 
 def program(source: str, params: dict[str, str] | None = None, name: str = "job") -> Any:
