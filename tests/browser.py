@@ -16,7 +16,6 @@ import base64
 import json
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
+from tests import helpers
 
 #: How long one DevTools command may take (a screenshot of a large page included).
 COMMAND_TIMEOUT_S = 20.0
@@ -59,14 +58,9 @@ os.execv(sys.argv[3], sys.argv[3:])
 def chromium_or_skip() -> str:
     """The Chromium binary; a missing one skips the test, except in CI as root, where it
     fails naming the package (``.ci/run`` installs it)."""
-    for name in ("chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    why = "the browser test needs Chromium: the Debian package 'chromium' (.ci/run installs it)"
-    if os.environ.get("CI") and os.geteuid() == 0:
-        pytest.fail(why, pytrace=False)
-    pytest.skip(why)
+    return helpers.require_tool(
+        "chromium", "chromium-browser",
+        why="the browser test needs Chromium: the Debian package 'chromium'")
 
 
 class Chromium:

@@ -1,7 +1,9 @@
 """Fixtures shared by every test directory.
 
 * ``--run-slow`` runs tests marked ``slow`` (soak and long fuzz runs); without it they are
-  skipped with a reason.
+  skipped with a reason (``tox -e slow`` runs them alone).
+* hypothesis: with ``CI`` set the ``ci`` profile is loaded -- no deadline (a loaded CI
+  machine is slow), and a failure prints the ``@reproduce_failure`` blob to replay it.
 * ``text_file`` / ``text_4m``: generated multilingual text (bench/gen_text.py), made once
   per session, with cached reference answers.
 * ``no_leaked_children`` (autouse in tests/integration): every process a test
@@ -23,8 +25,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests import helpers
+
+settings.register_profile("ci", deadline=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -251,10 +251,7 @@ class MasterProcess:
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> MasterProcess:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        env.pop("PYTHONHASHSEED", None)
+        env = helpers.subprocess_env()
         self._stderr = tempfile.TemporaryFile()
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen([sys.executable, "-c", MASTER_SCRIPT], env=env,
@@ -334,12 +331,22 @@ class MasterProcess:
             os.kill(self.proc.pid, signal.SIGUSR1)
         except ProcessLookupError:
             return
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            if os.fstat(self._stderr.fileno()).st_size > before:
-                time.sleep(0.2)  # let it finish writing the dump (diagnostics only)
-                return
-            time.sleep(0.02)
+        proc, stderr = self.proc, self._stderr
+
+        def size() -> int:
+            return os.fstat(stderr.fileno()).st_size
+
+        if not helpers.wait_until(lambda: proc.poll() is not None or size() > before, 2.0,
+                                  interval_s=0.02):
+            return
+        # The dump is written in pieces (diagnostics only): until its size holds still.
+        sizes = [-1]
+
+        def settled() -> bool:
+            sizes.append(size())
+            return sizes[-1] == sizes[-2]
+
+        helpers.wait_until(settled, 1.0, interval_s=0.1)
 
     def _go(self) -> None:
         assert self.proc is not None and self.proc.stdin is not None
@@ -473,18 +480,8 @@ _stat = helpers._stat_fields
 
 
 def descendants(pid: int) -> list[int]:
-    parents: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            fields = _stat(int(name))
-            if fields is not None and fields[0] != "Z":
-                parents.setdefault(int(fields[1]), []).append(int(name))
-    out, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
+    """Live (non-zombie) processes below ``pid``."""
+    return helpers.descendants_of(pid, live=True)
 
 
 def node_pids(cluster: Any, index: int) -> list[int]:
@@ -523,12 +520,12 @@ def kill_node(cluster: Any, index: int, *, daemon_only: bool = False) -> list[in
 def wait_gone(pids: Iterable[int], timeout_s: float) -> list[int]:
     """Wait (polling /proc) until no pid is alive; return those still alive."""
     pids = list(pids)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        left = [p for p in pids if alive(p)]
-        if not left or time.monotonic() >= deadline:
-            return left
-        time.sleep(0.05)
+
+    def left() -> list[int]:
+        return [p for p in pids if alive(p)]
+
+    helpers.wait_until(lambda: not left(), timeout_s)
+    return left()
 
 
 class Freezer:

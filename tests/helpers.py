@@ -7,16 +7,20 @@ fixtures in ``conftest.py``) can use them without a fixture.
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 GEN_TEXT = ROOT / "bench" / "gen_text.py"
@@ -38,12 +42,7 @@ def expected_tsv(counts: collections.Counter[bytes] | dict[bytes, int]) -> bytes
 def reference_for_files(paths: Iterable[Path | str], tokenizer: str = "words"
                         ) -> collections.Counter[bytes]:
     """Whole-file rule per file, summed: files are never joined into one token."""
-    from pymr.tokenize import reference_count
-
-    total: collections.Counter[bytes] = collections.Counter()
-    for path in paths:
-        total.update(reference_count(Path(path).read_bytes(), tokenizer))
-    return total
+    return wordcount_counts(*(Path(path).read_bytes() for path in paths), tokenizer=tokenizer)
 
 
 def _load_gen_text() -> ModuleType:
@@ -63,14 +62,135 @@ def generate_text(path: Path | str, size: int, seed: int = 1) -> Path:
     return Path(path)
 
 
-def subprocess_env(**extra: str) -> dict[str, str]:
-    """The environment for a ``python -m pymr`` child: this checkout first on the path."""
+def subprocess_env(*, clean: bool = False, **extra: str) -> dict[str, str]:
+    """The environment for a ``python -m pymr`` child: this checkout first on the path.
+
+    ``clean`` drops the caller's ``PYMR_*`` settings (a developer's ``PYMR_HOME``, ...) so
+    that only ``extra`` configures the child; the per-test process tag is always kept.
+    """
     env = dict(os.environ)
+    if clean:
+        env = {k: v for k, v in env.items()
+               if not k.startswith("PYMR_") or k == PROC_TAG_VAR}
     env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.pop("PYTHONHASHSEED", None)
     env.update(extra)
     return env
+
+
+# ------------------------------------------------------------------ missing tools
+
+
+def strict_tools() -> bool:
+    """Under CI (``CI`` set) as root, every tool the tests use must be there (.ci/run
+    installs them): a missing one is a failure, never a quiet skip."""
+    return bool(os.environ.get("CI")) and os.geteuid() == 0
+
+
+def missing_tool(tool: str, why: str) -> NoReturn:
+    """Skip the test because ``tool`` is missing -- or, under CI as root, fail naming it."""
+    message = f"missing tool {tool!r}: {why}"
+    if strict_tools():
+        pytest.fail(f"{message} (CI as root: install it, see .ci/run)", pytrace=False)
+    pytest.skip(message)
+
+
+def require_tool(*names: str, why: str) -> str:
+    """The path of the first of ``names`` on PATH; if none is, ``missing_tool``."""
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    missing_tool(" or ".join(names), why)
+
+
+@contextlib.contextmanager
+def tmpfs(mnt: Path, options: str, name: str = "pymr-test") -> Iterator[Path]:
+    """A tmpfs mounted on ``mnt`` (made if missing) with ``options`` ("size=64k,..."),
+    unmounted afterwards. Needs root: elsewhere ``missing_tool``."""
+    why = "mounting a tmpfs needs root"
+    if os.geteuid() != 0:
+        missing_tool("mount -t tmpfs", why)
+    mnt.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, name, str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        missing_tool("mount -t tmpfs", f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+# ------------------------------------------------------------------ answers
+
+
+def one_error_line(err: str, *, job_traceback: bool = False) -> str:
+    """The one ``pymr: error:`` line of stderr, which has no traceback of pymr's own.
+
+    Without ``job_traceback`` that line is the whole of stderr (no traceback at all);
+    with it, the line may be followed by the traceback of the job's own code (a job
+    whose map or reduce raised), which must show no frame of pymr's.
+    """
+    if job_traceback:
+        lines = [x for x in err.splitlines() if x.startswith("pymr: error:")]
+        assert "pymr/" not in err, f"a traceback of pymr's own code: {err}"
+    else:
+        lines = err.strip().splitlines()
+        assert "Traceback" not in err, f"a traceback on stderr: {err!r}"
+    assert len(lines) == 1, f"expected one 'pymr: error:' line on stderr, got: {err!r}"
+    assert lines[0].startswith("pymr: error:"), lines[0]
+    return lines[0]
+
+
+def parse_tsv(out: bytes) -> list[tuple[bytes, int]]:
+    """``word<TAB>count`` lines as (word, count) rows, in their order."""
+    rows = []
+    for line in out.splitlines():
+        word, _, count = line.rpartition(b"\t")
+        rows.append((word, int(count)))
+    return rows
+
+
+def wordcount_counts(*datas: bytes, tokenizer: str = "words") -> collections.Counter[bytes]:
+    """The single-process word count of several inputs' bytes, each counted on its own
+    (inputs are never joined into one token)."""
+    from pymr.tokenize import reference_count
+
+    total: collections.Counter[bytes] = collections.Counter()
+    for data in datas:
+        total.update(reference_count(data, tokenizer))
+    return total
+
+
+def wordcount_rows(*datas: bytes, tokenizer: str = "words") -> list[tuple[bytes, int]]:
+    """``wordcount_counts`` as the job's records: count desc, then word asc."""
+    return sorted(wordcount_counts(*datas, tokenizer=tokenizer).items(),
+                  key=lambda kv: (-kv[1], kv[0]))
+
+
+def wordcount_tsv(*datas: bytes, tokenizer: str = "words") -> bytes:
+    """``wordcount_counts`` as the exact bytes ``pymr job wordcount`` prints."""
+    return expected_tsv(wordcount_counts(*datas, tokenizer=tokenizer))
+
+
+def assert_same_answer(got: bytes, expected: bytes) -> None:
+    """``got`` is byte for byte the reference answer; else name the first differing line."""
+    if got == expected:
+        return
+    got_lines, want_lines = got.splitlines(), expected.splitlines()
+    first = next((i for i, (a, b) in enumerate(zip(got_lines, want_lines, strict=False))
+                  if a != b), min(len(got_lines), len(want_lines)))
+    raise AssertionError(
+        f"answer differs from the reference: {len(got_lines)} lines, expected "
+        f"{len(want_lines)}; first difference at line {first + 1}: got "
+        f"{got_lines[first:first + 1]!r}, expected {want_lines[first:first + 1]!r}")
+
+
+def assert_wordcount(out: bytes, *datas: bytes, tokenizer: str = "words") -> None:
+    """``out`` is exactly the word count of ``datas`` (``wordcount_tsv``)."""
+    assert_same_answer(out, wordcount_tsv(*datas, tokenizer=tokenizer))
 
 
 # ------------------------------------------------------------------ /proc inspection
@@ -100,12 +220,12 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
-def descendants_of(pid: int) -> list[int]:
-    """Children, grandchildren, ... of ``pid`` (one /proc scan)."""
+def descendants_of(pid: int, *, live: bool = False) -> list[int]:
+    """Children, grandchildren, ... of ``pid`` (one /proc scan); ``live``: no zombies."""
     parents: dict[int, list[int]] = collections.defaultdict(list)
     for other in all_pids():
         fields = _stat_fields(other)
-        if fields is not None:
+        if fields is not None and not (live and fields[0] == "Z"):
             parents[int(fields[1])].append(other)
     out, todo = [], [pid]
     while todo:
@@ -210,20 +330,45 @@ def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM,
     return proc.returncode
 
 
-def wait_until(predicate: Callable[[], object], timeout_s: float, interval_s: float = 0.05
-               ) -> object:
+def wait_until(predicate: Callable[[], object], timeout_s: float, what: Any = None, *,
+               interval_s: float = 0.05) -> object:
     """Poll ``predicate`` until it returns a true value or the deadline passes.
 
-    Returns the last value (falsy on timeout). Polling /proc is the only way to observe
-    another process's state here, so the interval is a poll period, not a synchronisation
-    sleep: nothing depends on the period being long enough.
+    Returns the last value (falsy on timeout) -- or, when ``what`` is given (a text, or a
+    callable returning one, evaluated only then), raises AssertionError naming it on
+    timeout. Polling is the only way to observe another process's state here, so the
+    interval is a poll period, not a synchronisation sleep: nothing depends on the period
+    being long enough.
     """
     deadline = time.monotonic() + timeout_s
     while True:
         value = predicate()
-        if value or time.monotonic() >= deadline:
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            if what is not None:
+                detail = what() if callable(what) else what
+                raise AssertionError(f"timed out after {timeout_s:.1f} s waiting for: "
+                                     f"{detail}")
             return value
         time.sleep(interval_s)
+
+
+def wait_serving(proc: subprocess.Popen[Any], output: Callable[[], str], timeout_s: float,
+                 name: str = "node") -> str:
+    """Until a started ``pymr node`` prints its "serving cluster" line (its log is read by
+    ``output``); fail at once with the log if it exits, or when ``timeout_s`` passes."""
+
+    def serving() -> bool:
+        if "serving cluster" in output():
+            return True
+        if proc.poll() is not None:
+            raise AssertionError(f"{name} exited {proc.returncode} before serving:\n"
+                                 + output())
+        return False
+
+    wait_until(serving, timeout_s, lambda: f"{name} to serve; its log:\n{output()}")
+    return output()
 
 
 def describe(pids: Iterable[int]) -> str:

@@ -36,14 +36,6 @@ def run(capsysbinary: pytest.CaptureFixture[bytes], *argv: str | Path
     return code, out, err.decode("utf-8", "replace")
 
 
-def assert_one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got: {err!r}"
-    assert "Traceback" not in err
-    assert lines[0].startswith("pymr: error:"), lines[0]
-    return lines[0]
-
-
 def leftovers(directory: Path, keep: set[str]) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name not in keep)
 
@@ -143,7 +135,7 @@ def test_existing_output_is_refused_without_force(capsysbinary, write_text, tmp_
     target = write_text("out.tsv", "precious\n")
     code, out, err = run(capsysbinary, "job", "wordcount", text, *SMALL, "-o", target)
     assert code == 2
-    assert "exists" in assert_one_error_line(err) and "--force" in err
+    assert "exists" in helpers.one_error_line(err) and "--force" in err
     assert target.read_bytes() == b"precious\n"
     code, _, err = run(capsysbinary, "job", "wordcount", text, *SMALL, "-o", target, "--force",
                        "-q")
@@ -158,7 +150,7 @@ def test_bad_output_path_is_a_usage_error(capsysbinary, write_text, tmp_path, wh
     target = tmp_path / "no" / "such" / "dir" / "out.tsv" if where == "missing-dir" else tmp_path
     code, _, err = run(capsysbinary, "job", "wordcount", text, *SMALL, "-o", target)
     assert code == 2
-    assert_one_error_line(err)
+    helpers.one_error_line(err)
     assert not (tmp_path / "no").exists()
 
 
@@ -208,7 +200,7 @@ def test_missing_input_is_one_line_and_exit_2(capsysbinary, tmp_path) -> None:
     missing = tmp_path / "nope.txt"
     code, out, err = run(capsysbinary, "job", "wordcount", missing, *SMALL)
     assert code == 2 and out == b""
-    line = assert_one_error_line(err)
+    line = helpers.one_error_line(err)
     assert str(missing) in line
 
 
@@ -217,7 +209,7 @@ def test_missing_input_in_a_real_process(tmp_path) -> None:
                            str(tmp_path / "nope.txt")], capture_output=True,
                           env=helpers.subprocess_env(), timeout=60)
     assert proc.returncode == 2 and proc.stdout == b""
-    assert_one_error_line(proc.stderr.decode())
+    helpers.one_error_line(proc.stderr.decode())
 
 
 # A Ctrl-C that lands while a lazily imported module builds a dataclass leaves the
@@ -242,7 +234,7 @@ def test_ctrl_c_inside_exec_still_exits_130_not_killed_by_sigint(tmp_path: Path)
                           env=env, timeout=60)
     # Then the process exits with the documented 130 and one line, whatever CPython marked
     assert proc.returncode == 130, (proc.returncode, proc.stderr.decode())
-    assert "interrupted" in assert_one_error_line(proc.stderr.decode())
+    assert "interrupted" in helpers.one_error_line(proc.stderr.decode())
 
 
 def test_binary_file_is_refused_unless_binary(capsysbinary, write_text, tmp_path) -> None:
@@ -250,7 +242,7 @@ def test_binary_file_is_refused_unless_binary(capsysbinary, write_text, tmp_path
     binary = write_text("blob.bin", data)
     code, out, err = run(capsysbinary, "job", "wordcount", binary, *SMALL)
     assert code == 2 and out == b""
-    assert "binary" in assert_one_error_line(err)
+    assert "binary" in helpers.one_error_line(err)
     code, out, err = run(capsysbinary, "job", "wordcount", binary, *SMALL, "--binary", "-q")
     assert code == 0, err
     assert out == helpers.expected_tsv(reference_count(data))
@@ -293,7 +285,7 @@ def test_corrupt_gz_is_an_error_not_a_traceback(capsysbinary, tmp_path) -> None:
     bad.write_bytes(gzip.compress(b"hello world\n" * 1000)[:-20] + b"\x00" * 5)
     code, _, err = run(capsysbinary, "job", "wordcount", bad, *SMALL, "-q")
     assert code in (1, 2)
-    assert_one_error_line(err)
+    helpers.one_error_line(err)
 
 
 def test_stdin_dash(capsysbinary, text_files, private_tmp, monkeypatch) -> None:
@@ -335,7 +327,7 @@ def test_token_longer_than_max_token_is_a_usage_error(capsysbinary, write_text) 
     code, out, err = run(capsysbinary, "job", "wordcount", path, *SMALL, "--split-size", "1K",
                          "--max-token", "2K")
     assert code == 2 and out == b""
-    line = assert_one_error_line(err)
+    line = helpers.one_error_line(err)
     assert str(path) in line and "400" in line, "the message names the file and the offset"
 
 
@@ -409,7 +401,7 @@ def test_usage_errors_exit_2_with_one_line(capsysbinary, write_text, argv) -> No
     text = write_text("in.txt", "x\n")
     code, out, err = run(capsysbinary, *[a.replace("{text}", str(text)) for a in argv])
     assert code == 2 and out == b""
-    assert_one_error_line(err)
+    helpers.one_error_line(err)
 
 
 def test_no_command_prints_help_and_exits_2(capsysbinary) -> None:

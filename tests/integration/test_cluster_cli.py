@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from pymr import cli
-from pymr.cli_cluster import discover_for_job, key_from_token
+from pymr.cli_cluster import WATCH_INTERVAL_S, discover_for_job, key_from_token
 from pymr.discovery import (
     Advert,
     Advertiser,
@@ -38,7 +38,6 @@ from pymr.discovery import (
 from pymr.errors import ConfigError
 from pymr.security import ClusterKey
 from pymr.state import open_state
-from pymr.tokenize import reference_count
 from tests import helpers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,11 +47,7 @@ START_TIMEOUT_S = 60.0
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYMR_")}
-    env["PYMR_INTERFACE"] = LOOPBACK
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"]
-                                     if env.get("PYTHONPATH") else "")
-    return env
+    return helpers.subprocess_env(clean=True, PYMR_INTERFACE=LOOPBACK)
 
 
 def pymr(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -71,12 +66,7 @@ class Node:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def wait_serving(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while "serving cluster" not in self.output():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"node exited {self.proc.returncode}: {self.output()}")
-            assert time.monotonic() < deadline, self.output()
-            time.sleep(0.1)
+        helpers.wait_serving(self.proc, self.output, START_TIMEOUT_S, f"node {self.home.name}")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         return helpers.stop_process(self.proc, sig)
@@ -236,7 +226,9 @@ def test_status_finds_every_node(cluster: dict[str, Any]) -> None:
                               str(cluster["client"])], env=_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT)
     try:
-        time.sleep(3.0)     # the scenario: let it refresh at least once
+        # The scenario: run past one refresh period. Off a terminal, rich's Live prints only
+        # its last frame (at exit), so there is no refresh to poll for.
+        time.sleep(WATCH_INTERVAL_S * 1.5)
     finally:
         watch.send_signal(signal.SIGINT)
         out, _ = watch.communicate(timeout=15)
@@ -256,10 +248,8 @@ def test_job_uses_discovered_nodes_and_equals_reference(cluster: dict[str, Any],
              "--duration", "60", "--home", str(cluster["client"])],
             env=_env(), stdout=f, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 20
-        while events_log.read_text().count("following") < 2:
-            assert time.monotonic() < deadline, events_log.read_text()
-            time.sleep(0.1)
+        helpers.wait_until(lambda: events_log.read_text().count("following") >= 2, 20,
+                           lambda: f"'pymr events' following 2 nodes: {events_log.read_text()}")
         # when a job runs from a machine with the key,
         out = tmp_path / "out.tsv"
         r = pymr("job", "wordcount", str(src), "--home", str(cluster["client"]),
@@ -267,16 +257,11 @@ def test_job_uses_discovered_nodes_and_equals_reference(cluster: dict[str, Any],
         # then it uses both nodes, says so, and the answer is exact,
         assert r.returncode == 0, r.stderr
         assert "using 2 node(s)" in r.stderr
-        got = {}
-        for line in out.read_bytes().splitlines():
-            word, _, count = line.rpartition(b"\t")
-            got[word] = int(count)
-        assert got == dict(reference_count(data))
+        helpers.assert_wordcount(out.read_bytes(), data)
         # and 'pymr events' showed progress lines.
-        deadline = time.monotonic() + 10
-        while '"progress"' not in events_log.read_text():
-            assert time.monotonic() < deadline, events_log.read_text()
-            time.sleep(0.1)
+        helpers.wait_until(lambda: '"progress"' in events_log.read_text(), 10,
+                           lambda: f"progress lines from 'pymr events': "
+                                   f"{events_log.read_text()}")
     finally:
         events.send_signal(signal.SIGINT)
         events.wait(timeout=15)
@@ -427,10 +412,9 @@ def test_copied_identity_is_detected(cluster: dict[str, Any], tmp_path: Path) ->
         # when it starts with the same name,
         twin = nodes.start(copy, "--port", "0", "--name", "laptop.home")
         # then one of the two warns about the copied identity,
-        deadline = time.monotonic() + 10
-        while "state directory was copied" not in twin.output() + cluster["a"].output():
-            assert time.monotonic() < deadline, twin.output()
-            time.sleep(0.1)
+        helpers.wait_until(
+            lambda: "state directory was copied" in twin.output() + cluster["a"].output(), 10,
+            lambda: f"a warning about the copied identity; the twin's log: {twin.output()}")
         # and a job uses only one of them (one node id, one node).
         found = discover_for_job(job_args(cluster["client"]))
         assert found is not None and len(found[0]) == 2

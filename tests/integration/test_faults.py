@@ -133,15 +133,7 @@ def assert_exact(outcome: Outcome, out: Path, expected: bytes) -> None:
     """The job succeeded, consumed once, and wrote exactly the reference answer."""
     assert outcome.kind == "done", why(outcome)
     assert outcome.consumed == 1
-    got = out.read_bytes()
-    if got != expected:
-        got_lines, want_lines = got.splitlines(), expected.splitlines()
-        first = next((i for i, (a, b) in enumerate(zip(got_lines, want_lines, strict=False))
-                      if a != b),
-                     min(len(got_lines), len(want_lines)))
-        pytest.fail(f"answer differs from the reference: {len(got_lines)} lines, expected "
-                    f"{len(want_lines)}; first difference at line {first + 1}: got "
-                    f"{got_lines[first:first + 1]!r}, expected {want_lines[first:first + 1]!r}")
+    helpers.assert_same_answer(out.read_bytes(), expected)
 
 
 def why(outcome: Outcome) -> str:

@@ -13,7 +13,6 @@ process. No case may print a Python traceback (nothing here passes ``--debug``).
 
 from __future__ import annotations
 
-import collections
 import io
 import lzma
 import os
@@ -46,20 +45,6 @@ def run(capsysbinary: pytest.CaptureFixture[bytes], *argv: str | Path
     return code, out, text
 
 
-def one_error_line(err: str) -> str:
-    lines = [x for x in err.strip().splitlines() if x]
-    assert len(lines) == 1, f"expected one line on stderr, got: {err!r}"
-    assert lines[0].startswith("pymr: error:"), lines[0]
-    return lines[0]
-
-
-def tsv(*datas: bytes, tokenizer: str = "words") -> bytes:
-    total: collections.Counter[bytes] = collections.Counter()
-    for data in datas:
-        total.update(reference_count(data, tokenizer))
-    return helpers.expected_tsv(total)
-
-
 def leftovers(directory: Path, keep: set[str]) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name not in keep)
 
@@ -89,7 +74,7 @@ def test_not_a_regular_file_is_one_line_naming_it(capsysbinary, tmp_path: Path, 
     # When it is named as an input, then exit 2 and one line naming it and why
     code, out, err = run(capsysbinary, "job", "wordcount", path, *SMALL)
     assert code == 2 and out == b""
-    line = one_error_line(err)
+    line = helpers.one_error_line(err)
     assert str(path) in line and reason in line, line
 
 
@@ -105,7 +90,7 @@ def test_utf16_and_utf32_text_is_named_with_the_fix(capsysbinary, tmp_path: Path
     code, out, err = run(capsysbinary, "job", "wordcount", path, *SMALL)
     # Then one line: the encoding and how to convert it, or "binary" without a mark
     assert code == 2 and out == b""
-    line = one_error_line(err)
+    line = helpers.one_error_line(err)
     if name is None:
         assert "looks binary" in line, line
     else:
@@ -137,7 +122,7 @@ def test_a_named_pipe_is_read_once_like_stdin(capsysbinary, tmp_path: Path,
     writer.join(10)
     # Then the pipe's text counts like a file's, and its private copy is gone
     assert code == 0, err
-    assert out == tsv(data, b"alpha delta\n")
+    assert out == helpers.wordcount_tsv(data, b"alpha delta\n")
     assert os.listdir(private_tmp) == []
 
 
@@ -164,7 +149,7 @@ def test_binary_from_a_pipe_or_stdin_is_refused_unless_binary(
     # Then it is refused as a named binary file is, and no copy is left
     code, out, err = run_with()
     assert code == 2 and out == b""
-    assert "looks binary" in one_error_line(err) and "--binary" in err
+    assert "looks binary" in helpers.one_error_line(err) and "--binary" in err
     assert os.listdir(private_tmp) == []
     # and counted with --binary
     code, out, err = run_with("--binary", "-q")
@@ -184,7 +169,7 @@ def test_a_file_name_that_is_not_utf8_is_counted(capsysbinary, tmp_path: Path) -
     # Then the answer is right (the odd name cannot travel as a msgpack string: its splits
     # travel as bytes)
     assert code == 0, err
-    assert out == tsv(b"alpha beta alpha\n" * 500, b"beta gamma\n")
+    assert out == helpers.wordcount_tsv(b"alpha beta alpha\n" * 500, b"beta gamma\n")
 
 
 def test_hidden_entries_of_a_directory_are_skipped_unless_named(
@@ -236,10 +221,15 @@ def _no_dac_argv() -> list[str] | None:
 
 
 NO_DAC = _no_dac_argv()
-needs_no_dac = pytest.mark.skipif(
-    NO_DAC is None and IS_ROOT,
-    reason="as root, permission bits are bypassed, and 'setpriv --bounding-set' (to drop "
-           "CAP_DAC_OVERRIDE) is not available")
+
+
+@pytest.fixture
+def needs_no_dac() -> None:
+    """Permission bits must bind: not root, or root able to drop CAP_DAC_OVERRIDE."""
+    if NO_DAC is None and IS_ROOT:
+        helpers.missing_tool("setpriv", "as root, permission bits are bypassed, and "
+                             "'setpriv --bounding-set' (to drop CAP_DAC_OVERRIDE) does not "
+                             "work here (util-linux)")
 
 
 def run_unprivileged(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -268,7 +258,7 @@ def locked(tmp_path: Path):
     os.chmod(f, 0o600)
 
 
-@needs_no_dac
+@pytest.mark.usefixtures("needs_no_dac")
 @pytest.mark.parametrize("which", ["f000.txt", "locked/inside.txt", "locked"])
 def test_permission_denied_is_exit_2_naming_the_path(locked: Path, which: str) -> None:
     # Given an input this user may not read (a mode-000 file, a file in a mode-000
@@ -278,12 +268,12 @@ def test_permission_denied_is_exit_2_naming_the_path(locked: Path, which: str) -
     # Then exit 2, one line naming the path and the reason, no traceback, no output
     assert "Traceback" not in r.stderr, r.stderr
     assert r.returncode == 2, f"exit {r.returncode}: {r.stderr}{r.stdout[:200]}"
-    line = one_error_line(r.stderr)
+    line = helpers.one_error_line(r.stderr)
     assert str(path) in line and "permission denied" in line, line
     assert r.stdout == ""
 
 
-@needs_no_dac
+@pytest.mark.usefixtures("needs_no_dac")
 def test_unreadable_entries_inside_a_directory_are_skipped_by_name(locked: Path) -> None:
     # Given a directory holding a readable file, a mode-000 file and a mode-000 directory
     r = run_unprivileged("job", "wordcount", locked, *SMALL)
@@ -342,7 +332,7 @@ def test_crlf_form_feeds_nbsp_emoji_and_combining_marks_follow_the_rule(
                              "--tokenizer", tokenizer, "-q")
         # Then the answer is the reference rule's
         assert code == 0, err
-        assert out == tsv(data, tokenizer=tokenizer), tokenizer
+        assert out == helpers.wordcount_tsv(data, tokenizer=tokenizer), tokenizer
     # and, spelled out for the documented word rule (lower-case, \w+ with inner
     # apostrophes, no normalisation):
     code, out, _ = run(capsysbinary, "job", "wordcount", path, *SPREAD, "-q")
@@ -379,7 +369,7 @@ def test_invalid_utf8_in_a_directory_of_files_warns_once_with_the_total(
     b.write_bytes(b"\x80start na\xefve\n" * 700)
     code, out, err = run(capsysbinary, "job", "wordcount", a.parent, *SPREAD)
     assert code == 0, err
-    assert out == tsv(a.read_bytes(), b.read_bytes())
+    assert out == helpers.wordcount_tsv(a.read_bytes(), b.read_bytes())
     bad = count_bad_sequences(a.read_bytes()) + count_bad_sequences(b.read_bytes())
     warnings = [x for x in err.splitlines() if "invalid UTF-8" in x]
     assert len(warnings) == 1 and f"{bad} byte sequence" in warnings[0], err
@@ -475,10 +465,10 @@ def test_xz_and_mixed_compressed_inputs(capsysbinary, tmp_path: Path) -> None:
     (d / "c.txt.BZ2").write_bytes(bz2.compress(data[2]))
     code, out, err = run(capsysbinary, "job", "wordcount", d / "a.txt.xz", *SPREAD, "-q")
     assert code == 0, err
-    assert out == tsv(data[0])
+    assert out == helpers.wordcount_tsv(data[0])
     code, out, err = run(capsysbinary, "job", "wordcount", d, *SPREAD, "-q")
     assert code == 0, err
-    assert out == tsv(*data)
+    assert out == helpers.wordcount_tsv(*data)
 
 
 @pytest.mark.parametrize("name,content", [
@@ -496,7 +486,7 @@ def test_damaged_compressed_input_is_one_line(capsysbinary, tmp_path: Path, name
         assert code == 0 and out == b""   # an empty file is empty, whatever its name
         return
     assert code in (1, 2), err
-    assert str(path) in one_error_line(err)
+    assert str(path) in helpers.one_error_line(err)
     assert out == b""
 
 
@@ -577,18 +567,8 @@ def test_input_changed_while_the_job_reads_it(capsysbinary, tmp_path: Path,
 @pytest.fixture
 def small_fs(tmp_path: Path):
     """A 64 KiB tmpfs (root only), unmounted afterwards."""
-    if not IS_ROOT:
-        pytest.skip("mounting a small tmpfs needs root")
-    mnt = tmp_path / "full"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755",
-                        "pymr-test-full", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
+    with helpers.tmpfs(tmp_path / "full", "size=64k,mode=0755", "pymr-test-full") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 def test_disk_full_on_output_is_exit_1_and_leaves_nothing(capsysbinary, tmp_path: Path,
@@ -600,7 +580,7 @@ def test_disk_full_on_output_is_exit_1_and_leaves_nothing(capsysbinary, tmp_path
     code, out, err = run(capsysbinary, "job", "wordcount", text, *SMALL, "-o", target, "-q")
     # Then exit 1, one line naming the file and the reason, and no partial or temp file
     assert code == 1, err
-    line = one_error_line(err)
+    line = helpers.one_error_line(err)
     assert str(target) in line and "No space left" in line, line
     assert list(small_fs.iterdir()) == []
     # and a file that was there before is untouched by a failed --force run
@@ -616,7 +596,7 @@ def test_output_onto_a_device_never_replaces_it(capsysbinary, tmp_path: Path) ->
     """``-o /dev/null --force`` (or a symlink to a device) must not turn the device node
     into a regular file: refuse it, or write through it. Tried on a private device node."""
     if not IS_ROOT:
-        pytest.skip("making a device node needs root")
+        helpers.missing_tool("mknod", "making a device node needs root")
     dev = tmp_path / "null"
     os.mknod(dev, stat.S_IFCHR | 0o666, os.makedev(1, 3))
     link = tmp_path / "out-link"

@@ -31,7 +31,6 @@ from pymr.jobs import JobSpec
 from pymr.jobs.program import resolve_job
 from pymr.keys import thaw
 from pymr.runner import run_job
-from pymr.tokenize import reference_count
 from tests import helpers
 
 K = 1024
@@ -51,10 +50,7 @@ def lines_of(path: Path) -> list[str]:
 
 
 def ref_wordcount(paths: list[Path], tokenizer: str) -> list[tuple[Any, Any]]:
-    total: collections.Counter[bytes] = collections.Counter()
-    for path in paths:
-        total.update(reference_count(path.read_bytes(), tokenizer))
-    return sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))
+    return helpers.wordcount_rows(*(path.read_bytes() for path in paths), tokenizer=tokenizer)
 
 
 def ref_grep(paths: list[Path], pattern: str) -> list[tuple[Any, Any]]:
@@ -310,13 +306,6 @@ def run_cli(capsysbinary: pytest.CaptureFixture[bytes], *args: str) -> tuple[int
     return code, captured.err.decode("utf-8", "replace")
 
 
-def one_error_line(err: str) -> str:
-    lines = [x for x in err.splitlines() if x.startswith("pymr: error:")]
-    assert len(lines) == 1, err
-    assert "pymr/" not in err, f"a traceback of pymr's own code: {err}"
-    return lines[0]
-
-
 def test_syntax_error_and_missing_reduce_exit_2_before_any_node(
         tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes],
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -330,11 +319,12 @@ def test_syntax_error_and_missing_reduce_exit_2_before_any_node(
     bad = tmp_path / "bad.py"
     bad.write_text("def map(line):\n    yield line,, 1\n")
     code, err = run_cli(capsysbinary, str(bad), str(text))
-    assert code == 2 and f"{bad}:2: SyntaxError" in one_error_line(err)
+    assert code == 2 and f"{bad}:2: SyntaxError" in helpers.one_error_line(err, job_traceback=True)
     noreduce = tmp_path / "noreduce.py"
     noreduce.write_text("def map(line):\n    yield line, 1\n")
     code, err = run_cli(capsysbinary, str(noreduce), str(text))
-    assert code == 2 and "defines no reduce(key, values)" in one_error_line(err)
+    assert code == 2
+    assert "defines no reduce(key, values)" in helpers.one_error_line(err, job_traceback=True)
     assert started == [], "a node was started for a job that cannot load"
 
 
@@ -348,7 +338,7 @@ def test_map_raising_on_one_line_names_that_line(
                    "def reduce(key, values):\n    return sum(values)\n")
     code, err = run_cli(capsysbinary, str(job), str(text), "--local", "2", "--slots", "1",
                         "--split-size", "4K", "--max-attempts", "2")
-    line = one_error_line(err)
+    line = helpers.one_error_line(err, job_traceback=True)
     assert code == 1
     assert f"map failed at {text}:4321 " in line and "ValueError: no line 4321" in line
     assert "node local" in line and "task" in line
@@ -364,7 +354,7 @@ def test_reduce_raising_names_the_key(tmp_path: Path,
                    "    if key == 'banana':\n        raise RuntimeError('no bananas')\n"
                    "    return sum(values)\n")
     code, err = run_cli(capsysbinary, str(job), str(text), "--local", "1")
-    line = one_error_line(err)
+    line = helpers.one_error_line(err, job_traceback=True)
     assert code == 1 and "reduce failed for key 'banana'" in line and "no bananas" in line
     assert f'File "{job}", line 6, in reduce' in err
 
@@ -377,7 +367,7 @@ def test_a_value_that_cannot_travel_fails_at_once(
     job.write_text("def map(line):\n    yield line, set(line)\n\n"
                    "def reduce(key, values):\n    return values\n")
     code, err = run_cli(capsysbinary, str(job), str(text), "--local", "1")
-    line = one_error_line(err)
+    line = helpers.one_error_line(err, job_traceback=True)
     assert code == 1 and "type set cannot travel" in line and f"{job}:2" in line
     assert f"{text}:1" in line
     assert "attempt" not in err, "a value that cannot travel is not retried"
@@ -407,7 +397,7 @@ def test_missing_third_party_module_on_a_node_names_module_and_node(
             env=helpers.subprocess_env(PYTHONPATH=f"{libdir}{os.pathsep}{helpers.ROOT}"),
             stdin=subprocess.DEVNULL)
     assert proc.returncode == 1, proc.stderr
-    line = one_error_line(proc.stderr)
+    line = helpers.one_error_line(proc.stderr, job_traceback=True)
     assert "'fancylib' is not installed" in line and "node local0" in line, line
     assert "attempt" not in proc.stderr, "a job that does not load is not retried"
 
@@ -443,9 +433,10 @@ def test_params_reach_the_job_and_bad_ones_exit_2(
     text = tmp_path / "in.txt"
     text.write_text("alpha\nbeta\n")
     code, err = run_cli(capsysbinary, "grep", str(text), "-p", "nope=1")
-    assert code == 2 and "no parameter 'nope'" in one_error_line(err)
+    assert code == 2 and "no parameter 'nope'" in helpers.one_error_line(err, job_traceback=True)
     code, err = run_cli(capsysbinary, "grep", str(text), "-p", "pattern=[")
-    assert code == 2 and "not a regular expression" in one_error_line(err)
+    assert code == 2
+    assert "not a regular expression" in helpers.one_error_line(err, job_traceback=True)
     code = cli.main(["job", "grep", str(text), "-p", "pattern=^b", "--local", "1", "-q"])
     assert code == 0
     assert capsysbinary.readouterr().out == f'["{text}", 2]\tbeta\n'.encode()
@@ -519,7 +510,7 @@ def test_map_returning_none_fails_at_once(tmp_path: Path,
     job = tmp_path / "none.py"
     job.write_text("def map(line):\n    pass\n\ndef reduce(key, values):\n    return 0\n")
     code, err = run_cli(capsysbinary, str(job), str(text), "--local", "1")
-    line = one_error_line(err)
+    line = helpers.one_error_line(err, job_traceback=True)
     assert code == 1 and "map returned None" in line and f"{text}:1" in line
     assert "attempt" not in err
 

@@ -128,18 +128,8 @@ def test_node_processes_stay_within_their_share_plus_the_overhead(
 @pytest.fixture
 def tiny_tmpfs(tmp_path: Path) -> Any:
     """A 2 MiB tmpfs (a full disk for spills); needs root to mount."""
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("this test needs root (mount -t tmpfs) under CI")
-        pytest.skip("needs root to mount a tmpfs")
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "pymr-tiny", str(mnt)],
-                   check=True)
-    try:
+    with helpers.tmpfs(tmp_path / "tiny", "size=2m", "pymr-tiny") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_full_spill_disk_fails_the_job_in_one_line_and_leaves_nothing(

@@ -48,7 +48,6 @@ from pymr.master import JobSummary
 from pymr.runner import run_job
 from pymr.security import ClusterKey, load_key, secure_connect
 from pymr.state import open_state
-from pymr.tokenize import reference_count
 from tests import helpers
 
 K = 1 << 10
@@ -84,7 +83,7 @@ PACE_S = {pace!r}
 class PacedCounter(WordCounter):
     def add(self, data):
         if os.path.exists(GATE):
-            time.sleep(PACE_S)
+            time.sleep(PACE_S)  # a deliberately slow map while the gate exists (the scenario)
         super().add(data)
 
 
@@ -96,13 +95,6 @@ EVENT_NAMES = {int(e): e.name for e in zmq.Event}
 
 
 # ================================================================== helpers
-
-
-def expected_records(*datas: bytes) -> list[tuple[bytes, int]]:
-    total: collections.Counter[bytes] = collections.Counter()
-    for data in datas:
-        total.update(reference_count(data))
-    return sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 class JobThread:
@@ -129,6 +121,11 @@ class JobThread:
 
     def running(self) -> bool:
         return self.thread.is_alive()
+
+    def release(self, gate: Path, timeout_s: float = 120.0) -> None:
+        """Open the gate that paces the job (PACED_JOB) and let it finish (bounded)."""
+        gate.unlink(missing_ok=True)
+        self.thread.join(timeout_s)
 
     def result(self, timeout_s: float = 120.0) -> list[tuple[bytes, int]]:
         self.thread.join(timeout_s)
@@ -241,17 +238,16 @@ def view_nodes(cluster: LocalCluster, member: Member) -> list[NodeView]:
 
 def wait_job_running(member: Member, nodes: list[NodeView], timeout_s: float = 60.0) -> str:
     """The id of the job every node runs, once every node has accepted it."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def common() -> set[str]:
         jobs = [set((member.status(n.control) or p.StatusReply(
             seq=0, node_id="", name="", incarnation="", pymr_version="", slots=0, busy=0,
             tasks_done=0, bytes_processed=0, uptime_s=0.0)).jobs) for n in nodes]
-        common = set.intersection(*jobs)
-        if common:
-            assert len(common) == 1, common
-            return common.pop()
-        time.sleep(0.05)
-    raise AssertionError("the job never started on every node")
+        return set.intersection(*jobs)
+
+    found = helpers.wait_until(common, timeout_s, "the job to start on every node")
+    assert isinstance(found, set) and len(found) == 1, found
+    return str(found.pop())
 
 
 def host_port(endpoint: str) -> tuple[str, int]:
@@ -528,14 +524,18 @@ def test_strangers_on_every_endpoint_during_a_job_get_nothing_and_change_nothing
 
         # Then, for as long as the node's handshake interval and then some:
         deadline = attack_started + HANDSHAKE_IVL_MS / 1000 + DROP_MARGIN_S
-        while time.monotonic() < deadline and any(r.closed_after_s is None for r in raws):
+        def all_closed() -> bool:
             for a in attackers:
                 a.pump()
             for r in raws:
                 r.pump()
-            time.sleep(0.05)  # a poll period over many sockets, not synchronisation
+            return all(r.closed_after_s is not None for r in raws)
+
+        helpers.wait_until(all_closed, max(0.0, deadline - time.monotonic()))
         waited = time.monotonic() - attack_started
         if waited < NOTHING_DELIVERED_S:
+            # The scenario: "nothing delivered" is checked over a window of this length
+            # (there is no event to wait for when nothing happens).
             time.sleep(NOTHING_DELIVERED_S - waited)
         for a in attackers:
             a.pump()
@@ -571,12 +571,11 @@ def test_strangers_on_every_endpoint_during_a_job_get_nothing_and_change_nothing
             a.close()
         for r in raws:
             r.close()
-        gate.unlink(missing_ok=True)
-        job.thread.join(120)
+        job.release(gate)
         member.close()
     # and once the gate opens the job's answer is exact (no forged task or chunk counted)
     records = job.result()
-    assert records == expected_records(data)
+    assert records == helpers.wordcount_rows(data)
     assert all(w not in dict(records) for w in (FOREIGN_WORD, NULL_WORD))
     # the nodes logged the refusals, and did not crash or lose an executor
     err = cluster.log()
@@ -588,7 +587,7 @@ def test_strangers_on_every_endpoint_during_a_job_get_nothing_and_change_nothing
             f"node {n.index} lost an executor"
     # and the nodes serve another job.
     after_path, after_data = after_input
-    assert run_once(cluster, after_path) == expected_records(after_data)
+    assert run_once(cluster, after_path) == helpers.wordcount_rows(after_data)
 
 
 # ================================================================== members
@@ -777,12 +776,11 @@ def test_members_malformed_and_forged_messages_are_dropped_and_the_job_is_exact(
     finally:
         for s in pushes:
             s.close(linger=0)
-        gate.unlink(missing_ok=True)
-        job.thread.join(120)
+        job.release(gate)
         member.close()
     # Then the job's answer is exact
     records = job.result()
-    assert records == expected_records(data)
+    assert records == helpers.wordcount_rows(data)
     assert MEMBER_WORD not in dict(records)
     # no node or executor crashed, the drops were logged once per peer and reason
     log = cluster.log()
@@ -801,7 +799,7 @@ def test_members_malformed_and_forged_messages_are_dropped_and_the_job_is_exact(
     print(f"{sum(drops.values())} drop lines in the node logs; timings {timings}")
     # and the nodes serve another job.
     after_path, after_data = after_input
-    assert run_once(cluster, after_path) == expected_records(after_data)
+    assert run_once(cluster, after_path) == helpers.wordcount_rows(after_data)
 
 
 @pytest.mark.parametrize("forged_attempts", [
@@ -838,14 +836,13 @@ def test_members_forged_map_attempts_do_not_change_the_answer(
     finally:
         for s in pushes:
             s.close(linger=200)
-        gate.unlink(missing_ok=True)
-        job.thread.join(120)
+        job.release(gate)
         member.close()
     # Then the answer is exactly the reference: forged attempts were never counted
     records = job.result()
     got = dict(records)
     assert MEMBER_WORD not in got, f"a forged map attempt was counted: {got[MEMBER_WORD]}"
-    assert records == expected_records(data)
+    assert records == helpers.wordcount_rows(data)
 
 
 # ================================================================== keys and key files
@@ -855,14 +852,6 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int,
     code = cli.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got: {err!r}"
-    assert "Traceback" not in err
-    assert lines[0].startswith("pymr: error:"), lines[0]
-    return lines[0]
 
 
 def test_keygen_export_import_round_trip_and_modes(tmp_path: Path, capsys) -> None:
@@ -880,7 +869,7 @@ def test_keygen_export_import_round_trip_and_modes(tmp_path: Path, capsys) -> No
                                                 + key.secret + b"\n")
     # keygen never replaces a key silently
     code, _, err = run_cli(capsys, "keygen", "--home", a)
-    assert code == 2 and "--force" in one_error_line(err)
+    assert code == 2 and "--force" in helpers.one_error_line(err)
     assert load_key(a / "cluster.key") == key
     # export prints only the token on stdout; import on another machine installs it, 0600
     code, token, err = run_cli(capsys, "key", "export", "--home", a)
@@ -899,7 +888,7 @@ def test_keygen_export_import_round_trip_and_modes(tmp_path: Path, capsys) -> No
     for bad in (token.strip()[:-6], "pymr1:" + "A" * 108, "not-a-token", token.strip() + "x"):
         code, _, err = run_cli(capsys, "key", "import", bad, "--home", tmp_path / "c")
         assert code == 2, bad
-        one_error_line(err)
+        helpers.one_error_line(err)
     assert not (tmp_path / "c" / "cluster.key").exists()
     # --key-file overrides the home's key
     other = ClusterKey.generate()
@@ -923,7 +912,7 @@ def test_key_file_readable_by_others_is_refused(tmp_path: Path, capsys, mode: in
         code, out, err = run_cli(capsys, *argv, "--home", home)
         if mode & 0o077:
             assert code == 2, (argv, err)
-            line = one_error_line(err)
+            line = helpers.one_error_line(err)
             assert str(path) in line and "chmod 600" in line, line
             assert out == ""
         else:
@@ -962,7 +951,7 @@ def test_damaged_key_file_stops_a_node_with_one_line(tmp_path: Path, capsys, wha
     code, out, err = run_cli(capsys, "node", "--home", home, "--interface", "127.0.0.1",
                              "--port", "0", "--slots", "1")
     assert code == 2, err
-    line = one_error_line(err)
+    line = helpers.one_error_line(err)
     assert str(path) in line and "damaged" in line, line
 
 
@@ -976,7 +965,7 @@ def test_unreadable_key_and_a_real_node_process(tmp_path: Path) -> None:
          "127.0.0.1", "--port", "0", "--slots", "1"], stdin=subprocess.DEVNULL,
         capture_output=True, text=True, env=helpers.subprocess_env(), timeout=60)
     assert proc.returncode == 2, proc.stderr
-    one_error_line(proc.stderr)
+    helpers.one_error_line(proc.stderr)
     assert "readable by others" in proc.stderr and proc.stdout == ""
 
 
@@ -1007,12 +996,11 @@ def start_node(tmp_path: Path, *args: str) -> NodeProc:
             stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
             env=helpers.subprocess_env(PYMR_INTERFACE="127.0.0.1"))
     node = NodeProc(proc, log, "", load_key(home / "cluster.key"))
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while "serving cluster" not in node.output():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_node(node)
-            raise AssertionError(f"the node did not start:\n{node.output()}")
-        time.sleep(0.05)  # polling a log file written by another process
+    try:
+        helpers.wait_serving(proc, node.output, START_TIMEOUT_S)
+    except AssertionError:
+        stop_node(node)
+        raise
     import re
 
     port = re.search(r"control port (\d+)", node.output())
@@ -1075,7 +1063,7 @@ def test_builtin_only_node_refuses_foreign_code_and_runs_wordcount(
     assert not mark.exists(), "the node ran code that is not built in"
     # and the built-in word count runs, exactly
     assert run_on(builtin_node, builtin_spec("wordcount"), text) == \
-        expected_records(text.read_bytes())
+        helpers.wordcount_rows(text.read_bytes())
     assert builtin_node.proc.poll() is None
     assert "Traceback" not in builtin_node.output()
 
@@ -1116,7 +1104,9 @@ def test_builtin_only_checks_the_program_not_just_its_claimed_hash(
         # Then the node refuses it (the hash does not match the program)
         if ack is None or ack.ok:
             problems.append(f"the node accepted foreign source under a built-in hash: {ack}")
-        time.sleep(EXECUTOR_CHECK_S)  # the scenario: let the daemon see its executors
+        # The scenario: a window for the daemon to notice a crashed executor (there is no
+        # event to wait for when none crashes).
+        time.sleep(EXECUTOR_CHECK_S)
         # and nothing ran and no executor crashed on it
         if mark.exists():
             problems.append("the foreign source ran")
@@ -1132,7 +1122,7 @@ def test_builtin_only_checks_the_program_not_just_its_claimed_hash(
             problems.append("a built-in job on the node did not finish within 60 s")
         elif job.error is not None:
             problems.append(f"a built-in job on the node failed: {job.error!r}")
-        elif job.records != expected_records(text.read_bytes()):
+        elif job.records != helpers.wordcount_rows(text.read_bytes()):
             problems.append("a built-in job on the node gave a wrong answer")
     finally:
         member.close()
@@ -1197,7 +1187,8 @@ def test_malformed_fields_of_a_members_own_job_crash_no_executor(
             member.ask(builtin_node.control, p.Commit(
                 seq=member.next_seq(), job_id="bad-commit", output_ids=["x.0.1.1"],
                 tasks=[[0]], manifests=[manifest]), p.Ack, timeout_s=2)
-        time.sleep(EXECUTOR_CHECK_S)  # the scenario: give the daemon time to notice
+        # The scenario: a window for the daemon to notice a crashed executor (as above).
+        time.sleep(EXECUTOR_CHECK_S)
         after = executor_pids(node_pid)
         for job_id in job_ids:
             member.ask(builtin_node.control, p.JobEnd(seq=member.next_seq(), job_id=job_id),

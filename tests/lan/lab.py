@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,16 +30,16 @@ NODE_START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 
 
-def lab_unavailable() -> str | None:
-    """Why LAN tests cannot run here, or None."""
+def lab_unavailable() -> tuple[str, str] | None:
+    """(the missing tool, why) when LAN tests cannot run here, or None."""
     if os.geteuid() != 0:
-        return "LAN tests need root (network namespaces)"
+        return "root", "LAN tests need root (network namespaces)"
     if shutil.which("ip") is None:
-        return "LAN tests need 'ip' (iproute2)"
+        return "ip", "LAN tests need 'ip' (iproute2)"
     probe = f"pymr-lab-probe-{os.getpid()}"
     r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if r.returncode != 0:
-        return f"'ip netns add' does not work here: {r.stderr.strip()}"
+        return "ip netns", f"'ip netns add' does not work here: {r.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", probe], capture_output=True)
     return None
 
@@ -50,11 +49,9 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("PYMR_") and k not in ("PYTHONPATH",)}
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + os.environ["PYTHONPATH"]
-                                     if os.environ.get("PYTHONPATH") else "")
-    return env
+    """The environment of every lab command: no ``PYMR_*`` of the caller's (each host has
+    its own ``PYMR_HOME``), this checkout first on the path."""
+    return helpers.subprocess_env(clean=True)
 
 
 @dataclass
@@ -109,16 +106,8 @@ class Host:
         return self.log.read_text(errors="replace") if self.log and self.log.exists() else ""
 
     def wait_serving(self, timeout_s: float = NODE_START_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout_s
-        while "serving cluster" not in self.node_output():
-            assert self.node is not None
-            if self.node.poll() is not None:
-                raise AssertionError(f"node on {self.name} exited {self.node.returncode}:\n"
-                                     + self.node_output())
-            if time.monotonic() > deadline:
-                raise AssertionError(f"node on {self.name} did not start:\n"
-                                     + self.node_output())
-            time.sleep(0.1)
+        assert self.node is not None
+        helpers.wait_serving(self.node, self.node_output, timeout_s, f"node on {self.name}")
 
     def stop_node(self, sig: int = signal.SIGTERM) -> int:
         assert self.node is not None
@@ -164,21 +153,37 @@ class Lab:
         ip("-n", self.bridge_ns, "link", "set", "br0", "up")
         return self
 
-    def add_host(self, name: str) -> Host:
-        self._next += 1
-        host = Host(self, name, f"{SUBNET}.{self._next}", self.dir / name / "home")
+    def _new_host(self, name: str, address: str, peer: str, peer_ns: str) -> Host:
+        """A host namespace whose eth0 (``address``/24) is a veth to ``peer`` in
+        ``peer_ns``; the namespace is recorded before anything can fail in it."""
+        host = Host(self, name, address, self.dir / name / "home")
         host.home.parent.mkdir(parents=True, mode=0o700)
         ns = host.ns
         ip("netns", "add", ns)
         self.namespaces.append(ns)
         ip("-n", ns, "link", "set", "lo", "up")
-        ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"v-{name}",
-           "netns", self.bridge_ns)
-        ip("-n", self.bridge_ns, "link", "set", f"v-{name}", "master", "br0", "up")
-        ip("-n", ns, "addr", "add", f"{host.address}/24", "dev", "eth0")
+        ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", peer,
+           "netns", peer_ns)
+        ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
         ip("-n", ns, "link", "set", "eth0", "up")
-        ip("-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
+        return host
+
+    def add_host(self, name: str) -> Host:
+        self._next += 1
+        host = self._new_host(name, f"{SUBNET}.{self._next}", f"v-{name}", self.bridge_ns)
+        ip("-n", self.bridge_ns, "link", "set", f"v-{name}", "master", "br0", "up")
+        ip("-n", host.ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
         self.hosts[name] = host
+        return host
+
+    def add_node(self, name: str, *args: str, wait: bool = True) -> Host:
+        """The host ``name`` (made if new) holding the cluster key, running
+        ``pymr node --slots 1 ARGS`` (and serving, unless ``wait`` is false)."""
+        host = self.hosts.get(name) or self.add_host(name)
+        if not (host.home / "cluster.key").exists():
+            r = host.pymr("key", "import", self.token)
+            assert r.returncode == 0, r.stderr
+        host.start_node("--slots", "1", *args, wait=wait)
         return host
 
     def add_routed_host(self, name: str) -> Host:
@@ -191,19 +196,10 @@ class Lab:
         rns, sub = router.ns, f"{head}.{int(last) + 1}"
         subprocess.run(["ip", "netns", "exec", rns, "sh", "-c",
                         "echo 1 > /proc/sys/net/ipv4/ip_forward"], check=True)
-        host = Host(self, name, f"{sub}.2", self.dir / name / "home")
-        host.home.parent.mkdir(parents=True, mode=0o700)
-        ns = host.ns
-        ip("netns", "add", ns)
-        self.namespaces.append(ns)
-        ip("-n", ns, "link", "set", "lo", "up")
-        ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"r-{name}",
-           "netns", rns)
+        host = self._new_host(name, f"{sub}.2", f"r-{name}", rns)
         ip("-n", rns, "addr", "add", f"{sub}.1/24", "dev", f"r-{name}")
         ip("-n", rns, "link", "set", f"r-{name}", "up")
-        ip("-n", ns, "addr", "add", f"{host.address}/24", "dev", "eth0")
-        ip("-n", ns, "link", "set", "eth0", "up")
-        ip("-n", ns, "route", "add", "default", "via", f"{sub}.1")
+        ip("-n", host.ns, "route", "add", "default", "via", f"{sub}.1")
         for other in self.hosts.values():
             if other is not router:
                 ip("-n", other.ns, "route", "replace", f"{sub}.0/24", "via", router.address)

@@ -11,11 +11,9 @@ no plaintext of the input may appear anywhere in the capture.
 from __future__ import annotations
 
 import re
-import shutil
 import signal
 import struct
 import subprocess
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +32,12 @@ MARKERS = (b"quixotrixmarker", b"zyphorblastique")
 ZMTP_SIGNATURE_HEAD = b"\xff"
 ZMTP_SIGNATURE_TAIL = b"\x7f"
 
-pytestmark = pytest.mark.skipif(shutil.which("tcpdump") is None,
-                                reason="tcpdump is not installed (apt-get install tcpdump)")
+
+
+@pytest.fixture(autouse=True)
+def _tcpdump() -> None:
+    helpers.require_tool("tcpdump", why="the capture test runs tcpdump on the lab's bridge "
+                                        "(apt-get install tcpdump)")
 
 
 # ---------------------------------------------------------------- pcap parsing
@@ -137,12 +139,19 @@ class Capture:
                 ["ip", "netns", "exec", lab.bridge_ns, "tcpdump", "-i", "br0", "-U", "-s",
                  "0", "-B", str(CAPTURE_BUFFER_KIB), "-n", "-w", str(path), "tcp"],
                 stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while b"listening on" not in self.log.read_bytes():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"tcpdump did not start: {self.log.read_text()}")
-            time.sleep(0.05)  # polling tcpdump's log file for its start line
+        def listening() -> bool:
+            if b"listening on" in self.log.read_bytes():
+                return True
+            if self.proc.poll() is not None:
+                raise AssertionError(f"tcpdump exited: {self.log.read_text()}")
+            return False
+
+        try:
+            helpers.wait_until(listening, 20, lambda: f"tcpdump to start: "
+                                                      f"{self.log.read_text()}")
+        except AssertionError:
+            self.stop()
+            raise
 
     def stop(self) -> str:
         helpers.stop_process(self.proc, signal.SIGINT, 20)

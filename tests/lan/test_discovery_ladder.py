@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 from collections.abc import Iterator
@@ -23,10 +22,13 @@ from typing import Any
 
 import pytest
 
-from .lab import Host, Lab, run_private_job
-from .test_lan import _figure, by_id, expected_rows, make_input, node_ids, parse_tsv, wait_for
+from tests import helpers
 
-NFT = shutil.which("nft")
+from .lab import Host, Lab, run_private_job
+from .test_lan import _figure, by_id, make_input, node_ids
+
+wait_until = helpers.wait_until
+
 BLOCK_MULTICAST = """add table bridge pymrmc
 add chain bridge pymrmc forward_mc { type filter hook forward priority 0; }
 add rule bridge pymrmc forward_mc ip daddr 224.0.0.0/4 drop
@@ -39,11 +41,6 @@ add rule inet pymrdrop input tcp dport 7372 drop
 TIMED_RUNS = 5
 
 
-def _need_nft() -> None:
-    if NFT is None:
-        if os.environ.get("CI") and os.geteuid() == 0:
-            pytest.fail("the LAN discovery tests need nft (nftables): apt-get install nftables")
-        pytest.skip("nftables (nft) is not installed")
 
 
 def _nft(ns: str, script: str) -> None:
@@ -57,15 +54,20 @@ def _nft_delete(ns: str, family: str, table: str) -> None:
 
 
 def wait_output(host: Host, text: str, timeout_s: float = 30) -> None:
-    wait_for(lambda: text in host.node_output(), timeout_s, host.node_output)
+    wait_until(lambda: text in host.node_output(), timeout_s,
+               lambda: f"{text!r} from the node on {host.name}; its log:\n{host.node_output()}")
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    """client + n1..n3 on a bridge that drops multicast; n2 joins via n1, n3 via n2."""
-    _need_nft()
-    lab = Lab(tag=f"d{os.getpid()}").create()
+def lab(_lab_available: None) -> Iterator[Lab]:
+    """client + n1..n3 on a bridge that drops multicast; n2 joins via n1, n3 via n2.
+
+    Every namespace is made inside the ``try``: a failure half-way still removes them."""
+    helpers.require_tool("nft", why="the discovery ladder's bridge drops multicast with "
+                                    "nftables (apt-get install nftables)")
+    lab = Lab(tag=f"d{os.getpid()}")
     try:
+        lab.create()
         _nft(lab.bridge_ns, BLOCK_MULTICAST)
         client = lab.add_host("client")
         n1, n2, n3 = (lab.add_host(f"n{i}") for i in (1, 2, 3))
@@ -91,7 +93,7 @@ def job(lab: Lab, name: str, *args: str) -> tuple[subprocess.CompletedProcess[by
     data = make_input(src, 4)                  # 800 KiB: a dozen splits of 64 KiB
     r = run_private_job(lab, "client", src, "--split-size", "64K", *args)
     assert r.returncode == 0, r.stderr.decode()
-    assert parse_tsv(r.stdout) == expected_rows(data)
+    helpers.assert_wordcount(r.stdout, data)
     return r, data
 
 
@@ -169,9 +171,7 @@ def _time_to_start(lab: Lab, label: str, *args: str) -> None:
 
 def test_a_node_started_with_join_is_used_by_the_next_job(lab: Lab) -> None:
     # Given a new node that knows only n3's address,
-    n4 = lab.add_host("n4")
-    n4.pymr("key", "import", lab.token)
-    n4.start_node("--slots", "1", "--name", "n4", "--join", lab.hosts["n3"].address)
+    n4 = lab.add_node("n4", "--name", "n4", "--join", lab.hosts["n3"].address)
     wait_output(n4, "reached seed")
     (n4_id,) = node_ids(lab, ["n4"])
     # when the client runs its next job with no flag,
@@ -205,18 +205,17 @@ def test_doctor_names_blocked_multicast(lab: Lab) -> None:
 def test_remembered_address_taken_by_another_cluster_is_ignored(lab: Lab) -> None:
     client = lab.hosts["client"]
     # Given a member x1 that the client has reached and remembers,
-    x1 = lab.add_host("x1")
-    x1.pymr("key", "import", lab.token)
-    x1.start_node("--slots", "1", "--name", "x1", "--join", lab.hosts["n1"].address)
+    x1 = lab.add_node("x1", "--name", "x1", "--join", lab.hosts["n1"].address)
     wait_output(x1, "reached seed")
     (old_id,) = node_ids(lab, ["x1"])
-    wait_for(lambda: old_id in by_id(client.status()), 30)
+    wait_until(lambda: old_id in by_id(client.status()), 30, "the client to see x1")
     # when that machine leaves and its address is taken by a node of another cluster,
     assert x1.stop_node() == 0
     other_home = x1.home.parent / "other-home"
     assert x1.pymr("keygen", "--home", str(other_home)).returncode == 0
     x1.start_node("--slots", "1", "--name", "stranger", "--home", str(other_home), wait=False)
-    wait_for(lambda: x1.node_output().count("serving cluster") == 2, 60, x1.node_output)
+    wait_until(lambda: x1.node_output().count("serving cluster") == 2, 60,
+               lambda: f"the stranger node to serve; its log:\n{x1.node_output()}")
     # then the client ignores it, says why, and forgets it,
     r, _ = job(lab, "stranger")
     err = r.stderr.decode()
@@ -260,7 +259,8 @@ def test_everything_working_doctor_exits_0_and_lists_every_node_by_mdns(lab: Lab
 
     code, doc = clean()
     if code != 0:                # n2's keepers and caches settle after its port came back
-        wait_for(lambda: clean()[0] == 0, 30, lambda: failing(clean()[1]))
+        wait_until(lambda: clean()[0] == 0, 30,
+                   lambda: f"a clean doctor; failing: {failing(clean()[1])}")
         code, doc = clean()
     assert code == 0 and doc["ok"], failing(doc)
     assert {m["node_id"] for m in doc["members"]} == ids

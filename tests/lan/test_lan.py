@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -22,9 +21,11 @@ import pytest
 
 from pymr.config import DEFAULT_DISCOVER_S
 from pymr.discovery import dns_label
-from pymr.tokenize import reference_count
+from tests import helpers
 
 from .lab import REPO, Lab, _env, run_private_job
+
+wait_until = helpers.wait_until
 
 SAMPLE = REPO / "samples" / "sample.txt"
 #: Where measured figures go (optional): discovery times and throughput.
@@ -46,26 +47,6 @@ def make_input(path: Path, copies: int) -> bytes:
     data = b"".join(b"copy %d\n" % i + sample for i in range(copies))
     path.write_bytes(data)
     return data
-
-
-def parse_tsv(out: bytes) -> list[tuple[bytes, int]]:
-    rows = []
-    for line in out.splitlines():
-        word, _, count = line.rpartition(b"\t")
-        rows.append((word, int(count)))
-    return rows
-
-
-def expected_rows(data: bytes) -> list[tuple[bytes, int]]:
-    return sorted(reference_count(data).items(), key=lambda kv: (-kv[1], kv[0]))
-
-
-def wait_for(cond: Any, timeout_s: float, detail: Any = lambda: "") -> None:
-    """Retry until ``cond()`` or the deadline (no fixed sleeps for synchronisation)."""
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out: {detail()}"
-        time.sleep(0.1)
 
 
 def by_id(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -135,8 +116,9 @@ def test_job_uses_every_node_and_ships_bytes(lab: Lab) -> None:
     events = client.spawn("events", "--json", "--no-heartbeats", "--duration", "120",
                           log_name="events.log")
     events_log = client.home.parent / "client-events.log"
-    wait_for(lambda: events_log.exists() and events_log.read_text().count("following") == 3,
-             20, lambda: events_log.read_text() if events_log.exists() else "")
+    wait_until(lambda: events_log.exists() and events_log.read_text().count("following") == 3,
+               20, lambda: "'pymr events' following 3 nodes; its log: "
+               + (events_log.read_text() if events_log.exists() else ""))
     before = by_id(client.status())
     tx_before = client.link_tx_bytes()
     # when the client runs the job with default discovery (many small splits: the master
@@ -146,7 +128,7 @@ def test_job_uses_every_node_and_ships_bytes(lab: Lab) -> None:
     wall = time.monotonic() - started
     # then the answer equals a single-process count,
     assert r.returncode == 0, r.stderr.decode()
-    assert parse_tsv(r.stdout) == expected_rows(data)
+    helpers.assert_wordcount(r.stdout, data)
     stderr = r.stderr.decode()
     assert "using 3 node(s)" in stderr, stderr
     # every node did map work and together they processed every byte,
@@ -165,7 +147,8 @@ def test_job_uses_every_node_and_ships_bytes(lab: Lab) -> None:
                  if x.startswith("{")]
         return {x["node_id"] for x in lines if x["type"] == "progress"}
 
-    wait_for(lambda: progress_nodes() == ids, 10, lambda: str(progress_nodes()))
+    wait_until(lambda: progress_nodes() == ids, 10,
+               lambda: f"progress lines from every node; seen from {progress_nodes()}")
     assert lab.stop(events, signal.SIGINT) == 0
     _figure("lan_job_32MiB_128K_splits", {
         "wall_s": round(wall, 2), "MiB_per_s": round(len(data) / (1 << 20) / wall, 1),
@@ -187,7 +170,7 @@ def test_nodes_option_works_with_discovery_off(lab: Lab) -> None:
     r = run_private_job(lab, "c2", src, "--nodes", nodes, "--split-size", "256K")
     # then the job runs on them at once, with the right answer, and status works too.
     assert r.returncode == 0, r.stderr.decode()
-    assert parse_tsv(r.stdout) == expected_rows(data)
+    helpers.assert_wordcount(r.stdout, data)
     assert "mDNS: skipped (--nodes)" in r.stderr.decode()
     assert time.monotonic() - started < 60
     doc = c2.status("--nodes", nodes)
@@ -196,9 +179,7 @@ def test_nodes_option_works_with_discovery_off(lab: Lab) -> None:
 
 def test_sigterm_node_vanishes_from_status(lab: Lab) -> None:
     client = lab.hosts["client"]
-    n4 = lab.hosts.get("n4") or lab.add_host("n4")
-    n4.pymr("key", "import", lab.token)
-    n4.start_node("--slots", "1")
+    n4 = lab.add_node("n4")
     (n4_id,) = node_ids(lab, ["n4"])
     assert n4_id in by_id(client.status())
     # When the node gets SIGTERM it withdraws its record and exits cleanly,
@@ -209,7 +190,8 @@ def test_sigterm_node_vanishes_from_status(lab: Lab) -> None:
         return subprocess.run(["ip", "netns", "pids", n4.ns], capture_output=True,
                               text=True).stdout.split()
 
-    wait_for(lambda: leftover() == [], 10, leftover)   # multiprocessing's tracker exits last
+    wait_until(lambda: leftover() == [], 10,   # multiprocessing's tracker exits last
+               lambda: f"no process left in {n4.ns}: {leftover()}")
     # and status no longer lists it (not even as unreachable).
     doc = client.status()
     assert n4_id not in {n["node_id"] for n in doc["nodes"]}
@@ -218,11 +200,10 @@ def test_sigterm_node_vanishes_from_status(lab: Lab) -> None:
 
 def test_two_nodes_with_the_same_name_both_appear(lab: Lab) -> None:
     client = lab.hosts["client"]
-    twins = [lab.add_host(n) for n in ("t1", "t2")]
+    twins = []
     try:
-        for t in twins:
-            t.pymr("key", "import", lab.token)
-            t.start_node("--slots", "1", "--name", "raspberrypi", wait=False)
+        for name in ("t1", "t2"):
+            twins.append(lab.add_node(name, "--name", "raspberrypi", wait=False))
         for t in twins:
             t.wait_serving()
         doc = client.status()
@@ -261,8 +242,8 @@ def test_node_started_during_a_long_job_receives_tasks(lab: Lab) -> None:
         job.start()
         # when a new node starts after the job has started mapping,
         n1 = lab.hosts["n1"]
-        wait_for(lambda: any(n["jobs"] for n in n1.status("--nodes", f"{n1.address}:7372")
-                             ["nodes"] if n["reachable"]), 30)
+        wait_until(lambda: any(n["jobs"] for n in n1.status("--nodes", f"{n1.address}:7372")
+                               ["nodes"] if n["reachable"]), 30, "the job to run on n1")
         late.start_node("--slots", "1")
         assert job.is_alive(), "the job ended before the new node was up: make it longer"
         job.join(timeout=180)
@@ -271,7 +252,7 @@ def test_node_started_during_a_long_job_receives_tasks(lab: Lab) -> None:
                         "eth0", "root"], check=False)
     r = result["r"]
     assert r.returncode == 0, r.stderr.decode()
-    assert parse_tsv(r.stdout) == expected_rows(data)
+    helpers.assert_wordcount(r.stdout, data)
     # then it received map tasks.
     (late_id,) = node_ids(lab, ["late"])
     doc = client.status()
@@ -301,10 +282,11 @@ def test_lab_script_up_and_down() -> None:
     assert down.returncode == 0, down.stderr
 
 
-@pytest.mark.skipif(not all(shutil.which(t) for t in ("avahi-browse", "avahi-daemon",
-                                                        "dbus-daemon")),
-                    reason="avahi-daemon, avahi-utils and dbus are not installed")
 def test_third_party_mdns_client_resolves_every_node(lab: Lab) -> None:
+    for tool, package in (("avahi-browse", "avahi-utils"), ("avahi-daemon", "avahi-daemon"),
+                          ("dbus-daemon", "dbus")):
+        helpers.require_tool(tool, why=f"the third-party mDNS check runs avahi "
+                                       f"(apt-get install {package})")
     # avahi (a strict DNS-SD implementation) runs inside the client's namespace, with its
     # own D-Bus socket on a private tmpfs: never in the root namespace.
     client = lab.hosts["client"]
@@ -337,9 +319,7 @@ def test_third_party_mdns_client_resolves_every_node(lab: Lab) -> None:
 def test_node_follows_an_address_change(lab: Lab) -> None:
     # Given a node (like a laptop whose DHCP lease changes),
     client = lab.hosts["client"]
-    mover = lab.hosts.get("mover") or lab.add_host("mover")
-    mover.pymr("key", "import", lab.token)
-    mover.start_node("--slots", "1")
+    mover = lab.add_node("mover")
     (mover_id,) = node_ids(lab, ["mover"])
     new_address = mover.address.rsplit(".", 1)[0] + ".200"
     try:
@@ -354,7 +334,8 @@ def test_node_follows_an_address_change(lab: Lab) -> None:
             node = by_id(client.status()).get(mover_id)
             return node is not None and node["addresses"] == [new_address]
 
-        wait_for(moved, 40, lambda: mover.node_output())
+        wait_until(moved, 40, lambda: f"the node to serve {new_address}; its log:\n"
+                   + mover.node_output())
         assert "is gone; restarting" in mover.node_output()
     finally:
         mover.stop_node()

@@ -9,6 +9,7 @@ from pymr.keeper import SEED_BACKOFF_MAX_S, PeerKeeper, backoff_s
 from pymr.members import MemberBook
 from pymr.peerstore import PeerStore, Remembered
 from pymr.security import ClusterKey
+from tests import helpers
 
 from .fake_members import FakeNet, FakeNode
 
@@ -102,10 +103,7 @@ def test_thread_dials_at_once_and_stops_promptly(tmp_path: Path) -> None:
     net = FakeNet()
     k, _, _ = keeper(net, tmp_path, [A])
     k.start()
-    deadline = time.monotonic() + 5
-    while not net.calls:
-        assert time.monotonic() < deadline, "the keeper never dialled its seed"
-        time.sleep(0.01)
+    helpers.wait_until(lambda: net.calls, 5, "the keeper to dial its seed", interval_s=0.01)
     started = time.monotonic()
     k.stop()
     assert time.monotonic() - started < 1.0 and k._thread is None

@@ -92,7 +92,7 @@ def test_a_send_that_swallows_the_signal_is_covered_by_touch(ctx: Sockets) -> No
     poller.register(mine)
     assert poller.poll(0) == []
     peer.send_multipart([b"m", b"x"])
-    time.sleep(THROTTLE_S)
+    time.sleep(THROTTLE_S)   # the scenario: past libzmq's command throttle (see THROTTLE_S)
     mine.send(b"reply")
     assert poller.poll(0) == [] and has_input(mine)   # the hazard: queued, fd quiet
     poller.touch(mine)
@@ -130,7 +130,7 @@ def test_poll_reports_exactly_the_sockets_with_queued_input(ops: list[str]) -> N
                 if op == "crossing":   # a message arrives unseen just before our send
                     peer.send_multipart([b"m", b"c"])
                     queued[k] += 1
-                time.sleep(THROTTLE_S)
+                time.sleep(THROTTLE_S)   # the scenario: past the command throttle
                 mine.send(b"r")
                 poller.touch(mine)
                 peer.recv_multipart()
