@@ -53,7 +53,7 @@ def resolve_job(job: Any) -> JobSpec:
             raise UsageError(f"module {job.__name__} has no file: a job must be defined in "
                              "a file, whose source is shipped to the nodes")
         return spec_from_file(path)
-    job = os.fspath(job)
+    job = os.fsdecode(job)
     if not looks_like_path(job):
         return builtin_spec(job)
     return spec_from_file(job)
@@ -99,6 +99,8 @@ def _imported_names(source: str, filename: str, package: str = "") -> Iterator[s
             for alias in node.names:
                 yield alias.name
         elif isinstance(node, ast.ImportFrom):
+            if node.level and not package:
+                raise JobLoadError(_relative_import_message(node, filename))
             if node.level and package:
                 base = package
                 yield f"{base}.{node.module}" if node.module else base
@@ -109,6 +111,17 @@ def _imported_names(source: str, filename: str, package: str = "") -> Iterator[s
                 yield node.module
                 for alias in node.names:
                     yield f"{node.module}.{alias.name}"
+
+
+def _relative_import_message(node: ast.ImportFrom, filename: str) -> str:
+    """A relative import in a job file (or a helper beside it): neither is in a package,
+    as in a script run with ``python``; the absolute import works, and is shipped."""
+    names = ", ".join(a.name + (f" as {a.asname}" if a.asname else "") for a in node.names)
+    dots = "." * node.level
+    written = f"from {dots}{node.module or ''} import {names}"
+    instead = f"from {node.module} import {names}" if node.module else f"import {names}"
+    return (f"{filename}:{node.lineno}: relative import '{written}': a job file is not in a "
+            f"package; write '{instead}' (modules in the job's folder are shipped with it)")
 
 
 def _local_modules(path: str, source: str, folder: str) -> dict[str, str]:

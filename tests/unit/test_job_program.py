@@ -83,6 +83,37 @@ def test_a_missing_third_party_module_is_named(tmp_path: Path) -> None:
     assert "no_such_module_pymr_test" in str(info.value)
 
 
+@pytest.mark.parametrize("job,helper,where,instead", [
+    ("from . import helper\n", "ONE = 1\n", "job.py:1", "write 'import helper'"),
+    ("from .helper import ONE as one\n", "ONE = 1\n", "job.py:1",
+     "write 'from helper import ONE as one'"),
+    ("import helper\n", "X = 1\ndef f():\n    from . import other\n", "helper.py:3",
+     "write 'import other'"),
+])
+def test_a_relative_import_says_to_import_the_helper_by_name(
+        tmp_path: Path, job: str, helper: str, where: str, instead: str) -> None:
+    # Given a job folder whose job file (or a helper beside it) imports relatively
+    write(tmp_path, "helper.py", helper)
+    path = write(tmp_path, "job.py", job + SMALLEST)
+    # When the job is read, before any node is contacted
+    with pytest.raises(JobLoadError) as info:
+        load_program(spec_from_file(str(path)))
+    # Then one line names the import and says what to write (exit 2)
+    message = str(info.value)
+    assert message.startswith(str(tmp_path / where) if where != "job.py:1"
+                              else str(path) + ":1"), message
+    assert "relative import" in message and instead in message, message
+    assert "\n" not in message and info.value.exit_code == 2
+
+
+def test_a_relative_import_inside_a_helper_package_still_works(tmp_path: Path) -> None:
+    write(tmp_path, "pkg/__init__.py", "from .sub import TWO\n")
+    write(tmp_path, "pkg/sub.py", "TWO = 2\n")
+    job = write(tmp_path, "job.py", "import pkg\n" + SMALLEST.replace(
+        "return sum(values)", "return sum(values) * pkg.TWO"))
+    assert load_program(spec_from_file(str(job))).reduce("k", [1]) == 2
+
+
 def test_helper_modules_travel_with_the_job_and_load_from_the_shipped_text(
         tmp_path: Path) -> None:
     # Given a job that imports a module and a package from its own folder,
