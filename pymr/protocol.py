@@ -700,20 +700,40 @@ def encode(msg: Message, *payload: bytes | bytearray | memoryview) -> list[Any]:
     try:
         return [msgpack.packb(header, use_bin_type=True), *payload]
     except UnicodeEncodeError:  # a file name that is not UTF-8 (kept as surrogates)
-        return [msgpack.packb(_text_safe(header), use_bin_type=True), *payload]
+        return [msgpack.packb(_mark_surrogates(header), use_bin_type=True), *payload]
 
 
-def _text_safe(obj: Any) -> Any:
-    """Strings with lone surrogates (undecodable bytes of a file name) made UTF-8: the
-    bytes they stand for, decoded with replacement characters."""
+#: Header extension type: a ``str`` with lone surrogates (the undecodable bytes of a file
+#: name, PEP 383), which UTF-8 cannot hold, as its ``surrogatepass`` bytes.
+_EXT_SURROGATE_TEXT = 1
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\ud800" <= c <= "\udfff" for c in text)
+
+
+def _mark_surrogates(obj: Any) -> Any:
+    """Strings with lone surrogates as ``_EXT_SURROGATE_TEXT``: decoded as the same str,
+    so a file name travels byte for byte (``os.fsencode`` of it is the name on disk)."""
     if isinstance(obj, str):
-        return obj.encode("utf-8", "surrogateescape").decode("utf-8", "replace") \
-            if any("\ud800" <= c <= "\udfff" for c in obj) else obj
+        return msgpack.ExtType(_EXT_SURROGATE_TEXT, obj.encode("utf-8", "surrogatepass")) \
+            if _has_surrogates(obj) else obj
     if isinstance(obj, dict):
-        return {_text_safe(k): _text_safe(v) for k, v in obj.items()}
+        return {_mark_surrogates(k): _mark_surrogates(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_text_safe(x) for x in obj]
+        return [_mark_surrogates(x) for x in obj]
     return obj
+
+
+def _header_ext(code: int, data: bytes) -> str:
+    """The only extension a header may hold; a marked string must need the mark (one
+    encoding per message)."""
+    if code != _EXT_SURROGATE_TEXT:
+        raise ValueError(f"unknown header extension {code}")
+    text = data.decode("utf-8", "surrogatepass")
+    if not _has_surrogates(text):
+        raise ValueError("a marked string without surrogates")
+    return text
 
 
 def encode_topic(topic: bytes, msg: Message) -> list[Any]:
@@ -856,7 +876,7 @@ def decode_header(frame: bytes | memoryview) -> Message:
             # Declared lengths can exceed the frame (decoder bombs): cap them by its size.
             max_str_len=MAX_HEADER_BYTES, max_array_len=min(1_000_000, len(frame)),
             max_map_len=min(1_000_000, len(frame) // 2),
-            max_ext_len=0)
+            max_ext_len=len(frame), ext_hook=_header_ext)
     except Exception as exc:  # msgpack raises many types on junk
         raise ProtocolError(f"undecodable header: {type(exc).__name__}") from exc
     if not isinstance(raw, dict):
@@ -915,12 +935,12 @@ _EXT_LIST_KEY = 2
 _EXT_BIG_INT = 3
 
 
-def _pack_ext(obj: Any) -> msgpack.ExtType:
+def _pack_ext(obj: Any, errors: str | None = None) -> msgpack.ExtType:
     t = type(obj)
     if t is tuple:
-        return msgpack.ExtType(_EXT_TUPLE, _packb(list(obj)))
+        return msgpack.ExtType(_EXT_TUPLE, _packb(list(obj), errors))
     if t is ListKey:
-        return msgpack.ExtType(_EXT_LIST_KEY, _packb(list(obj)))
+        return msgpack.ExtType(_EXT_LIST_KEY, _packb(list(obj), errors))
     if t is int:  # beyond 64 bits: two's complement, big-endian (no decimal digit limit)
         return msgpack.ExtType(_EXT_BIG_INT, obj.to_bytes(obj.bit_length() // 8 + 1, "big",
                                                           signed=True))
@@ -928,15 +948,32 @@ def _pack_ext(obj: Any) -> msgpack.ExtType:
                     "float, bool, None, or tuples / lists of them)")
 
 
-def _packb(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True, strict_types=True, default=_pack_ext)
+def _pack_ext_surrogates(obj: Any) -> msgpack.ExtType:
+    return _pack_ext(obj, "surrogatepass")
+
+
+def _packb(obj: Any, errors: str | None = None) -> bytes:
+    if errors is None:
+        try:  # msgpack's fast path for str
+            return msgpack.packb(obj, use_bin_type=True, strict_types=True,
+                                 default=_pack_ext)
+        except UnicodeEncodeError:  # a str with lone surrogates: a name that is not UTF-8
+            errors = "surrogatepass"
+    return msgpack.packb(obj, use_bin_type=True, strict_types=True,
+                         default=_pack_ext_surrogates, unicode_errors=errors)
+
+
+#: How records decode a str: strict UTF-8, except that the lone surrogates of a file
+#: name's undecodable bytes (``pos.file`` of a name that is not UTF-8) come back as they
+#: were sent (``surrogatepass``), so the name stays distinct and ``os.fsencode`` gives it.
+_RECORD_TEXT_ERRORS = "surrogatepass"
 
 
 def _unpack_ext(code: int, data: bytes) -> Any:
     if code == _EXT_BIG_INT:
         return int.from_bytes(data, "big", signed=True)
     items = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True,
-                            ext_hook=_unpack_ext)
+                            ext_hook=_unpack_ext, unicode_errors=_RECORD_TEXT_ERRORS)
     if code == _EXT_TUPLE:
         return tuple(items)
     if code == _EXT_LIST_KEY:
@@ -954,6 +991,6 @@ def unpack_records(data: bytes | memoryview) -> Any:
     """Inverse of ``pack_records``; raises ``ProtocolError`` on junk."""
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True,
-                               ext_hook=_unpack_ext)
+                               ext_hook=_unpack_ext, unicode_errors=_RECORD_TEXT_ERRORS)
     except Exception as exc:
         raise ProtocolError(f"undecodable records: {type(exc).__name__}") from exc

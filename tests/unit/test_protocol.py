@@ -251,6 +251,35 @@ def test_records_round_trip_and_junk() -> None:
             p.unpack_records(junk)
 
 
+def test_file_names_that_are_not_utf8_travel_byte_for_byte() -> None:
+    # Given two names that differ only in bytes UTF-8 cannot decode (PEP 383 surrogates)
+    a, b = os.fsdecode(b"dir/a\xff.txt"), os.fsdecode(b"dir/a\xfe.txt")
+    for name in (a, b):
+        # When a map task and a job's progress carry the name
+        task = p.MapTask(job_id="j", task_id=1, attempt=1, file=name, first_line=3)
+        progress = p.JobProgress(job_id="j", job_name="invert", number=1, elapsed_s=0.5,
+                                 inputs=[name, "plain.txt"])
+        back, _ = p.decode(p.encode(task))
+        again, _ = p.decode(p.encode(progress))
+        # Then each arrives as the same str, whose bytes are the name on disk
+        assert back == task and again == progress
+        assert os.fsencode(back.file) == os.fsencode(name)  # type: ignore[attr-defined]
+    assert p.decode(p.encode(p.MapTask(job_id="j", task_id=1, attempt=1, file=a)))[0] != \
+        p.decode(p.encode(p.MapTask(job_id="j", task_id=1, attempt=1, file=b)))[0]
+    # And the records a map(line, pos) emits from it come back distinct and whole
+    records = [[f"{a}:1", [a, (b, 2)]], [f"{b}:1", 1]]
+    assert p.unpack_records(p.pack_records(records)) == records
+
+
+def test_a_header_extension_other_than_a_needed_surrogate_mark_is_refused() -> None:
+    fields = valid_header_fields("map_task")
+    for ext in (msgpack.ExtType(1, b"plain"), msgpack.ExtType(9, b"x"),
+                msgpack.ExtType(1, b"\xff")):
+        fields["file"] = ext
+        frame = msgpack.packb(fields, use_bin_type=True)
+        assert_rejected([frame])
+
+
 # ------------------------------------------------------------------ junk frames
 
 
