@@ -14,8 +14,8 @@ numbers counted as the master counts them), for each job:
      kept (the job's own cost);
    * ``MapSide``: ``pymr.mapside.MapSide`` (one per executor: the splits dealt to two
      sides, as two executors get them) ``add_split`` + ``finish``, decode included;
-   * ``pack`` / ``unpack``: ``pymr.protocol.pack_records`` / ``unpack_records`` of the two
-     map outputs (one partition here; the engine packs one dict per partition);
+   * ``pack`` / ``unpack``: ``pymr.protocol.pack_chunk`` / ``unpack_chunk`` of the two
+     map outputs (one partition here; the engine packs one chunk list per partition);
    * ``ReduceSide``: ``add_chunk`` of both unpacked chunks + ``finish`` (reduce, sort);
    * ``write``: ``pymr.output.write_tsv`` of the sorted records into memory.
 2. a cProfile of the map path (MapSide over every split + finish) and of the reduce path
@@ -51,7 +51,7 @@ from pymr.jobs import builtin_spec  # noqa: E402
 from pymr.jobs.program import JobProgram, load_program  # noqa: E402
 from pymr.mapside import MapSide, split_lines  # noqa: E402
 from pymr.output import write_tsv  # noqa: E402
-from pymr.protocol import pack_records, unpack_records  # noqa: E402
+from pymr.protocol import pack_chunk, unpack_chunk  # noqa: E402
 from pymr.reduceside import ReduceSide  # noqa: E402
 from pymr.splits import plan_file_splits  # noqa: E402
 
@@ -115,7 +115,7 @@ def map_side(program: JobProgram, splits: list[tuple[bytes, int]], name: str
 def reduce_side(program: JobProgram, packed: list[bytes]) -> Any:
     side = ReduceSide(program)
     for blob in packed:
-        side.add_chunk(unpack_records(blob))
+        side.add_chunk(*unpack_chunk(blob))
     return side.finish()
 
 
@@ -140,8 +140,9 @@ def run_job(job: str, path: Path, repeat: int, top: int) -> None:
     t_decode, _ = best(lambda: [split_lines(d) for d, _ in splits], repeat)
     t_bare, (lines_n, pairs) = best(lambda: bare_map(program, splits, name), repeat)
     t_map, outputs = best(lambda: map_side(program, splits, name), repeat)
-    t_pack, packed = best(lambda: [pack_records(o) for o in outputs], repeat)
-    t_unpack, _ = best(lambda: [unpack_records(b) for b in packed], repeat)
+    t_pack, packed = best(lambda: [pack_chunk(list(o), list(o.values())) for o in outputs],
+                          repeat)
+    t_unpack, _ = best(lambda: [unpack_chunk(b) for b in packed], repeat)
     t_reduce, run = best(lambda: reduce_side(program, packed), repeat)
     t_red_only = t_reduce - t_unpack
     t_write, _ = best(lambda: write_tsv(run.records, io.BytesIO()), repeat)
@@ -159,7 +160,7 @@ def run_job(job: str, path: Path, repeat: int, top: int) -> None:
                      ("MapSide (decode + map + group), 2 sides", t_map),
                      ("  of which engine (MapSide - decode - bare map)",
                       t_map - t_bare),
-                     ("pack_records", t_pack), ("unpack_records", t_unpack),
+                     ("pack_chunk", t_pack), ("unpack_chunk", t_unpack),
                      ("ReduceSide add_chunk + finish", t_red_only),
                      ("write_tsv (to memory)", t_write)):
         print(f"| {step} | {t:.2f} | {t / lines_n * 1e9:,.0f} | {t / pairs * 1e9:,.0f} "

@@ -14,7 +14,6 @@ import shutil
 import signal
 import time
 import traceback
-import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +24,7 @@ from . import protocol as p
 from .errors import JobLoadError, ProtocolError
 from .jobs import JobSpec
 from .jobs.program import JobProgram, ProgramCache
-from .keys import partition_of
+from .keys import partition_hashes
 from .ledger import Manifest, ReducerLedger, chained_crc32
 from .mapside import Cancelled, MapFailed, MapSide
 from .reduceside import ReduceError, ReduceSide, SortedRun
@@ -402,11 +401,10 @@ class Executor:
         output_id = f"{self.node_id}.{self.index}.{os.getpid()}.{job.flushes}"
         manifest: dict[int, list[int]] = {}
         retained: dict[int, list[bytes]] = {}
-        for part, d in enumerate(parts):
-            items = list(d.items())
-            payloads = [p.pack_records(dict(items[a:b])) for a, b in
-                        chunk_ranges(list(d.values()), CHUNK_RECORDS)]
-            manifest[part] = [len(payloads), len(items), chained_crc32(payloads)]
+        for part, (keys, values) in enumerate(parts):
+            payloads = [p.pack_chunk(keys[a:b], values[a:b])
+                        for a, b in chunk_ranges(values, CHUNK_RECORDS)]
+            manifest[part] = [len(payloads), len(keys), chained_crc32(payloads)]
             retained[part] = payloads
         tasks = job.pending
         job.pending = []
@@ -510,7 +508,7 @@ class Executor:
                 continue
             try:
                 for pl in r.payloads:
-                    reducer.add_chunk(p.unpack_records(pl))
+                    reducer.add_chunk(*p.unpack_chunk(pl))
             except ReduceError as exc:  # the job's combine raised on the reduce side
                 self._reduce_failed(job, r.partition, exc.key, exc.exc_type, exc.message,
                                     exc.full_tb, exc.user_tb)
@@ -617,18 +615,21 @@ class Executor:
                                        seq=seq, last=seq == nchunks - 1), payload)
 
 
-def split_by_partition(records: dict[Any, Any], num_partitions: int) -> list[dict[Any, Any]]:
-    """A map output's records by reduce partition (``pymr.keys.partition_of``); bytes keys,
-    a word count's, take the inlined path: the same crc32 of the same bytes."""
-    parts: list[dict[Any, Any]] = [{} for _ in range(num_partitions)]
-    crc = zlib.crc32
-    try:
-        for k, v in records.items():
-            parts[crc(k) % num_partitions][k] = v
-    except TypeError:  # a key that is not bytes: the general rule, from the start
-        parts = [{} for _ in range(num_partitions)]
-        for k, v in records.items():
-            parts[partition_of(k, num_partitions)][k] = v
+def split_by_partition(records: dict[Any, Any], num_partitions: int
+                       ) -> list[tuple[list[Any], list[Any]]]:
+    """A map output's records by reduce partition (``pymr.keys.partition_hashes``), as
+    ``(keys, values)`` per partition."""
+    keys = list(records)
+    values = list(records.values())
+    if num_partitions == 1:
+        return [(keys, values)]
+    parts: list[tuple[list[Any], list[Any]]] = [([], []) for _ in range(num_partitions)]
+    add_key = [k.append for k, _ in parts]
+    add_value = [v.append for _, v in parts]
+    for k, v, h in zip(keys, values, partition_hashes(keys), strict=True):
+        i = h % num_partitions
+        add_key[i](k)
+        add_value[i](v)
     return parts
 
 

@@ -23,7 +23,7 @@ class PartitionStreams:
         self._request_cb = request         # (partition, start, count)
         self._pump = pump                  # receive and handle messages for a while
         self._chunks_of = chunks_of        # total chunks of a complete partition, else None
-        self.buffers: dict[int, deque[list[Any]]] = {}
+        self.buffers: dict[int, deque[tuple[list[Any], list[Any]]]] = {}
         self.next: dict[int, int] = {}     # next chunk index to request
         self.received: dict[int, int] = {}
         self.last: dict[int, bool] = {}
@@ -39,7 +39,8 @@ class PartitionStreams:
         if part in self.next:
             self.next[part] = self.received[part]
 
-    def on_data(self, part: int, seq: int, last: bool, records: list[Any]) -> bool:
+    def on_data(self, part: int, seq: int, last: bool,
+                records: tuple[list[Any], list[Any]]) -> bool:
         """Accept the next chunk in order; False for anything else (duplicate, stale)."""
         if part not in self.buffers or seq != self.received[part]:
             return False

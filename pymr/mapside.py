@@ -3,13 +3,15 @@
 An executor feeds the splits of a batch of tasks to one ``MapSide`` and flushes what
 ``finish`` returns as one map output. Two kinds of job:
 
-* **line jobs** (``map(line)`` or ``map(line, pos)``): a split (cut right after a ``\\n``) is
-  decoded once (UTF-8, invalid bytes replaced and counted as ``invalid_utf8``), ``\\r\\n``
-  becomes ``\\n`` and the text is split at ``\\n``. ``map`` runs over the lines from C
-  (``map`` + ``chain``); only when it raises are the lines of that batch replayed one by one
-  to name the line. Pairs are grouped by key: summed in C when ``combine`` is
-  ``pymr.api.sum_values`` and every value is ``1``, else into lists that ``combine``
-  (when the job has one) reduces at ``finish``.
+* **line jobs** (``map(line)`` or ``map(line, pos)``): a split (cut right after a ``\n``) is
+  decoded once (UTF-8, invalid bytes replaced and counted as ``invalid_utf8``), ``\r\n``
+  becomes ``\n`` and the text is split at ``\n``. ``map`` runs over the lines from C
+  (``map`` + ``chain``) and each pair is grouped as it comes, while it is still in the CPU's
+  cache: summed when ``combine`` is ``pymr.api.sum_values``, else appended to its key's list
+  (a ``combine`` shortens the long ones and reduces every list at ``finish``). The first pair
+  that is not a plain tuple with a scalar value sends the rest of its batch of lines through
+  a checked path; a batch's new keys are checked once. When ``map`` raises, the lines of
+  that batch are replayed one by one to name the line.
 * **chunk jobs** (``chunk_mapper(params)``): raw bytes, cut after ASCII whitespace, go to the
   job's object, whose ``finish`` returns combined values (word count's fast path).
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
-from itertools import chain, count, repeat
+from itertools import chain, count, islice, repeat
 from operator import itemgetter
 from sys import getsizeof
 from typing import Any
@@ -30,6 +32,7 @@ from .jobs.program import JobProgram, enter, user_traceback
 from .keys import (
     CONTAINERS,
     DICT_ENTRY_BYTES,
+    NAN,
     SCALARS,
     as_emitted,
     first_untravelable,
@@ -169,24 +172,125 @@ class MapSide:
             for key, values in groups.items():
                 groups[key] = self._combine(key, values)
             self._check_travel(groups.values(), groups, "combine")
+        elif self.sum_combine:  # 0 + v took the values: a number type that cannot travel?
+            self._check_travel(groups.values(), groups, "combine")
         return groups, self.counters
 
     # ---------------------------------------------------------------- lines
     def _map_lines(self, batch: list[str], start: int, file: str, first_line: int) -> None:
+        """Map a batch of lines and group the pairs as they come (no list of the batch's
+        pairs: a pair is grouped while it is still in the CPU's cache). The common case
+        (tuple pairs, hashable keys, scalar values) runs in a tight loop; the first other
+        pair sends the rest of the batch through ``_group``, which checks everything."""
         fmap = self.program.map
         assert fmap is not None
         if self.program.map_takes_position:
             positions = map(api.Position, repeat(file), count(first_line + start))
-            produced: Any = map(fmap, batch, positions)
+            produced: Any = chain.from_iterable(map(fmap, batch, positions))
         else:
-            produced = map(fmap, batch)
+            produced = chain.from_iterable(map(fmap, batch))
+        groups = self.groups
+        before = len(groups)
         try:
-            pairs = list(chain.from_iterable(produced))
+            odd = (self._add_sums if self.sum_combine else self._add_lists)(produced, groups)
+            if odd is not None:
+                pairs = [odd]
+                pairs.extend(produced)
+                self._group(pairs, batch, start, file, first_line)
+        except MapFailed:
+            raise
         except Exception:
             self._replay(batch, start, file, first_line)
             raise  # the replay did not fail: the job's map is not deterministic
-        if pairs:
-            self._group(pairs, batch, start, file, first_line)
+        if len(groups) > before:
+            self._check_new_keys(len(groups) - before, batch, start, file, first_line)
+        if (not self.sum_combine and self.program.combine is not None
+                and self.values_held >= COMBINE_EVERY * 4):
+            self._combine_long_lists()
+
+    @staticmethod
+    def _add_sums(produced: Any, groups: dict[Any, Any]) -> Any:
+        """Sum the values of each key (``combine`` is ``sum_values``) until a pair that is
+        not a plain tuple or that the dict cannot take; that pair is returned (the rest
+        stays in ``produced``). An exception of the job's map propagates."""
+        get = groups.get
+        p = None
+        try:
+            for p in produced:
+                if p.__class__ is not tuple or len(p) != 2:
+                    return p
+                k, v = p
+                groups[k] = get(k, 0) + v
+                p = None
+        except Exception:
+            if p is None:  # raised while iterating: by the job's map
+                raise
+            return p
+        return None
+
+    def _add_lists(self, produced: Any, groups: dict[Any, Any]) -> Any:
+        """Append each value to its key's list, as ``_add_sums`` does for sums; values other
+        than scalars go to ``_group`` (they are checked item by item)."""
+        get = groups.get
+        scalars = SCALARS
+        p = None
+        n = 0
+        try:
+            for p in produced:
+                if p.__class__ is not tuple or len(p) != 2 or p[1].__class__ not in scalars:
+                    return p
+                k, v = p
+                held = get(k)
+                if held is None:
+                    groups[k] = [v]
+                else:
+                    held.append(v)
+                n += 1
+                p = None
+        except Exception:
+            if p is None:
+                raise
+            return p
+        finally:
+            self.values_held += n
+        return None
+
+    def _check_new_keys(self, new: int, batch: list[str], start: int, file: str,
+                        first_line: int) -> None:
+        """The keys a batch added: that they travel, NaNs grouped as one, the memory
+        estimate's sample. Only the new keys are looked at (the dict keeps insertion
+        order, so they are its last entries)."""
+        groups = self.groups
+        fresh = list(islice(reversed(groups), new))
+        types = set(map(type, fresh))
+        if not types <= SCALARS:
+            found = first_untravelable(fresh)
+            if found is not None:
+                self._fail_on(batch, start, file, first_line, _has_bad_item(0, found[1]),
+                              f"a key of type {found[1].__name__} cannot travel (use str, "
+                              "bytes, int, float, bool, None, or tuples / lists of them)")
+        if float in types:
+            self._group_nans(fresh)
+        step = max(1, new // 8)
+        sample = fresh[::step]
+        self._key_bytes = 0.8 * self._key_bytes + 0.2 * (
+            sum(map(getsizeof, sample)) / len(sample) + DICT_ENTRY_BYTES)
+        if not self.sum_combine:
+            values = [groups[k][-1] for k in sample if k in groups]
+            if values:
+                self._value_bytes = 0.8 * self._value_bytes + 0.2 * (
+                    sum(map(getsizeof, values)) / len(values) + 8)
+
+    def _group_nans(self, fresh: list[Any]) -> None:
+        """NaN != NaN: every NaN key the fast loops added joins the one ``NAN`` key."""
+        groups = self.groups
+        for k in fresh:
+            if type(k) is float and k != k and k is not NAN:
+                held = groups.pop(k)
+                if self.sum_combine:
+                    groups[NAN] = groups.get(NAN, 0) + held
+                else:
+                    groups.setdefault(NAN, []).extend(held)
 
     def _call_map(self, line: str, index: int, file: str, first_line: int) -> Any:
         fmap = self.program.map

@@ -762,10 +762,10 @@ class Master:
         elif isinstance(msg, p.PartitionData):
             if self.partition_map.get(msg.partition) == link.node_id and payload:
                 frame = payload[0]
-                records = p.unpack_records(frame.buffer if hasattr(frame, "buffer") else frame)
-                if (type(records) is not list or len(records) != 2
-                        or not all(type(x) is list for x in records)
-                        or len(records[0]) != len(records[1])):
+                try:
+                    records = p.unpack_chunk(frame.buffer if hasattr(frame, "buffer")
+                                             else frame)
+                except ProtocolError:
                     self.drop(link.endpoint, "partition data is not [keys, values]")
                     return
                 self.streams.on_data(msg.partition, msg.seq, msg.last, records)

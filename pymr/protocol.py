@@ -20,7 +20,7 @@ import msgpack
 from .errors import ProtocolError
 from .keys import ListKey
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 #: Largest header frame we accept; bulk data travels in payload frames.
 MAX_HEADER_BYTES = 16 * 1024 * 1024
@@ -985,6 +985,21 @@ def pack_records(records: Any) -> bytes:
     """Bulk records (a dict key -> value, or a list of [key, value]) for a payload frame.
     Raises ``TypeError`` naming the type of a value that cannot travel."""
     return _packb(records)
+
+
+def pack_chunk(keys: list[Any], values: list[Any]) -> bytes:
+    """A chunk of records (a map output's, a sorted run's, a spilled run's) as two arrays,
+    ``[keys, values]``: packed and unpacked without a tuple or a dict entry per record."""
+    return _packb([keys, values])
+
+
+def unpack_chunk(data: bytes | memoryview) -> tuple[list[Any], list[Any]]:
+    """Inverse of ``pack_chunk``; raises ``ProtocolError`` on anything else."""
+    chunk = unpack_records(data)
+    if (type(chunk) is not list or len(chunk) != 2 or type(chunk[0]) is not list
+            or type(chunk[1]) is not list or len(chunk[0]) != len(chunk[1])):
+        raise ProtocolError("a records chunk must be [keys, values] of equal length")
+    return chunk[0], chunk[1]
 
 
 def unpack_records(data: bytes | memoryview) -> Any:

@@ -1,11 +1,11 @@
 """The reduce side of one partition, without sockets: merge map outputs, reduce, sort.
 
-Chunks arrive as ``{key: value}`` (the job has a ``combine``: each value is combined) or
-``{key: [values]}`` (no combine). ``add_chunk`` folds them in: a bulk dict sum when
-``combine`` is ``pymr.api.sum_values``, else lists per key (a ``combine`` shortens a long
-list as it grows). ``finish`` calls the job's ``reduce`` once per key (none when ``reduce``
-is ``sum_values`` over summed values) and sorts the run in the job's order; the sort is
-deterministic, so a fetch that resumes after a move gets the same chunks.
+Chunks arrive as ``[keys, values]`` (``pymr.protocol.pack_chunk``): each value combined (the
+job has a ``combine``) or a list of values (no combine). ``add_chunk`` folds them in: a bulk
+dict sum when ``combine`` is ``pymr.api.sum_values``, else lists per key (a ``combine``
+shortens a long list as it grows). ``finish`` calls the job's ``reduce`` once per key (none
+when ``reduce`` is ``sum_values`` over summed values) and sorts the run in the job's order;
+the sort is deterministic, so a fetch that resumes after a move gets the same chunks.
 
 Under a memory budget the executor asks a partition that holds too much to ``spill``: its
 merged data is sorted by key and written as a run file (``pymr.runs``). ``finish`` then
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable, Iterator
-from itertools import chain, groupby, islice
+from itertools import chain, groupby
 from operator import itemgetter
 from sys import getsizeof
 from typing import Any
@@ -102,7 +102,7 @@ class SortedRun:
             piece = self.records[a:b]
         else:
             piece = self.records[seq * chunk_records:(seq + 1) * chunk_records]
-        return p.pack_records([list(map(_keys_of, piece)), list(map(_values_of, piece))])
+        return p.pack_chunk(list(map(_keys_of, piece)), list(map(_values_of, piece)))
 
     def remove(self) -> None:
         if self.file is not None:
@@ -130,25 +130,29 @@ class ReduceSide:
         self._value_bytes = 32.0
 
     # ---------------------------------------------------------------- merging
-    def add_chunk(self, chunk: dict[Any, Any]) -> None:
-        if chunk:
-            self._sample(chunk)
-            if float in set(map(type, chunk)):  # NaN keys of every map output meet in one
-                chunk = dict(zip(same_nans(list(chunk)), chunk.values(), strict=True))
+    def add_chunk(self, keys: list[Any], values: list[Any]) -> None:
+        """Fold in one chunk of a map output: ``keys[i]`` with its combined value (or its
+        list of values, for a job without ``combine``)."""
+        if keys:
+            self._sample(keys, values)
+            if float in set(map(type, keys)):  # NaN keys of every map output meet in one
+                keys = same_nans(keys)
         data = self.data
         if self.summed:
             if not data:
-                data.update(chunk)
-                return
+                data.update(zip(keys, values, strict=True))
+                if len(data) == len(keys):
+                    return
+                data.clear()  # a key twice in one chunk (only a NaN can be): sum them
             get = data.get
-            for k, v in chunk.items():
+            for k, v in zip(keys, values, strict=True):
                 data[k] = get(k, 0) + v
             return
         get = data.get
         if self.combined:
             enter(self.program, self.counters)
-            self.values_held += len(chunk)
-            for k, v in chunk.items():
+            self.values_held += len(keys)
+            for k, v in zip(keys, values, strict=True):
                 held = get(k)
                 if held is None:
                     data[k] = [v]
@@ -158,17 +162,17 @@ class ReduceSide:
                         self.values_held -= len(held) - 1
                         held[:] = [self._call(self.program.combine, k, held)]
             return
-        self.values_held += sum(map(len, chunk.values()))
-        for k, vs in chunk.items():
+        self.values_held += sum(map(len, values))
+        for k, vs in zip(keys, values, strict=True):
             held = get(k)
             if held is None:
                 data[k] = vs
             else:
                 held.extend(vs)
 
-    def _sample(self, chunk: dict[Any, Any]) -> None:
+    def _sample(self, keys: list[Any], values: list[Any]) -> None:
         """Update the per-key and per-value size estimates from a few records."""
-        items = list(islice(chunk.items(), 8))
+        items = list(zip(keys[:8], values[:8], strict=True))
         key_bytes = sum(getsizeof(k) for k, _ in items) / len(items) + DICT_ENTRY_BYTES
         if self.summed:
             value_bytes = 0.0

@@ -1,7 +1,7 @@
 """Sorted runs on disk: what a reducer spills when its partition outgrows its memory share.
 
 A run file is a sequence of frames, each a 4-byte big-endian length and a records chunk
-(``pymr.protocol.pack_records([keys, values])``, at most ``chunk_records`` records), so a run
+(``pymr.protocol.pack_chunk(keys, values)``, at most ``chunk_records`` records), so a run
 is written and read as a stream, one chunk in memory at a time. The same format holds a
 partition's final sorted output when it did not fit in memory: ``RunFile.chunk(i)`` reads the
 i-th chunk by its offset, which is what a fetch asks for.
@@ -68,7 +68,7 @@ class RunFile:
             with open(self.path, "rb") as f:
                 for _, length in self.offsets:
                     f.read(_LEN.size)
-                    keys, values = p.unpack_records(f.read(length))
+                    keys, values = p.unpack_chunk(f.read(length))
                     yield from zip(keys, values, strict=True)
         except OSError as exc:
             raise SpillError(os.path.dirname(self.path), exc) from exc
@@ -139,7 +139,7 @@ def write_run(directory: str, name: str, records: Iterable[tuple[Any, Any]],
 
 def _write_chunk(f: Any, pos: int, keys: list[Any], values: list[Any],
                  offsets: list[tuple[int, int]]) -> int:
-    payload = p.pack_records([keys, values])
+    payload = p.pack_chunk(keys, values)
     f.write(_LEN.pack(len(payload)))
     f.write(payload)
     offsets.append((pos + _LEN.size, len(payload)))

@@ -158,9 +158,10 @@ class SimNode:
         elif isinstance(msg, p.FetchPartition):
             job = self.job
             if job is not None and msg.partition in job["parts"]:
-                records = [[b"p%06d" % msg.partition], [job["committed"][msg.partition]]]
+                chunk = p.pack_chunk([b"p%06d" % msg.partition],
+                                     [job["committed"][msg.partition]])
                 self.reply(peer, p.PartitionData(job_id=msg.job_id, partition=msg.partition,
-                                                 seq=0, last=True), p.pack_records(records))
+                                                 seq=0, last=True), chunk)
         elif isinstance(msg, ACKED):
             job = self.job
             if job is not None and msg.job_id == job["job_id"]:

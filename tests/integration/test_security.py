@@ -379,7 +379,7 @@ def stranger_messages(kind: str, job_id: str, word: bytes) -> list[list[bytes]]:
     if kind == "shuffle":
         return [p.encode(p.ShuffleChunk(job_id=job_id, output_id=f"forged.0.0.{i}",
                                         partition=part, seq=0),
-                         p.pack_records({word: 1_000_000}))
+                         p.pack_chunk([word], [1_000_000]))
                 for i in range(2) for part in range(ATTACK_OPTIONS.num_partitions)]
     return []
 
@@ -717,7 +717,7 @@ def test_members_malformed_and_forged_messages_are_dropped_and_the_job_is_exact(
                         partition=part, seq=0, epoch=epoch), b"\xdd\xff\xff\xff\xff"))
                 shuf.send_multipart(p.encode(p.ShuffleChunk(
                     job_id=job_id, output_id="forged.1.1.1", partition=part, seq=0),
-                    p.pack_records({MEMBER_WORD: 10**6})))
+                    p.pack_chunk([MEMBER_WORD], [10**6])))
                 shuf.send_multipart(p.encode(p.ShuffleChunk(
                     job_id=job_id, output_id="forged.1.1.2", partition=part, seq=0)))
                 shuf.send_multipart(p.encode(p.ShuffleChunk(

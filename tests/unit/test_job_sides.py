@@ -37,8 +37,8 @@ def run_sides(source: str, splits: list[bytes], partitions: int = 3,
         side.add_split(split, file="in.txt", first_line=1)
         records, _ = side.finish()
         for key, value in records.items():
-            chunk = p.unpack_records(p.pack_records({key: value}))
-            reducers[partition_of(key, partitions)].add_chunk(chunk)
+            chunk = p.unpack_chunk(p.pack_chunk([key], [value]))
+            reducers[partition_of(key, partitions)].add_chunk(*chunk)
     runs = [r.finish() for r in reducers]
     kt = set().union(*(r.key_types for r in runs))
     vt = set().union(*(r.value_types for r in runs))
@@ -160,7 +160,7 @@ def test_reduce_error_names_the_key() -> None:
     prog = program("def map(line):\n    yield line, 1\n\ndef reduce(k, vs):\n"
                    "    return 1 / (k != 'zero')\n", name="div")
     side = ReduceSide(prog)
-    side.add_chunk({"zero": [1], "one": [1]})
+    side.add_chunk(["zero", "one"], [[1], [1]])
     with pytest.raises(ReduceError) as info:
         side.finish()
     assert info.value.key == "'zero'" and info.value.exc_type == "ZeroDivisionError"

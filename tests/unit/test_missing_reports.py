@@ -14,7 +14,7 @@ from pymr.ledger import Manifest, ReducerLedger, chained_crc32
 from pymr.reduceside import ReduceSide
 from pymr.security import ClusterKey
 
-CHUNKS = [p.pack_records({b"a": 1}), p.pack_records({b"b": 2})]
+CHUNKS = [p.pack_chunk([b"a"], [1]), p.pack_chunk([b"b"], [2])]
 
 
 def reducer() -> tuple[Executor, ExecutorJob, list[p.Message]]:

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pymr.keys import partition_of
+from pymr.keys import partition_hashes, partition_of
 from tests import helpers
 
 KEYS = [b"", b"a", b"the", b"The", b"don't", "it\u2019s".encode(), "\u00e9".encode(),
@@ -132,7 +132,7 @@ def test_map_side_sends_each_word_to_partition_of(r: int) -> None:
         msg, payload = p.decode(frames)
         assert isinstance(msg, p.ShuffleChunk)
         assert endpoint == f"ep{msg.partition}"
-        for key, count in dict(p.unpack_records(payload[0])).items():
+        for key, count in zip(*p.unpack_chunk(payload[0]), strict=True):
             assert partition_of(key, r) == msg.partition, key
             seen[key] = seen.get(key, 0) + count
     from collections import Counter
@@ -150,10 +150,10 @@ def test_split_by_partition_follows_partition_of_for_every_key_type(r: int) -> N
 
     records = {k: i for i, k in enumerate(MIXED_KEYS)}
     parts = split_by_partition(records, r)
-    assert sum(len(x) for x in parts) == len(records)
-    for part, d in enumerate(parts):
-        for k in d:
-            assert partition_of(k, r) == part
+    assert sorted(i for _, values in parts for i in values) == sorted(records.values())
+    for part, (keys, values) in enumerate(parts):
+        for k, v in zip(keys, values, strict=True):
+            assert partition_of(k, r) == part and records[k] == v
 
 
 def test_equal_keys_share_a_partition() -> None:
@@ -171,3 +171,12 @@ def test_str_and_bytes_keys_are_distinct_but_hash_alike() -> None:
     back = p.unpack_records(p.pack_records({"word": 1, b"word": 2}))
     assert back == {"word": 1, b"word": 2}
     assert {type(k) for k in back} == {str, bytes}
+
+
+@given(st.one_of(st.lists(st.text()), st.lists(st.binary()),
+                 st.lists(st.one_of(st.text(), st.binary(), st.integers()))),
+       st.integers(min_value=1, max_value=64))
+def test_bulk_partition_hashes_are_partition_of(keys: list[Any], r: int) -> None:
+    """The executor's bulk path (one type of key hashed in C) is the one rule."""
+    keys = keys + ["\udcff lone surrogate"] if keys and type(keys[0]) is str else keys
+    assert [h % r for h in partition_hashes(keys)] == [partition_of(k, r) for k in keys]

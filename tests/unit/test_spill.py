@@ -32,7 +32,7 @@ MIXED = "def map(line):\n    yield line, 1\ndef reduce(key, values):\n" \
         "    return sum(values)\n"
 
 
-def chunks(source: str, seed: int, n: int = 4000) -> list[dict[Any, Any]]:
+def chunks(source: str, seed: int, n: int = 4000) -> list[tuple[list[Any], list[Any]]]:
     """Map outputs of a job as a reducer receives them (through the codec)."""
     rng = random.Random(seed)
     out = []
@@ -49,7 +49,7 @@ def chunks(source: str, seed: int, n: int = 4000) -> list[dict[Any, Any]]:
                 d[k] = max(d.get(k, 0), v)
             else:
                 d[k] = d.get(k, 0) + v
-        out.append(p.unpack_records(p.pack_records(d)))
+        out.append(p.unpack_chunk(p.pack_chunk(list(d), list(d.values()))))
     return out
 
 
@@ -63,8 +63,8 @@ def test_spilled_runs_give_the_in_memory_answer(source: str, order: str, tmp_pat
     program = load_program(JobSpec.from_source("j", text))
     memory, spilled = ReduceSide(program), ReduceSide(program, str(tmp_path), "p0")
     for i, chunk in enumerate(chunks(source, seed=len(source))):
-        memory.add_chunk(chunk)
-        spilled.add_chunk(chunk)
+        memory.add_chunk(*chunk)
+        spilled.add_chunk(*chunk)
         if i % 2:
             spilled.spill(65_536)
     assert spilled.spilled_runs == 6 and spilled.spilled_bytes > 0
@@ -73,7 +73,7 @@ def test_spilled_runs_give_the_in_memory_answer(source: str, order: str, tmp_pat
     assert got.file is not None, "a spilled partition's output is served from a file"
     served = []
     for seq in range(got.num_chunks(1000)):
-        keys, values = p.unpack_records(got.chunk(seq, 1000))
+        keys, values = p.unpack_chunk(got.chunk(seq, 1000))
         served.extend(zip(keys, values, strict=True))
     assert served == want.records
     assert got.key_types == want.key_types and got.value_types == want.value_types
@@ -85,7 +85,7 @@ def test_approx_bytes_grows_with_the_data_and_spill_frees_it(tmp_path: Path) -> 
     side = ReduceSide(load_program(JobSpec.from_source("j", LISTS)), str(tmp_path), "p")
     sizes = []
     for chunk in chunks(LISTS, seed=3):
-        side.add_chunk(chunk)
+        side.add_chunk(*chunk)
         sizes.append(side.approx_bytes())
     assert sizes == sorted(sizes) and sizes[-1] > 100_000
     side.spill(4096)
@@ -99,7 +99,7 @@ def test_a_directory_that_refuses_is_a_spill_error_naming_it(tmp_path: Path) -> 
         write_run(str(not_a_dir / "spill"), "run0", [(b"a", 1)], 10)
     assert str(not_a_dir) in str(info.value)
     side = ReduceSide(load_program(JobSpec.from_source("j", SUM)), str(not_a_dir), "p")
-    side.add_chunk({b"a": 1})
+    side.add_chunk([b"a"], [1])
     with pytest.raises(SpillError):
         side.spill(10)
 
