@@ -22,6 +22,7 @@ import zmq
 
 from . import protocol as p
 from .errors import JobLoadError, ProtocolError
+from .heap import JobHeap
 from .jobs import JobSpec
 from .jobs.program import JobProgram, ProgramCache
 from .keys import partition_hashes
@@ -91,6 +92,7 @@ class Executor:
         self.parent_pid = parent_pid
         self.jobs: dict[str, ExecutorJob] = {}
         self.cache = ProgramCache()
+        self.heap = JobHeap(freeze=True)  # the job's data is not scanned by the collector
         self.pushes: dict[str, zmq.Socket] = {}
         #: reducers that let a send time out: later sends to them do not wait (a dead node
         #: would otherwise cost every flush SHUFFLE_SEND_TIMEOUT_MS until it is declared lost)
@@ -157,6 +159,11 @@ class Executor:
                     self.handle(msg, payload)
                 except Exception:  # a bug or a hostile member's message: never crash
                     log.exception("executor %d: failed to handle %s", self.index, msg.TYPE)
+                if self.jobs:
+                    self.heap.hold()
+                    self.heap.settle()
+                else:
+                    self.heap.release()
         finally:
             for job in self.jobs.values():
                 job.retained.close()

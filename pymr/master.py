@@ -32,6 +32,7 @@ from .errors import (
     TransportError,
 )
 from .fetch import PartitionStreams
+from .heap import JobHeap
 from .inputs import InputFile, iter_bytes_splits
 from .jobs import JobSpec, builtin_hashes
 from .jobs.program import JobProgram, load_program
@@ -254,6 +255,9 @@ class Master:
         self.bytes_executed = 0
         self.progress_number = 0
         self.progress_at = 0.0
+        #: the fetched chunks are not scanned by the cyclic collector (this may be the
+        #: process of a program calling pymr.run: its own frozen objects are left alone)
+        self.heap = JobHeap(freeze=False)
         self.streams = PartitionStreams(opts.fetch_credit, self._request_chunks,
                                         lambda: self._pump(100), self._chunks_of)
 
@@ -288,7 +292,11 @@ class Master:
             for f in self.inputs:
                 f.check_unchanged()
             self.summary.elapsed_s = time.monotonic() - started
-            consume(JobRecords(self), self.summary)
+            try:
+                self.heap.hold()
+                consume(JobRecords(self), self.summary)
+            finally:
+                self.heap.release()
             self.summary.elapsed_s = time.monotonic() - started
             self.summary.backups = self.sched.backups_started
             self._end_job("done")
@@ -769,6 +777,7 @@ class Master:
                     self.drop(link.endpoint, "partition data is not [keys, values]")
                     return
                 self.streams.on_data(msg.partition, msg.seq, msg.last, records)
+                self.heap.settle()
         elif isinstance(msg, p.PartitionLost):
             if self.partition_map.get(msg.partition) == link.node_id:
                 if msg.disk:
