@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+import os
+from collections.abc import Callable, Iterable
+from typing import Any, Union
 
 from .cluster import LocalCluster
 from .config import JobOptions
+from .errors import UsageError
 from .inputs import InputFile
 from .jobs import JobSpec
 from .jobs.program import JobProgram, load_program
@@ -17,6 +19,9 @@ from .security import ClusterKey
 log = logging.getLogger(__name__)
 
 Consumer = Callable[[JobRecords, JobSummary], None]
+#: What ``pymr.run`` takes as an input path: a str, bytes (a file name as the OS has it) or
+#: any ``os.PathLike`` (``pathlib.Path``).
+PathArg = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
 
 def load_job(job: JobSpec | JobProgram, params: dict[str, str]) -> JobProgram:
@@ -59,7 +64,27 @@ class Result(list):  # type: ignore[type-arg]
     summary: JobSummary
 
 
-def run(job: Any, paths: str | list[str], *, params: dict[str, Any] | None = None,
+def input_paths(paths: PathArg | Iterable[PathArg]) -> list[str]:
+    """``pymr.run``'s ``paths`` as the str paths the inputs are resolved from: one path or
+    an iterable of them, each a str, bytes or ``os.PathLike`` (bytes through
+    ``os.fsdecode``, so a file name that is not UTF-8 keeps its bytes)."""
+    kinds = "a str, bytes or os.PathLike (pathlib.Path)"
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        paths = [paths]
+    try:
+        items = list(paths)
+    except TypeError:
+        raise UsageError(f"paths must be a path or a list of paths ({kinds}), not "
+                         f"{type(paths).__name__}") from None
+    out = []
+    for item in items:
+        if not isinstance(item, (str, bytes, os.PathLike)):
+            raise UsageError(f"paths: {item!r} is not a path; give {kinds}")
+        out.append(os.fsdecode(item))
+    return out
+
+
+def run(job: Any, paths: PathArg | Iterable[PathArg], *, params: dict[str, Any] | None = None,
         nodes: str | list[str] | None = None, home: str | None = None,
         local: int = 1, slots: int = 0, split_size: int | None = None,
         partitions: int = 0, max_attempts: int | None = None, binary: bool = False,
@@ -67,7 +92,8 @@ def run(job: Any, paths: str | list[str], *, params: dict[str, Any] | None = Non
     """Run a job and return its records: ``pymr.run("bigrams.py", ["book.txt"])``.
 
     ``job`` is a built-in name, the path of a job file, or a module object defined in a
-    file. By default the job runs on an embedded cluster of ``local`` nodes on this machine
+    file. ``paths`` is one input path or a list of them (str, bytes or ``os.PathLike``).
+    By default the job runs on an embedded cluster of ``local`` nodes on this machine
     (``slots`` executors each; default: one per core); ``nodes`` (``"HOST:PORT,..."`` or a
     list) runs it on those nodes, with the cluster key of this machine's pymr ``home``.
     ``params`` are the job's parameters (``-p NAME=VALUE``); ``memory`` the budget per node
@@ -93,8 +119,7 @@ def run(job: Any, paths: str | list[str], *, params: dict[str, Any] | None = Non
     def consume(records: JobRecords, summary: JobSummary) -> None:
         result.extend((thaw(k), thaw(v)) for k, v in records)
 
-    inputs = resolve_inputs([paths] if isinstance(paths, str) else [str(x) for x in paths],
-                            binary_ok=binary)
+    inputs = resolve_inputs(input_paths(paths), binary_ok=binary)
     try:
         if nodes:
             from .state import open_state

@@ -1,0 +1,62 @@
+"""Edges a new user meets first: paths given to ``pymr.run`` as ``Path`` or bytes, a
+parameter given twice, ``-q`` with skipped files, links inside an input directory,
+``-o LINK --force``, file names that are not UTF-8, and a reader that leaves early.
+
+Most cases call ``pymr.cli.main`` or ``pymr.run`` in this process (each run starts a real
+embedded cluster); what depends on a real stderr or stdout pipe runs ``python -m pymr``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import pymr
+from pymr import cli
+from pymr.errors import UsageError
+from tests import helpers
+
+#: One small embedded node: none of these depends on the cluster's shape.
+SMALL = ["--local", "1", "--slots", "1"]
+
+
+def run(capsysbinary: pytest.CaptureFixture[bytes], *argv: str | Path
+        ) -> tuple[int, bytes, str]:
+    code = cli.main([str(a) for a in argv])
+    out, err = capsysbinary.readouterr()
+    return code, out, err.decode("utf-8", "replace")
+
+
+def pymr_process(*argv: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "pymr", *map(str, argv)],
+                          stdin=subprocess.DEVNULL, capture_output=True,
+                          env=helpers.subprocess_env(), timeout=timeout)
+
+
+# ------------------------------------------------------------------ pymr.run paths
+
+
+def test_run_takes_a_path_object_bytes_and_a_single_path(tmp_path: Path) -> None:
+    # Given a text file named as a Path, as bytes, alone or in a list
+    book = tmp_path / "book.txt"
+    book.write_bytes(b"one two two\n")
+    expected = [(b"two", 2), (b"one", 1)]
+    # Then each is the same input
+    assert list(pymr.run("wordcount", book, local=1, slots=1)) == expected
+    assert list(pymr.run("wordcount", [os.fsencode(book)], local=1, slots=1)) == expected
+    assert list(pymr.run("wordcount", (p for p in [book]), local=1, slots=1)) == expected
+
+
+@pytest.mark.parametrize("paths", [42, ["ok.txt", 3.5], None])
+def test_run_with_something_that_is_not_a_path_is_a_typed_error(paths: object) -> None:
+    with pytest.raises(UsageError) as info:
+        pymr.run("wordcount", paths)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "not a path" in message or "paths must be" in message, message
+    assert "\n" not in message and info.value.exit_code == 2
