@@ -306,9 +306,16 @@ def job_params(args: argparse.Namespace) -> dict[str, str]:
         if not sep or not name.strip():
             raise UsageError(f"-p {item!r}: expected NAME=VALUE (for example "
                              "-p pattern=ERROR)")
-        params[name.strip()] = value
+        name = name.strip()
+        if name in params:  # the last one silently winning hides a typo
+            raise UsageError(f"-p {name} is given twice ({params[name]!r} and {value!r}); "
+                             "give each parameter once")
+        params[name] = value
     if args.tokenizer is not None:
-        params.setdefault("tokenizer", args.tokenizer)
+        if params.get("tokenizer", args.tokenizer) != args.tokenizer:
+            raise UsageError(f"--tokenizer {args.tokenizer} and -p tokenizer="
+                             f"{params['tokenizer']} disagree; give one of them")
+        params["tokenizer"] = args.tokenizer
     return params
 
 

@@ -60,3 +60,35 @@ def test_run_with_something_that_is_not_a_path_is_a_typed_error(paths: object) -
     message = str(info.value)
     assert "not a path" in message or "paths must be" in message, message
     assert "\n" not in message and info.value.exit_code == 2
+
+
+# ------------------------------------------------------------------ -p
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["-p", "pattern=a", "-p", "pattern=b"], "-p pattern is given twice ('a' and 'b')"),
+    (["-p", "pattern=a", "-p", " pattern=a"], "-p pattern is given twice"),
+    (["-p", "pattern"], "-p 'pattern': expected NAME=VALUE"),
+    (["-p", "pattren=a"], "job grep has no parameter 'pattren'"),
+])
+def test_a_repeated_malformed_or_unknown_parameter_is_one_line_and_exit_2(
+        capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path, argv: list[str],
+        named: str) -> None:
+    book = tmp_path / "book.txt"
+    book.write_bytes(b"a b\n")
+    code, out, err = run(capsysbinary, "job", "grep", book, *argv, *SMALL)
+    assert code == 2 and out == b""
+    assert named in helpers.one_error_line(err), err
+
+
+def test_tokenizer_flag_and_parameter_must_agree(capsysbinary: pytest.CaptureFixture[bytes],
+                                                 tmp_path: Path) -> None:
+    book = tmp_path / "book.txt"
+    book.write_bytes(b"A a\n")
+    code, _, err = run(capsysbinary, "job", "wordcount", book, "--tokenizer", "whitespace",
+                       "-p", "tokenizer=words", *SMALL)
+    assert code == 2 and "disagree" in helpers.one_error_line(err)
+    code, out, err = run(capsysbinary, "job", "wordcount", book, "--tokenizer", "whitespace",
+                         "-p", "tokenizer=whitespace", *SMALL, "-q")
+    assert code == 0, err
+    assert out == b"A\t1\na\t1\n"
