@@ -339,7 +339,7 @@ def _cmd_job(args: argparse.Namespace, inputs: list[Any]) -> int:
     elif args.output:
         check_output_path(args.output, args.force)
     _check_embedded_size(args)
-    inputs.extend(resolve_inputs(args.paths, binary_ok=args.binary))
+    inputs.extend(resolve_inputs(args.paths, binary_ok=args.binary, quiet=args.quiet))
     cluster = _launch_embedded(args, sum(f.size for f in inputs))
     try:
         return _run(args, inputs, program, cluster)

@@ -16,7 +16,7 @@ import shutil
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -101,8 +101,13 @@ def _kind_of(path: str) -> str:
     return suffix[1:] if suffix in COMPRESSED else "plain"
 
 
-def _check_file(path: str, explicit: bool, binary_ok: bool) -> InputFile | None:
-    """An InputFile, or None for a file skipped inside a directory (with a warning)."""
+def _warn_skip(path: str, why: str) -> None:
+    log.warning("skipping %s: %s", path, why)
+
+
+def _check_file(path: str, explicit: bool, binary_ok: bool,
+                skip: Callable[[str, str], None] = _warn_skip) -> InputFile | None:
+    """An InputFile, or None for a file skipped inside a directory (``skip`` says why)."""
     try:
         st = os.stat(path)
     except FileNotFoundError as exc:
@@ -118,12 +123,12 @@ def _check_file(path: str, explicit: bool, binary_ok: bool) -> InputFile | None:
         if explicit:
             raise UsageError(f"{path}: is {what}; give a regular file, a directory or a "
                              "pipe (or '-' to read standard input)")
-        log.warning("skipping %s: %s", path, what)
+        skip(path, what)
         return None
     if not os.access(path, os.R_OK):
         if explicit:
             raise UsageError(f"{path}: permission denied")
-        log.warning("skipping %s: permission denied", path)
+        skip(path, "permission denied")
         return None
     kind = _kind_of(path)
     opener: Any = open if kind == "plain" else COMPRESSED["." + kind]
@@ -131,20 +136,31 @@ def _check_file(path: str, explicit: bool, binary_ok: bool) -> InputFile | None:
     if why is not None:
         if explicit:
             raise UsageError(f"{path}: {why[0]}; {why[1]}")
-        log.warning("skipping %s: %s", path, why[0])
+        skip(path, why[0])
         return None
     return InputFile(path=path, display=path, kind=kind, size=st.st_size,
                      mtime_ns=st.st_mtime_ns)
 
 
 def resolve_inputs(paths: list[str], *, binary_ok: bool = False,
-                   spool_dir: str | None = None, stdin: IO[bytes] | None = None
-                   ) -> list[InputFile]:
-    """Check every path and expand directories (sorted; symlinks and hidden entries inside
-    are skipped)."""
+                   spool_dir: str | None = None, stdin: IO[bytes] | None = None,
+                   quiet: bool = False) -> list[InputFile]:
+    """Check every path and expand directories (sorted; hidden entries inside are skipped,
+    links to files are read like the files, links to directories are not followed).
+
+    A file skipped inside a directory (binary, unreadable, not a regular file, a dangling
+    link, a link to a directory) gets a warning naming it; ``quiet``: one warning with
+    the count instead."""
     if not paths:
         raise UsageError("no input given: name one or more files or directories, or '-'")
     out: list[InputFile] = []
+    skipped: list[str] = []
+
+    def skip(path: str, why: str) -> None:
+        skipped.append(path)
+        if not quiet:
+            _warn_skip(path, why)
+
     for path in paths:
         if path == "-":
             out.append(_spool(stdin or sys.stdin.buffer, "<stdin>", spool_dir, binary_ok))
@@ -154,38 +170,63 @@ def resolve_inputs(paths: list[str], *, binary_ok: bool = False,
             out.append(_spool_path(path, spool_dir, binary_ok))
             continue
         if os.path.isdir(path):
-            if not os.access(path, os.R_OK | os.X_OK):
-                raise UsageError(f"{path}: permission denied (cannot list this directory)")
-            found = hidden = 0
-
-            def warn(exc: OSError) -> None:
-                log.warning("skipping %s: %s", exc.filename, exc.strerror)
-
-            for root, dirs, files in os.walk(path, onerror=warn):  # followlinks=False
-                # Hidden entries (.git, .cache, dot files) are not the text a user means
-                # by "this directory"; named explicitly, a hidden file is counted.
-                shown_dirs = sorted(d for d in dirs if not d.startswith("."))
-                shown = sorted(f for f in files if not f.startswith("."))
-                hidden += len(dirs) - len(shown_dirs) + len(files) - len(shown)
-                dirs[:] = shown_dirs
-                for name in shown:
-                    full = os.path.join(root, name)
-                    if os.path.islink(full):
-                        continue
-                    f = _check_file(full, explicit=False, binary_ok=binary_ok)
-                    if f is not None:
-                        out.append(f)
-                        found += 1
-            if hidden:
-                log.warning("%s: skipped %d hidden file(s) or folder(s) (names starting with "
-                            "'.'); name them to count them", path, hidden)
+            found = _walk_directory(path, binary_ok, skip, out, quiet)
             if not found:
                 log.warning("%s: no readable text files in this directory", path)
             continue
         f = _check_file(path, explicit=True, binary_ok=binary_ok)
         if f is not None:
             out.append(f)
+    if quiet and skipped:
+        log.warning("skipped %d file(s) or folder(s) in the input directories (binary, "
+                    "unreadable, broken links, links to folders, not regular files); run "
+                    "without -q to see which", len(skipped))
     return out
+
+
+def _walk_directory(path: str, binary_ok: bool, skip: Callable[[str, str], None],
+                    out: list[InputFile], quiet: bool) -> int:
+    """Append the text files under ``path`` to ``out`` (sorted); returns how many.
+
+    A link to a file is read like the file (as ``grep -R`` and ``cat dir/*`` do), so a
+    file linked twice is read twice. A link to a directory is skipped with a warning:
+    never a loop, never a second path through a tree already read (name it to read it)."""
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise UsageError(f"{path}: permission denied (cannot list this directory)")
+    found = hidden = 0
+
+    def unreadable(exc: OSError) -> None:
+        skip(str(exc.filename), exc.strerror or str(exc))
+
+    for root, dirs, files in os.walk(path, onerror=unreadable):  # followlinks=False
+        # Hidden entries (.git, .cache, dot files) are not the text a user means by "this
+        # directory"; named explicitly, a hidden file is counted.
+        shown_dirs = sorted(d for d in dirs if not d.startswith("."))
+        shown = sorted(f for f in files if not f.startswith("."))
+        hidden += len(dirs) - len(shown_dirs) + len(files) - len(shown)
+        dirs[:] = []
+        for name in shown_dirs:
+            full = os.path.join(root, name)
+            if os.path.islink(full):
+                skip(full, f"a link to a directory ({os.readlink(full)}); name it to read it")
+            else:
+                dirs.append(name)
+        for name in shown:
+            full = os.path.join(root, name)
+            if os.path.islink(full):
+                try:
+                    os.stat(full)
+                except OSError as exc:  # dangling, or a loop of links
+                    skip(full, f"a broken link to {os.readlink(full)} ({exc.strerror})")
+                    continue
+            f = _check_file(full, explicit=False, binary_ok=binary_ok, skip=skip)
+            if f is not None:
+                out.append(f)
+                found += 1
+    if hidden and not quiet:
+        log.warning("%s: skipped %d hidden file(s) or folder(s) (names starting with "
+                    "'.'); name them to count them", path, hidden)
+    return found
 
 
 def _is_pipe(path: str) -> bool:

@@ -251,7 +251,7 @@ def test_binary_file_is_refused_unless_binary(capsysbinary, write_text, tmp_path
 def test_directory_input(capsysbinary, write_text, tmp_path, text_files,
                          caplog: pytest.LogCaptureFixture) -> None:
     # Given a tree with text files, a binary file, an empty file and a symlink to outside
-    outside = write_text("outside.txt", "should not be counted\n")
+    outside = write_text("outside.txt", "linked from the tree\n")
     root = tmp_path / "tree"
     a = write_text("tree/a.txt", "alpha beta\nbeta gamma")
     b = write_text("tree/sub/b.txt", text_files(100 << 10, seed=8).read_bytes())
@@ -260,11 +260,12 @@ def test_directory_input(capsysbinary, write_text, tmp_path, text_files,
     write_text("tree/blob.bin", b"binary\x00data")
     os.symlink(outside, root / "link.txt")
     # When the directory is the input
-    code, out, err = run(capsysbinary, "job", "wordcount", root, *SPREAD, "-q")
-    # Then the text files are counted, each on its own; the binary file and the link are not
+    code, out, err = run(capsysbinary, "job", "wordcount", root, *SPREAD)
+    # Then the text files are counted, each on its own, the linked file as a file; the
+    # binary file is not
     assert code == 0, err
-    assert out == helpers.expected_tsv(helpers.reference_for_files([a, b, c]))
-    assert b"should" not in out and b"binary" not in out
+    assert out == helpers.expected_tsv(helpers.reference_for_files([a, outside, b, c]))
+    assert b"linked" in out and b"binary" not in out
     assert any("blob.bin" in r.getMessage() for r in caplog.records), \
         "a binary file skipped inside a directory is named in a warning"
 

@@ -182,7 +182,8 @@ def test_hidden_entries_of_a_directory_are_skipped_unless_named(
     (root / ".git" / "objects" / "x").write_bytes(b"gitword gitword\n")
     (root / ".notes").write_bytes(b"dotword\n")
     # When the directory is the input, then only the visible text counts, with one warning
-    code, out, _ = run(capsysbinary, "job", "wordcount", root, *SMALL, "-q")
+    # (without -q: with it, no warning for the hidden entries, which follow a rule)
+    code, out, _ = run(capsysbinary, "job", "wordcount", root, *SMALL)
     assert code == 0 and out == b"alpha\t1\nbeta\t1\n"
     warned = [r.getMessage() for r in caplog.records if "hidden" in r.getMessage()]
     assert len(warned) == 1 and "2 hidden" in warned[0], warned
@@ -199,8 +200,9 @@ def test_devices_sockets_and_fifos_inside_a_directory_are_skipped(
     text = root / "a.txt"
     text.write_bytes(b"alpha beta alpha\n")
     os.mkfifo(root / "b.fifo")
-    # When the directory is the input, then only the text file is counted
-    code, out, _ = run(capsysbinary, "job", "wordcount", root, *SMALL, "-q")
+    # When the directory is the input, then only the text file is counted, and each
+    # entry skipped is named (with -q: one line with their count)
+    code, out, _ = run(capsysbinary, "job", "wordcount", root, *SMALL)
     assert code == 0 and out == b"alpha\t2\nbeta\t1\n"
     warned = " ".join(r.getMessage() for r in caplog.records)
     assert "a.sock" in warned and "b.fifo" in warned
@@ -507,7 +509,8 @@ def test_symlinks_named_explicitly_are_followed(capsysbinary, tmp_path: Path) ->
         assert out == b"two\t2\none\t1\n", path
 
 
-def test_symlinks_inside_a_directory_are_not_followed(capsysbinary, tmp_path: Path) -> None:
+def test_links_inside_a_directory_to_files_are_followed_to_folders_not(
+        capsysbinary, tmp_path: Path) -> None:
     # Given a tree with a link to a file, a link to a directory and a link to itself
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -519,8 +522,10 @@ def test_symlinks_inside_a_directory_are_not_followed(capsysbinary, tmp_path: Pa
     os.symlink(outside, tree / "dir-link")
     os.symlink(tree, tree / "loop")
     code, out, err = run(capsysbinary, "job", "wordcount", tree, *SMALL, "-q")
+    # Then the linked file is read like a file (as grep -R does); the folders are not
+    # followed, so neither a loop nor a second path through a tree is read
     assert code == 0, err
-    assert out == b"inside\t1\n"
+    assert out == b"inside\t1\noutside\t1\nwords\t1\n"
 
 
 # ================================================================== inputs that change

@@ -92,3 +92,56 @@ def test_tokenizer_flag_and_parameter_must_agree(capsysbinary: pytest.CaptureFix
                          "-p", "tokenizer=whitespace", *SMALL, "-q")
     assert code == 0, err
     assert out == b"A\t1\na\t1\n"
+
+
+# ------------------------------------------------------------------ -q and links
+
+
+def test_quiet_prints_one_count_of_skipped_files_not_a_line_each(tmp_path: Path) -> None:
+    # Given a directory with one text file, three binary files and a hidden file
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a.txt").write_bytes(b"alpha\n")
+    for n in range(3):
+        (tree / f"blob{n}.bin").write_bytes(b"x\x00y")
+    (tree / ".hidden").write_bytes(b"secret\n")
+    # When the job runs with -q
+    proc = pymr_process("job", "wordcount", tree, *SMALL, "-q")
+    # Then stdout is the answer and stderr one warning with the count, naming no file
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == b"alpha\t1\n"
+    lines = proc.stderr.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert "skipped 3 file(s)" in lines[0] and "without -q" in lines[0], lines
+    # And without -q each skipped file is named
+    proc = pymr_process("job", "wordcount", tree, *SMALL)
+    err = proc.stderr.decode()
+    assert all(f"blob{n}.bin" in err for n in range(3)), err
+
+
+def test_links_inside_a_directory_to_files_are_read_others_are_named(
+        capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Given a tree with a link to a file outside it, a link to a directory, a link to the
+    # tree itself (a loop), a dangling link and a link that points to itself
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "o.txt").write_bytes(b"outside words\n")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "in.txt").write_bytes(b"inside\n")
+    os.symlink(outside / "o.txt", tree / "file-link.txt")
+    os.symlink(outside, tree / "dir-link")
+    os.symlink(tree, tree / "loop")
+    os.symlink(tmp_path / "nowhere.txt", tree / "dangling.txt")
+    os.symlink(tree / "self", tree / "self")
+    # When the tree is the input
+    with caplog.at_level(logging.WARNING):
+        code, out, err = run(capsysbinary, "job", "wordcount", tree, *SMALL)
+    # Then the linked file is read like a file, and each link not followed is named
+    assert code == 0, err
+    assert out == b"inside\t1\noutside\t1\nwords\t1\n"
+    warnings = "\n".join(r.getMessage() for r in caplog.records)
+    for name in ("dir-link", "loop", "dangling.txt", "self"):
+        assert str(tree / name) in warnings, warnings
+    assert "link to a directory" in warnings and "broken link" in warnings
