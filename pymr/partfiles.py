@@ -34,10 +34,23 @@ def is_dir_output(path: str) -> bool:
     return path.endswith(("/", os.sep)) or os.path.isdir(path)
 
 
+def _target(path: str) -> str:
+    """The directory that ``-o PATH/`` replaces: ``PATH`` itself, or, when ``PATH`` is a
+    symlink, the directory it points to (the link stays, and still points to the new
+    parts, as ``cp`` writes through a link; replacing the link by a directory would leave
+    the old parts where the link pointed)."""
+    target = os.path.abspath(path.rstrip("/" + os.sep) or path)
+    return os.path.realpath(target) if os.path.islink(target) else target
+
+
 def check_dir_output(path: str, force: bool) -> None:
     """Fail before the job runs: an existing target without --force, no parent, no
     permission."""
-    target = os.path.abspath(path.rstrip("/" + os.sep) or path)
+    link = path.rstrip("/" + os.sep) or path
+    if os.path.islink(link) and not os.path.isdir(link):
+        raise UsageError(f"{path}: is a link to {os.readlink(link)}, not to a directory; "
+                         "give another name")
+    target = _target(path)
     parent = os.path.dirname(target)
     if not os.path.isdir(parent):
         raise UsageError(f"{path}: the directory {parent} does not exist")
@@ -60,7 +73,7 @@ def part_name(index: int) -> str:
 def atomic_dir(path: str) -> Iterator[str]:
     """A temp directory beside ``path``, renamed over it on success (an existing one is
     replaced only then); removed on any failure or interruption."""
-    target = os.path.abspath(path.rstrip("/" + os.sep) or path)
+    target = _target(path)
     parent = os.path.dirname(target)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.pymr-", dir=parent)
     umask = os.umask(0)

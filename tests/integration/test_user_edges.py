@@ -145,3 +145,46 @@ def test_links_inside_a_directory_to_files_are_read_others_are_named(
     for name in ("dir-link", "loop", "dangling.txt", "self"):
         assert str(tree / name) in warnings, warnings
     assert "link to a directory" in warnings and "broken link" in warnings
+
+
+# ------------------------------------------------------------------ -o LINK --force
+
+
+@pytest.mark.parametrize("slash", ["", "/"])
+def test_force_through_a_link_replaces_the_directory_it_points_to(
+        capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path, slash: str) -> None:
+    # Given a part directory written by a job, and a link to it
+    book = tmp_path / "book.txt"
+    book.write_bytes(b"one\n")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code, _, err = run(capsysbinary, "job", "wordcount", book, *SMALL, "-q",
+                       "-o", f"{out_dir / 'real'}/")
+    assert code == 0, err
+    os.symlink("real", out_dir / "link")
+    book.write_bytes(b"two two\n")
+    # When a job writes through the link with --force
+    code, _, err = run(capsysbinary, "job", "wordcount", book, *SMALL, "-q",
+                       "-o", f"{out_dir / 'link'}{slash}", "--force")
+    # Then the link still points to the directory, which holds the new parts, and nothing
+    # else is left beside them
+    assert code == 0, err
+    assert os.readlink(out_dir / "link") == "real"
+    assert sorted(os.listdir(out_dir)) == ["link", "real"]
+    parts = b"".join((out_dir / "real" / n).read_bytes()
+                     for n in sorted(os.listdir(out_dir / "real")) if n.startswith("part-"))
+    assert parts == b"two\t2\n"
+
+
+def test_a_link_to_a_file_or_to_nothing_is_not_a_part_directory(
+        capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path) -> None:
+    book = tmp_path / "book.txt"
+    book.write_bytes(b"one\n")
+    os.symlink(book, tmp_path / "to-file")
+    os.symlink(tmp_path / "nothing", tmp_path / "to-nothing")
+    for link in ("to-file", "to-nothing"):
+        code, out, err = run(capsysbinary, "job", "wordcount", book, *SMALL,
+                             "-o", f"{tmp_path / link}/", "--force")
+        assert code == 2 and out == b""
+        assert "not to a directory" in helpers.one_error_line(err)
+    assert book.read_bytes() == b"one\n" and not (tmp_path / "nothing").exists()
