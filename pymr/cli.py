@@ -205,6 +205,7 @@ def _main(argv: list[str] | None) -> int:
         sys.set_int_max_str_digits(0)  # a job's huge ints are written out whole
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="pymr: %(levelname)s: %(message)s")
+    _names_as_bytes(sys.stdout)
     try:
         job_help = _job_help_request(argv if argv is not None else sys.argv[1:])
         if job_help is not None:
@@ -230,6 +231,16 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("pymr: error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _names_as_bytes(stream: Any) -> None:
+    """A file name that is not UTF-8 (held as PEP 383 surrogates, e.g. in a line of 'pymr
+    events') is written as its own bytes, as ``ls`` does, instead of failing the print."""
+    if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+        try:
+            stream.reconfigure(errors="surrogateescape")
+        except (ValueError, OSError):  # a stream that cannot change its error handler
+            pass
 
 
 # ---------------------------------------------------------------- job

@@ -8,6 +8,7 @@ embedded cluster); what depends on a real stderr or stdout pipe runs ``python -m
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import subprocess
@@ -188,3 +189,34 @@ def test_a_link_to_a_file_or_to_nothing_is_not_a_part_directory(
         assert code == 2 and out == b""
         assert "not to a directory" in helpers.one_error_line(err)
     assert book.read_bytes() == b"one\n" and not (tmp_path / "nothing").exists()
+
+
+# ------------------------------------------------------------------ names not UTF-8
+
+
+def test_names_that_are_not_utf8_stay_distinct_and_faithful(tmp_path: Path) -> None:
+    # Given two files whose names differ only in bytes that are not UTF-8
+    folder = os.fsencode(tmp_path)
+    names = [folder + b"/a\xff.txt", folder + b"/a\xfe.txt"]
+    for name, text in zip(names, (b"hello world\n", b"hello there\n"), strict=True):
+        with open(name, "wb") as f:
+            f.write(text)
+    # When the inverted index (a map(line, pos) job) runs over the folder
+    result = dict(pymr.run("invert", os.fsdecode(folder), local=1, slots=1))
+    # Then each place names its own file, whose bytes are the name on disk
+    places = {word: [os.fsencode(w.rpartition(":")[0]) for w in where]
+              for word, where in result.items()}
+    assert places == {"hello": sorted(names), "there": [names[1]], "world": [names[0]]}
+
+
+def test_a_name_that_is_not_utf8_prints_as_its_own_bytes() -> None:
+    # Given the CLI's stdout, UTF-8 with strict errors (a line of 'pymr events' may name
+    # such a file, which now travels whole)
+    raw = io.BytesIO()
+    stdout = io.TextIOWrapper(raw, encoding="utf-8", errors="strict")
+    cli._names_as_bytes(stdout)
+    # Then printing the name writes the bytes it has on disk instead of failing
+    name = os.fsdecode(b"a\xff.txt")
+    print(f"map failed at {name}:3", file=stdout)
+    stdout.flush()
+    assert raw.getvalue() == b"map failed at a\xff.txt:3\n"
