@@ -8,6 +8,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import UsageError
+
 MiB = 1 << 20
 
 #: How often a node publishes a heartbeat and the master renews its lease.
@@ -67,6 +69,9 @@ class JobOptions:
     death_timeout_s: float = DEATH_TIMEOUT_S
     memory: int = 0                  # per node, all its executors (0: each node's own)
 
+    def __post_init__(self) -> None:
+        _check_memory(self.memory)
+
 
 @dataclass(frozen=True, slots=True)
 class NodeOptions:
@@ -86,6 +91,19 @@ class NodeOptions:
     retain_memory: int = 256 * MiB   # map outputs an executor keeps in memory, then spills
     memory: int = 0                  # the node's memory budget for jobs (0: default_memory())
 
+    def __post_init__(self) -> None:
+        _check_memory(self.memory)
+
+
+#: The smallest memory budget a job or a node may be given.
+MIN_BUDGET = 1 * MiB
+
+
+def _check_memory(memory: int) -> None:
+    if memory and memory < MIN_BUDGET:
+        raise UsageError(f"--memory {memory} bytes is too small: give at least 1M (or leave "
+                         "it out for each node's default, a quarter of its machine's memory)")
+
 
 #: The default memory budget of a node: this fraction of the machine's memory, shared by
 #: its executors. Each pymr process also needs a fixed overhead beyond its share (the
@@ -93,6 +111,8 @@ class NodeOptions:
 DEFAULT_MEMORY_FRACTION = 0.25
 #: Least default budget: below it every task would spill.
 MIN_MEMORY = 16 * MiB
+#: The smallest share of one executor (a node with many executors and a small budget).
+MIN_SHARE = 256 << 10
 #: What a pymr process needs beyond its share of the budget: the interpreter, pyzmq,
 #: msgpack and pymr loaded (about 35-40 MiB idle), the split being mapped, one chunk being
 #: packed, sockets' buffers. Measured: executors peaked at 60-80 MiB with a 4 MiB share.
@@ -114,7 +134,7 @@ def executor_share(node_memory: int, job_memory: int, executors: int) -> int:
     budget = node_memory or default_memory()
     if job_memory:
         budget = min(budget, job_memory)
-    return max(1, budget // max(1, executors))
+    return max(MIN_SHARE, budget // max(1, executors))
 
 
 def home_from_env(explicit: str | None = None) -> Path:
@@ -130,8 +150,6 @@ def parse_nodes(text: str | list[str], option: str = "--nodes") -> list[str]:
 
     A bare HOST means a node on the default ports (control port ``DEFAULT_CONTROL_PORT``).
     """
-    from .errors import UsageError
-
     items = text.split(",") if isinstance(text, str) else list(text)
     out = []
     for item in (x.strip() for x in items):

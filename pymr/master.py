@@ -64,6 +64,10 @@ JOB_PROGRESS_INTERVAL_S = 0.5
 #: master counts lines to say where a task failed (past it: the line within the split).
 PROGRESS_INPUTS_MAX = 20
 WHERE_SCAN_MAX_BYTES = 64 << 20
+#: Under a memory budget a split is at most an executor's share / this (see _split_size) ...
+SPLIT_MEMORY_RATIO = 32
+#: ... and at least this (smaller splits are all task overhead).
+MIN_BUDGET_SPLIT = 64 << 10
 
 
 class Reporter(Protocol):
@@ -657,10 +661,11 @@ class Master:
 
         lines = self.program.line_mode
         positions = self.program.map_takes_position
+        split_size = self._split_size()
         for index, f in enumerate(self.inputs):
             line = 1  # the number of the next split's first line, for map(line, pos)
             if f.seekable_plain:
-                for s in plan_file_splits(f.path, self.opts.split_size, self.opts.max_token,
+                for s in plan_file_splits(f.path, split_size, self.opts.max_token,
                                           lines=lines):
                     ref = SplitRef(index, s.offset, s.length, first_line=line if positions
                                    else 0)
@@ -669,11 +674,22 @@ class Master:
                     yield ref
             else:
                 for offset, length, data in iter_bytes_splits(
-                        f, self.opts.split_size, self.opts.max_token, lines=lines):
+                        f, split_size, self.opts.max_token, lines=lines):
                     yield SplitRef(index, offset, length, data, line if positions else 0)
                     if positions:
                         line += data.count(b"\n") if isinstance(data, bytes) else \
                             bytes(data).count(b"\n")
+
+    def _split_size(self) -> int:
+        """The job's split size, or smaller under a memory budget: an executor checks its
+        share between splits, so one split's map output must fit in the quarter of the
+        share it may hold (a map output measured up to about 8x its split's bytes)."""
+        size = self.opts.split_size
+        if self.opts.memory:
+            slots = max((x.slots for x in self.links.values()), default=1) or 1
+            size = min(size, max(MIN_BUDGET_SPLIT,
+                                 self.opts.memory // slots // SPLIT_MEMORY_RATIO))
+        return size
 
     def _step(self) -> None:
         """Read input as credit allows, dispatch, back up stragglers, ask for flushes."""

@@ -89,11 +89,12 @@ def _rss(pid: int) -> int:
 def test_node_processes_stay_within_their_share_plus_the_overhead(
         job: str, many_keys: Path, tmp_path: Path) -> None:
     # Given a job on one embedded node of 2 executors, with a 16 MiB budget (8 MiB each)
+    # and the default split size (the master makes the splits fit the budget)
     budget = 16 * MiB
     out = tmp_path / "out.tsv"
     proc = subprocess.Popen(
         [sys.executable, "-m", "pymr", "job", job, str(many_keys), "--memory", "16M",
-         "--split-size", "256K", "--local", "1", "--slots", "2", "-o", str(out), "-q"],
+         "--local", "1", "--slots", "2", "-o", str(out), "-q"],
         env=helpers.subprocess_env(PYMR_HOME=str(tmp_path / "home")),
         stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peaks: dict[int, int] = {}
@@ -200,3 +201,13 @@ def test_an_interrupted_job_leaves_no_part_directory(many_keys: Path, tmp_path: 
     assert code == 130 and len(written) == 2
     assert os.listdir(tmp_path) == []
     shutil.rmtree(target, ignore_errors=True)
+
+
+def test_a_budget_of_a_few_bytes_is_refused_before_anything_starts(many_keys: Path) -> None:
+    from pymr.config import NodeOptions
+    from pymr.errors import UsageError
+
+    for make in (lambda: pymr.run("wordcount", str(many_keys), memory=100),
+                 lambda: NodeOptions(memory=1000)):
+        with pytest.raises(UsageError, match="too small: give at least 1M"):
+            make()
