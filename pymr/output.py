@@ -148,7 +148,7 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
         os.replace(tmp, path)
     except OSError as exc:
         _unlink(tmp)
-        raise JobError(f"cannot write {path}: {exc.strerror or exc}; nothing was written")
+        raise JobError(f"cannot write {path}: {exc.strerror or exc}; nothing was written") from exc
     except BaseException:
         _unlink(tmp)
         raise

@@ -91,7 +91,7 @@ def atomic_dir(path: str) -> Iterator[str]:
             shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise JobError(f"cannot write {path}: {exc.strerror or exc}; nothing was written")
+        raise JobError(f"cannot write {path}: {exc.strerror or exc}; nothing was written") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
