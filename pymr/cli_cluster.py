@@ -224,40 +224,9 @@ def cmd_key_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def key_from_token(token: str) -> ClusterKey:
-    """``ClusterKey.from_token``, also for keys whose z85 text contains ':'.
-
-    security.from_token splits the token at the first ':', which z85 also uses (about
-    a third of public keys contain one); keys are 40 characters, so split there instead.
-    """
-    import base64
-    import binascii
-
-    from .errors import ConfigError
-    from .security import TOKEN_PREFIX
-
-    try:
-        return ClusterKey.from_token(token)
-    except ConfigError as exc:
-        first = exc
-    token = token.strip()
-    try:
-        raw = base64.urlsafe_b64decode(token[len(TOKEN_PREFIX):].encode("ascii"))
-    except (binascii.Error, ValueError):
-        raise first from None
-    if not token.startswith(TOKEN_PREFIX) or len(raw) != 81 or raw[40:41] != b":":
-        raise first
-    key = ClusterKey(raw[:40], raw[41:])
-    try:
-        key.check()
-    except Exception:
-        raise first from None
-    return key
-
-
 def cmd_key_import(args: argparse.Namespace) -> int:
     token = sys.stdin.readline() if args.token == "-" else args.token
-    key = key_from_token(token)
+    key = ClusterKey.from_token(token)
     state = _state(args)
     if state.has_key():
         old = state.load_key()

@@ -405,7 +405,7 @@ class Executor:
         spec = job.spec
         parts = split_by_partition(records, spec.num_partitions)
         job.flushes += 1
-        output_id = f"{self.node_id}.{self.index}.{os.getpid()}.{job.flushes}"
+        output_id = p.make_output_id(self.node_id, self.index, os.getpid(), job.flushes)
         manifest: dict[int, list[int]] = {}
         retained: dict[int, list[bytes]] = {}
         for part, (keys, values) in enumerate(parts):

@@ -449,10 +449,7 @@ class NodeDaemon:
         elif isinstance(msg, p.JobUpdate):
             self._job_update(job, msg)
         elif isinstance(msg, p.ResendChunks):
-            try:
-                index = int(msg.output_id.split(".")[-3])
-            except (ValueError, IndexError):
-                index = -1
+            index = p.output_executor(msg.output_id)
             if 0 <= index < len(self.executors):
                 self._to_executor(index, p.encode(msg))
             else:

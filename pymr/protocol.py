@@ -38,9 +38,6 @@ class Message:
 
     TYPE: ClassVar[str] = ""
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-
     def to_fields(self) -> dict[str, Any]:
         # Field names cached per class: dataclasses.fields() rebuilds its tuple on every
         # call, and the master encodes thousands of messages per second.
@@ -985,6 +982,20 @@ def pack_records(records: Any) -> bytes:
     """Bulk records (a dict key -> value, or a list of [key, value]) for a payload frame.
     Raises ``TypeError`` naming the type of a value that cannot travel."""
     return _packb(records)
+
+
+def make_output_id(node_id: str, executor: int, pid: int, flush: int) -> str:
+    """The id of one map output: unique per node, executor process and flush."""
+    return f"{node_id}.{executor}.{pid}.{flush}"
+
+
+def output_executor(output_id: str) -> int:
+    """The executor index inside an output id (``make_output_id``); -1 if it has none."""
+    parts = output_id.split(".")
+    try:
+        return int(parts[-3]) if len(parts) >= 4 else -1
+    except ValueError:
+        return -1
 
 
 def pack_chunk(keys: list[Any], values: list[Any]) -> bytes:

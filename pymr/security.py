@@ -155,10 +155,6 @@ class Authenticator:
         """Refuse this key without a warning: it is our own start-up check."""
         self._check.self_test_key = public
 
-    @property
-    def refused(self) -> int:
-        return self._check.refused
-
     def stop(self) -> None:
         if self._auth.is_alive():
             self._auth.stop()

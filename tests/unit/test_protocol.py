@@ -593,3 +593,9 @@ def test_depth_limit_is_exact(shape: str) -> None:
     p._check_depth({"k": nest(p.MAX_DEPTH)})
     with pytest.raises(p.ProtocolError, match="deep"):
         p._check_depth({"k": nest(p.MAX_DEPTH + 1)})
+
+
+def test_an_output_id_names_its_executor() -> None:
+    oid = p.make_output_id("node.with.dots", 3, 4242, 7)
+    assert p.output_executor(oid) == 3
+    assert p.output_executor("forged") == -1 and p.output_executor("a.b.c.d") == -1
