@@ -64,6 +64,10 @@ JOB_PROGRESS_INTERVAL_S = 0.5
 #: master counts lines to say where a task failed (past it: the line within the split).
 PROGRESS_INPUTS_MAX = 20
 WHERE_SCAN_MAX_BYTES = 64 << 20
+#: An input is cut into at least this many splits per slot ...
+SPLITS_PER_SLOT = 16
+#: ... unless they would be smaller than this.
+MIN_AUTO_SPLIT = 1 << 20
 #: Under a memory budget a split is at most an executor's share / this (see _split_size) ...
 SPLIT_MEMORY_RATIO = 32
 #: ... and at least this (smaller splits are all task overhead).
@@ -681,14 +685,19 @@ class Master:
                             bytes(data).count(b"\n")
 
     def _split_size(self) -> int:
-        """The job's split size, or smaller under a memory budget: an executor checks its
-        share between splits, so one split's map output must fit in the quarter of the
-        share it may hold (a map output measured up to about 8x its split's bytes)."""
+        """The job's split size, or smaller: an input that would give each slot only a few
+        splits is cut into ``SPLITS_PER_SLOT`` per slot (not below ``MIN_AUTO_SPLIT``), so
+        that the slots finish the map phase together; and under a memory budget, an
+        executor checks its share between splits, so one split's map output must fit in
+        the quarter of the share it may hold (measured up to about 8x the split's bytes)."""
         size = self.opts.split_size
+        slots = sum(max(1, x.slots) for x in self.links.values()) or 1
+        total = sum(f.size for f in self.inputs)
+        size = min(size, max(MIN_AUTO_SPLIT, -(-total // (slots * SPLITS_PER_SLOT))))
         if self.opts.memory:
-            slots = max((x.slots for x in self.links.values()), default=1) or 1
+            node_slots = max((x.slots for x in self.links.values()), default=1) or 1
             size = min(size, max(MIN_BUDGET_SPLIT,
-                                 self.opts.memory // slots // SPLIT_MEMORY_RATIO))
+                                 self.opts.memory // node_slots // SPLIT_MEMORY_RATIO))
         return size
 
     def _step(self) -> None:

@@ -684,3 +684,20 @@ def test_ctrl_c_cancels_the_job_on_persistent_nodes_and_frees_their_slots(
             member.close()
     finally:
         ctx.destroy(linger=0)
+
+
+def test_a_small_input_is_cut_so_that_every_slot_gets_splits(tmp_path: Path) -> None:
+    import pymr
+
+    # Given 4 MiB of text: one 16 MiB split would leave one of two slots idle
+    path = tmp_path / "four.txt"
+    line = b"alpha beta gamma delta\n"
+    path.write_bytes(line * ((4 << 20) // len(line)))
+    # When it runs with the default split size, and under a 16 MiB budget
+    free = pymr.run("wordcount", str(path), local=1, slots=2)
+    tight = pymr.run("wordcount", str(path), local=1, slots=2, memory=16 << 20)
+    # Then it is cut into 1 MiB splits (the smallest automatic split), and under the
+    # budget into splits of a 32nd of an executor's share (8 MiB / 32 = 256 KiB); a split
+    # ends at the first separator after its size, so the last one may be a sliver
+    assert free.summary.tasks in (4, 5) and tight.summary.tasks in (16, 17)
+    assert list(free) == list(tight) and dict(free)[b"alpha"] == (4 << 20) // len(line)
