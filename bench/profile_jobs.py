@@ -14,6 +14,9 @@ numbers counted as the master counts them), for each job:
      kept (the job's own cost);
    * ``MapSide``: ``pymr.mapside.MapSide`` (one per executor: the splits dealt to two
      sides, as two executors get them) ``add_split`` + ``finish``, decode included;
+   * ``single-process loop``: the single-process baseline's own loop
+     (``job_baselines.Mapper``: map into one dict), decode included, and what MapSide
+     costs beyond it;
    * ``pack`` / ``unpack``: ``pymr.protocol.pack_chunk`` / ``unpack_chunk`` of the two
      map outputs (one partition here; the engine packs one chunk list per partition);
    * ``ReduceSide``: ``add_chunk`` of both unpacked chunks + ``finish`` (reduce, sort);
@@ -44,6 +47,7 @@ if importlib.util.find_spec("pymr") is None:   # not installed nor on PYTHONPATH
     sys.path.insert(0, str(ROOT))
 
 import gen_text  # noqa: E402
+from job_baselines import Mapper, lines_of  # noqa: E402
 from run_core import _csv, ensure_input  # noqa: E402
 
 from pymr import api  # noqa: E402
@@ -104,6 +108,15 @@ def bare_map(program: JobProgram, splits: list[tuple[bytes, int]], name: str
     return lines_n, pairs
 
 
+def single_loop(program: JobProgram, splits: list[tuple[bytes, int]], name: str) -> int:
+    """The single-process baseline's map loop (``job_baselines.Mapper``: the job's map into
+    one dict), decode included: what the engine's map side is compared with."""
+    mapper = Mapper(program, name)
+    for data, first in splits:
+        mapper.add_lines(lines_of(data), first)
+    return len(mapper.data)
+
+
 def map_side(program: JobProgram, splits: list[tuple[bytes, int]], name: str
              ) -> list[dict[Any, Any]]:
     sides = [MapSide(program), MapSide(program)]
@@ -140,6 +153,7 @@ def run_job(job: str, path: Path, repeat: int, top: int) -> None:
     t_decode, _ = best(lambda: [split_lines(d) for d, _ in splits], repeat)
     t_bare, (lines_n, pairs) = best(lambda: bare_map(program, splits, name), repeat)
     t_map, outputs = best(lambda: map_side(program, splits, name), repeat)
+    t_single, _ = best(lambda: single_loop(program, splits, name), repeat)
     t_pack, packed = best(lambda: [pack_chunk(list(o), list(o.values())) for o in outputs],
                           repeat)
     t_unpack, _ = best(lambda: [unpack_chunk(b) for b in packed], repeat)
@@ -158,8 +172,10 @@ def run_job(job: str, path: Path, repeat: int, top: int) -> None:
     for step, t in (("decode + split lines", t_decode),
                      ("bare map (the job's map, pairs iterated)", t_bare - t_decode),
                      ("MapSide (decode + map + group), 2 sides", t_map),
-                     ("  of which engine (MapSide - decode - bare map)",
+                     ("  of which grouping (MapSide - decode - bare map)",
                       t_map - t_bare),
+                     ("single-process loop (decode + map + dict; the baseline's)", t_single),
+                     ("  MapSide beyond it", t_map - t_single),
                      ("pack_chunk", t_pack), ("unpack_chunk", t_unpack),
                      ("ReduceSide add_chunk + finish", t_red_only),
                      ("write_tsv (to memory)", t_write)):
