@@ -284,6 +284,8 @@ class Executor:
                 job.mapside = MapSide(job.program)
             job.mapside.add_split(data, file=task.file, first_line=task.first_line,
                                   check=lambda: self._cancel_arrived(job, task))
+            full = job.mapside.size() >= job.spec.flush_key_limit or (
+                job.spec.memory and job.mapside.approx_bytes() >= job.spec.memory // 4)
         except Cancelled:
             self._discard_batch(job, task)
             return
@@ -301,8 +303,7 @@ class Executor:
         self._send(p.TaskExecuted(job_id=job.spec.job_id, node_id=self.node_id,
                                   task_id=task.task_id, attempt=task.attempt,
                                   nbytes=len(data)))
-        if task.alone or job.mapside.size() >= job.spec.flush_key_limit or (
-                job.spec.memory and job.mapside.approx_bytes() >= job.spec.memory // 4):
+        if task.alone or full:
             self.safe_flush(job)
 
     def _task_failed(self, job: ExecutorJob, task_id: int, attempt: int, exc_type: str,
@@ -381,7 +382,8 @@ class Executor:
         except MapFailed as exc:  # the job's combine raised: the batch's first task carries it
             if not tasks:
                 return
-            detail = f"{exc.message} (combining key {exc.key})" if exc.key else exc.message
+            detail = exc.message if not exc.key or exc.key in exc.message else \
+                f"{exc.message} (combining key {exc.key})"
             self._task_failed(job, tasks[0][0], tasks[0][1], exc.exc_type, detail,
                               exc.full_tb or traceback.format_exc(),
                               user_traceback=exc.user_tb, stage=exc.stage,

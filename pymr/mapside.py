@@ -116,6 +116,11 @@ class MapSide:
         if program.chunk_mapper is not None:
             enter(program, self.counters)
             self.chunk = self._call("map", program.chunk_mapper, dict(program.params))
+            missing = [m for m in ("add", "finish") if not callable(getattr(self.chunk, m, None))]
+            if missing:
+                raise MapFailed("map", "TypeError", "chunk_mapper(params) must return an object "
+                                f"with add(data) and finish(); {short_repr(self.chunk)} has no "
+                                f"{' or '.join(missing)}()", fatal=True)
 
     # ---------------------------------------------------------------- feeding
     def add_split(self, data: Any, *, file: str = "", first_line: int = 0,
@@ -144,7 +149,13 @@ class MapSide:
         too when they are kept as lists)."""
         if self.chunk is not None:
             size = getattr(self.chunk, "size", None)
-            return int(size()) if size is not None else 0
+            if size is None:
+                return 0
+            n = self._call("map", size)
+            if type(n) is not int:
+                raise MapFailed("map", "TypeError", "the chunk mapper's size() must return "
+                                f"an int, not {type(n).__name__}", fatal=True)
+            return n
         return len(self.groups) if self.sum_combine else self.values_held
 
     def approx_bytes(self) -> int:
@@ -413,14 +424,15 @@ class MapSide:
             found = first_untravelable(records.keys())
             if found is None:
                 return
-            obj = found[0]
-            key = obj
+            key = found[0]
+            what = f"a key of type {found[1].__name__}"
         else:
             obj = found[0]
             key = next(k for k, v in records.items() if v is obj)
-        raise MapFailed(stage, "TypeError", f"a value of type {found[1].__name__} for key "
-                        f"{short_repr(key)} cannot travel (use str, bytes, int, float, bool, "
-                        "None, or tuples / lists of them)", key=short_repr(key), fatal=True)
+            what = f"a value of type {found[1].__name__} for key"
+        raise MapFailed(stage, "TypeError", f"{what} {short_repr(key)} cannot travel (use str, "
+                        "bytes, int, float, bool, None, or tuples / lists of them)",
+                        key=short_repr(key), fatal=True)
 
     def _call(self, stage: str, fn: Callable[..., Any], *args: Any) -> Any:
         try:

@@ -190,3 +190,40 @@ def test_position_jobs_see_file_and_line(tmp_path: Path) -> None:
     side.add_split(b"x\ny\n", file="f.txt", first_line=10)
     records, _ = side.finish()
     assert records == {("f.txt", 10): ["x"], ("f.txt", 11): ["y"]}
+
+
+_CHUNK_JOB = ("class C:\n    def __init__(self):\n        self.d = {}\n"
+              "    def add(self, data):\n        for w in bytes(data).split():\n"
+              "            self.d[w] = self.d.get(w, 0) + 1\nEXTRA"
+              "def chunk_mapper(params):\n    return MADE\n\n"
+              "def reduce(k, vs):\n    return sum(vs)\n\ncombine = reduce\n")
+
+
+def _chunk_job(extra: str, made: str) -> str:
+    return _CHUNK_JOB.replace("EXTRA", extra).replace("MADE", made)
+
+
+def test_a_chunk_mapper_that_is_not_one_fails_at_once_naming_what_is_missing() -> None:
+    prog = program(_chunk_job("", "None"), name="cm")
+    with pytest.raises(MapFailed) as info:
+        MapSide(prog)
+    assert info.value.fatal and "None has no add or finish()" in info.value.message
+
+
+def test_a_chunk_mappers_size_that_raises_is_the_jobs_error() -> None:
+    extra = ("    def size(self):\n        raise RuntimeError('size broke')\n"
+             "    def finish(self):\n        return self.d\n")
+    side = MapSide(program(_chunk_job(extra, "C()"), name="cm"))
+    side.add_split(b"a b a\n")
+    with pytest.raises(MapFailed) as info:
+        side.size()
+    assert info.value.exc_type == "RuntimeError" and 'cm.py", line' in info.value.user_tb
+
+
+def test_a_key_that_cannot_travel_is_called_a_key() -> None:
+    extra = "    def finish(self):\n        return {object(): 1}\n"
+    side = MapSide(program(_chunk_job(extra, "C()"), name="cm"))
+    side.add_split(b"a\n")
+    with pytest.raises(MapFailed) as info:
+        side.finish()
+    assert info.value.message.startswith("a key of type object")
