@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import signal
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -427,6 +428,7 @@ def _run(args: argparse.Namespace, inputs: list[Any], program: Any,
             yield rec
 
     def consume(records: Any, summary: JobSummary) -> None:
+        reader.disarm()  # from here a reader that leaves is a BrokenPipeError, below
         progress.stop()
         if args.output and is_dir_output(args.output):
             meta = {"job": program.spec.name, "order": program.order,
@@ -449,8 +451,7 @@ def _run(args: argparse.Namespace, inputs: list[Any], program: Any,
                 out.flush()
             except BrokenPipeError:
                 # `pymr job ... | head`: the reader has all it wants.
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, sys.stdout.fileno())
+                _discard_stdout()
 
     started = progress.discovery_started = time.monotonic()
     endpoints, key = None, None
@@ -466,6 +467,7 @@ def _run(args: argparse.Namespace, inputs: list[Any], program: Any,
 
         watch = start_job_watch(args, key)
     dashboard = None
+    reader = _ReaderWatch(enabled=not args.output and not stdout_tty)
     try:
         if args.dashboard:
             cluster, dashboard = _job_dashboard(args, program, endpoints, key, cluster)
@@ -475,8 +477,13 @@ def _run(args: argparse.Namespace, inputs: list[Any], program: Any,
                           shared_fs=args.shared_fs, cluster=cluster)
     except KeyboardInterrupt:
         progress.stop()
+        if reader.gone:  # the job was cancelled on every node because nobody reads it
+            log.debug("the reader of standard output went away: the job was cancelled")
+            _discard_stdout()
+            return EXIT_OK
         raise Interrupted("interrupted: the job was cancelled on every node") from None
     finally:
+        reader.close()
         progress.stop()
         if watch is not None:
             watch.close()
@@ -519,6 +526,68 @@ def _job_dashboard(args: argparse.Namespace, program: Any, endpoints: list[str] 
 
 def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
+
+
+def _discard_stdout() -> None:
+    """The reader of stdout is gone: what is left to write (and the final flush) goes to
+    /dev/null, so the exit is the quiet 0 of ``pymr job ... | head``."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+class _ReaderWatch:
+    """``pymr job ... | head``, or a reader that quits before the answer is ready: when
+    stdout is a pipe, a thread waits (``poll``, no busy loop) for its read end to close
+    while the job runs, and then cancels the job as Ctrl-C does, so every node stops at
+    once instead of mapping, reducing and fetching for nobody. Once the answer is being
+    written (``disarm``), a closed pipe is a ``BrokenPipeError`` of the write instead."""
+
+    def __init__(self, enabled: bool) -> None:
+        import threading
+
+        self.gone = False
+        self._armed = True
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if not enabled:
+            return
+        try:
+            fd = sys.stdout.fileno()
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                return
+        except (OSError, ValueError, AttributeError):  # not a real file (a test's capture)
+            return
+        self._thread = threading.Thread(target=self._watch, args=(fd,), daemon=True,
+                                        name="pymr-stdout-reader")
+        self._thread.start()
+
+    def _watch(self, fd: int) -> None:
+        import _thread
+        import select
+
+        poller = select.poll()
+        poller.register(fd, select.POLLERR)  # a pipe's write end: POLLERR once unread
+        while not self._stop.is_set():
+            events = poller.poll(250)
+            if not events:
+                continue
+            with self._lock:
+                if self._armed and events[0][1] & (select.POLLERR | select.POLLHUP):
+                    self.gone = True
+                    _thread.interrupt_main()  # a KeyboardInterrupt: the job is cancelled
+            return
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._armed = False
+
+    def close(self) -> None:
+        self.disarm()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 def _first(records: Iterator[tuple[Any, Any]], n: int) -> Iterator[tuple[Any, Any]]:
@@ -593,8 +662,7 @@ def cmd_cat(args: argparse.Namespace) -> int:
         cat_parts(args.directory, out)
         out.flush()
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _discard_stdout()
     except OSError as exc:
         raise UsageError(f"{args.directory}: {exc.strerror or exc}") from None
     return EXIT_OK

@@ -220,3 +220,45 @@ def test_a_name_that_is_not_utf8_prints_as_its_own_bytes() -> None:
     print(f"map failed at {name}:3", file=stdout)
     stdout.flush()
     assert raw.getvalue() == b"map failed at a\xff.txt:3\n"
+
+
+# ------------------------------------------------------------------ a reader that leaves
+
+
+SLOW_JOB = """\
+import time
+
+def map(line):
+    time.sleep(0.05)
+    yield line, 1
+
+def reduce(key, values):
+    return sum(values)
+"""
+
+
+def test_a_reader_that_leaves_before_the_answer_cancels_the_job(tmp_path: Path) -> None:
+    # Given a job that maps for about 40 s, writing to a pipe
+    job = tmp_path / "slow.py"
+    job.write_text(SLOW_JOB)
+    lines = tmp_path / "lines.txt"
+    lines.write_bytes(b"".join(b"%d\n" % i for i in range(800)))
+    proc = subprocess.Popen([sys.executable, "-m", "pymr", "job", str(job), str(lines), *SMALL],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=helpers.subprocess_env())
+    try:
+        time.sleep(1.5)
+        # When the reader goes away before any record is written (`| head` of a reader
+        # that quit, a pager closed early)
+        proc.stdout.close()  # type: ignore[union-attr]
+        closed = time.monotonic()
+        _, err = proc.communicate(timeout=120)
+        took = time.monotonic() - closed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    # Then the job is cancelled at once, and pymr exits 0 quietly, as `| head` expects
+    assert proc.returncode == 0, err.decode(errors="replace")
+    assert took < 20, f"pymr went on for {took:.1f} s after its reader left"
+    assert b"Traceback" not in err and b"error" not in err, err
