@@ -177,6 +177,18 @@ def same_nans(keys: list[Any]) -> list[Any]:
     return [NAN if type(k) is float and k != k else k for k in keys]
 
 
+def nan_inside(key: Any) -> Any:
+    """A tuple or list key with every NaN inside it (at any depth) replaced by ``NAN``, so
+    that equal keys holding a NaN are one dict key; the key itself when it holds none."""
+    t = type(key)
+    if t is not tuple and t is not ListKey:
+        return NAN if t is float and key != key else key
+    items = [nan_inside(x) for x in key]
+    if all(a is b for a, b in zip(items, key, strict=True)):
+        return key
+    return ListKey(items) if t is ListKey else tuple(items)
+
+
 def partition_of(key: Any, num_partitions: int) -> int:
     """The reduce partition of a key: stable across processes, machines and runs."""
     return zlib.crc32(canonical(key)) % num_partitions

@@ -32,11 +32,12 @@ from .jobs.program import JobProgram, enter, user_traceback
 from .keys import (
     CONTAINERS,
     DICT_ENTRY_BYTES,
-    NAN,
     SCALARS,
+    ListKey,
     as_emitted,
     first_untravelable,
     freeze_key,
+    nan_inside,
     same_nans,
     short_repr,
     untravelable,
@@ -280,7 +281,7 @@ class MapSide:
                 self._fail_on(batch, start, file, first_line, _has_bad_item(0, found[1]),
                               f"a key of type {found[1].__name__} cannot travel (use str, "
                               "bytes, int, float, bool, None, or tuples / lists of them)")
-        if float in types:
+        if float in types or not _HOLDERS.isdisjoint(types):
             self._group_nans(fresh)
         step = max(1, new // 8)
         sample = fresh[::step]
@@ -293,15 +294,18 @@ class MapSide:
                     sum(map(getsizeof, values)) / len(values) + 8)
 
     def _group_nans(self, fresh: list[Any]) -> None:
-        """NaN != NaN: every NaN key the fast loops added joins the one ``NAN`` key."""
+        """NaN != NaN: every key the batch added that is or holds a NaN joins the key with
+        the one ``NAN`` in its place (``keys.nan_inside``)."""
         groups = self.groups
         for k in fresh:
-            if type(k) is float and k != k and k is not NAN:
-                held = groups.pop(k)
-                if self.sum_combine:
-                    groups[NAN] = groups.get(NAN, 0) + held
-                else:
-                    groups.setdefault(NAN, []).extend(held)
+            same = nan_inside(k)
+            if same is k or k not in groups:
+                continue
+            held = groups.pop(k)
+            if self.sum_combine:
+                groups[same] = groups.get(same, 0) + held
+            else:
+                groups.setdefault(same, []).extend(held)
 
     def _call_map(self, line: str, index: int, file: str, first_line: int) -> Any:
         fmap = self.program.map
@@ -446,6 +450,7 @@ class MapSide:
 
 
 _INT_ONLY = frozenset([int])
+_HOLDERS = frozenset([tuple, ListKey])
 
 
 def _not_a_pair(item: Any) -> bool:

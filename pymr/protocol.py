@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import msgpack
 
 from .errors import ProtocolError
-from .keys import ListKey
+from .keys import NAN, ListKey
 
 PROTOCOL_VERSION = 3
 
@@ -971,6 +971,8 @@ def _unpack_ext(code: int, data: bytes) -> Any:
         return int.from_bytes(data, "big", signed=True)
     items = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True,
                             ext_hook=_unpack_ext, unicode_errors=_RECORD_TEXT_ERRORS)
+    if float in set(map(type, items)):  # NaN != NaN: the one NAN, so equal keys meet
+        items = [NAN if type(x) is float and x != x else x for x in items]
     if code == _EXT_TUPLE:
         return tuple(items)
     if code == _EXT_LIST_KEY:

@@ -227,3 +227,12 @@ def test_a_key_that_cannot_travel_is_called_a_key() -> None:
     with pytest.raises(MapFailed) as info:
         side.finish()
     assert info.value.message.startswith("a key of type object")
+
+
+def test_keys_holding_a_nan_are_one_key_across_lines_splits_and_reducers() -> None:
+    source = ("def map(line):\n    yield (line[0], float('nan')), 1\n"
+              "    yield [float('nan'), (float('nan'),)], 1\n\n"
+              "def reduce(key, values):\n    return sum(values)\n")
+    out = run_sides(source, [b"a\na\nb\n", b"a\n"], partitions=2)
+    got = sorted((repr(k), v) for k, v in out)
+    assert got == [("('a', nan)", 3), ("('b', nan)", 1), ("[nan, (nan,)]", 4)]
