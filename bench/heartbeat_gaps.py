@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 import gen_text  # noqa: E402
 import run_core  # noqa: E402
+from _public import scrub  # noqa: E402  (local folders out of committed results)
 
 from pymr import protocol as p  # noqa: E402
 from pymr.cluster import LocalCluster  # noqa: E402
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", f"Longest gap of a live node: {worst:.3f} s; the death timeout "
               f"{args.death_timeout:g} s leaves {args.death_timeout / max(worst, 1e-9):.1f}x "
               f"margin; false deaths: {len(false_deaths)}.", ""]
-    args.out.write_text("\n".join(lines))
+    args.out.write_text(scrub("\n".join(lines)))
     print("\n".join(lines))
     return 1 if false_deaths or any(r["error"] for r in rows) else 0
 

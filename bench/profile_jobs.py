@@ -47,6 +47,7 @@ if importlib.util.find_spec("pymr") is None:   # not installed nor on PYTHONPATH
     sys.path.insert(0, str(ROOT))
 
 import gen_text  # noqa: E402
+from _public import scrub  # noqa: E402  (its output is pasted into committed pages)
 from job_baselines import Mapper, lines_of  # noqa: E402
 from run_core import _csv, ensure_input  # noqa: E402
 
@@ -143,7 +144,7 @@ def profile(fn: Any, top: int) -> str:
     stats.sort_stats("tottime").print_stats(top)
     text = buf.getvalue()
     start = text.find("   ncalls")
-    return text[start:] if start >= 0 else text
+    return scrub(text[start:] if start >= 0 else text)
 
 
 def run_job(job: str, path: Path, repeat: int, top: int) -> None:

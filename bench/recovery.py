@@ -48,6 +48,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 import gen_text  # noqa: E402  (bench/ is not a package on sys.path when run as a script)
+from _public import scrub  # noqa: E402  (local folders out of committed results)
 
 from pymr.cluster import LocalCluster  # noqa: E402
 from pymr.config import DEATH_TIMEOUT_S  # noqa: E402
@@ -194,8 +195,8 @@ def source_state() -> str:
         dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "pymr"],
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return f"{ROOT} (not a git checkout)"
-    return f"{ROOT} at {commit or '?'}" + (" with local changes in pymr/" if dirty else "")
+        return "not a git checkout"
+    return f"commit {commit or '?'}" + (" with local changes in pymr/" if dirty else "")
 
 
 def markdown(runs: list[Run], args: argparse.Namespace, share: float, method: str,
@@ -339,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                          if run.detection_s is not None else ""), flush=True)
     text = markdown(runs, args, share, method, time.monotonic() - started)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    args.out.write_text(scrub(text))
     print(text)
     return 0 if all(r.ok for r in runs) else 1
 

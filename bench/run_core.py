@@ -51,6 +51,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import gen_text  # noqa: E402  (bench/ is not a package on sys.path when run as a script)
+from _public import scrub  # noqa: E402  (local folders out of committed results)
 from proctree import run_measured  # noqa: E402
 
 ENGINES = ("pymr", "plain", "pool")
@@ -437,9 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     results.parent.mkdir(parents=True, exist_ok=True)
     json_path = results.with_name(results.name + ".json")
     md_path = results.with_name(results.name + ".md")
-    json_path.write_text(json.dumps({"meta": meta, "summary": rows,
-                                     "runs": [asdict(r) for r in runs]}, indent=2) + "\n")
-    md_path.write_text(table)
+    json_path.write_text(json.dumps(scrub({"meta": meta, "summary": rows,
+                                           "runs": [asdict(r) for r in runs]}), indent=2) + "\n")
+    md_path.write_text(scrub(table))
     print(f"wrote {json_path} and {md_path}")
     if not args.keep_outputs and not failed:
         for path in references.values():

@@ -48,6 +48,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import gen_text  # noqa: E402
+from _public import scrub  # noqa: E402  (local folders out of committed results)
 from proctree import run_measured  # noqa: E402
 from run_core import (  # noqa: E402
     TOKENIZERS,
@@ -195,7 +196,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         f"Job-API benchmark, {meta['date']}: {meta['rounds']} interleaved round(s), "
         f"{meta['cpu_count']} CPUs ({meta['cpu_model']}), Python {meta['python']}, pymr "
-        f"{meta.get('tree_head') or '?'} ({meta['tree']}), load average before/after "
+        f"{meta.get('tree_head') or meta.get('tree') or '?'}, load average before/after "
         f"{meta['loadavg_before']} / {meta['loadavg_after']}.",
         "Wall: median (min-max) over rounds; MB/s = 10^6 input bytes/s at the median; CPU: "
         "median user+sys seconds of the whole process tree; RSS: peak over rounds, MiB, "
@@ -352,10 +353,14 @@ def main(argv: list[str] | None = None) -> int:
     for engine in ("single", "pool"):
         env_by_engine[engine] = env_by_engine["pymr"]
     prev_head = None
+    tree_head = _head(tree)
+    # Results name a worktree by its commit, never by its folder.
+    trees = {} if tree == ROOT.resolve() else {str(tree): tree_head or "<tree>"}
     if args.prev_tree is not None:
         prev = args.prev_tree.resolve()
         env_by_engine["pymr-prev"] = dict(env, PYTHONPATH=_pythonpath(prev))
         prev_head = _head(prev)
+        trees[str(prev)] = prev_head or "<prev-tree>"
 
     meta: dict[str, Any] = {
         "date": _dt.datetime.now().isoformat(timespec="seconds"), "rounds": rounds,
@@ -363,8 +368,9 @@ def main(argv: list[str] | None = None) -> int:
         "wordcount_sizes": wc_sizes if "wordcount" in jobs else [],
         "tokenizers": args.tokenizers, "seed": args.seed,
         "generator_version": gen_text.GENERATOR_VERSION, "processes": args.processes,
-        "tree": str(tree), "tree_head": _head(tree),
-        "prev_tree": str(args.prev_tree) if args.prev_tree else None, "prev_head": prev_head,
+        "tree": scrub(str(tree), trees), "tree_head": tree_head,
+        "prev_tree": scrub(str(prev), trees) if args.prev_tree else None,
+        "prev_head": prev_head,
         "loadavg_before": _loadavg(), **machine_info(),
     }
     runs: list[JobRun] = []
@@ -441,9 +447,10 @@ def main(argv: list[str] | None = None) -> int:
     results.parent.mkdir(parents=True, exist_ok=True)
     json_path = results.with_name(results.name + ".json")
     md_path = results.with_name(results.name + ".md")
-    json_path.write_text(json.dumps({"meta": meta, "summary": rows,
-                                     "runs": [asdict(r) for r in runs]}, indent=2) + "\n")
-    md_path.write_text(table)
+    json_path.write_text(json.dumps(scrub({"meta": meta, "summary": rows,
+                                           "runs": [asdict(r) for r in runs]}, trees),
+                                    indent=2) + "\n")
+    md_path.write_text(scrub(table, trees))
     print(f"wrote {json_path} and {md_path}")
     if failed:
         print("run_jobs: some runs failed or gave a different answer (see above)",

@@ -39,7 +39,10 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
+
+from _public import scrub  # noqa: E402  (local folders out of committed results)
 
 from pymr.config import PROCESS_OVERHEAD  # noqa: E402
 
@@ -209,8 +212,8 @@ def main() -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     dest = work if args.quick else HERE
-    (dest / "RESULTS-memory.md").write_text(text)
-    (dest / "RESULTS-memory.json").write_text(json.dumps(runs, indent=1))
+    (dest / "RESULTS-memory.md").write_text(scrub(text))
+    (dest / "RESULTS-memory.json").write_text(json.dumps(scrub(runs), indent=1))
     return 0 if agree else 1
 
 

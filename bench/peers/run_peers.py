@@ -69,6 +69,7 @@ sys.path[:0] = [str(HERE), str(BENCH)]
 
 import gen_text  # noqa: E402
 import run_core  # noqa: E402  (inputs, warm-up, machine info, first difference)
+from _public import scrub  # noqa: E402  (local folders out of committed results)
 from measure import run_measured  # noqa: E402
 
 TOKENIZERS = ("words", "whitespace")
@@ -524,9 +525,9 @@ def report(runs: list[Run], outputs: dict[tuple[str, int, int], Path], sizes: li
         print(table)
     res = args.results.resolve()
     res.parent.mkdir(parents=True, exist_ok=True)
-    res.with_name(res.name + ".json").write_text(json.dumps(
-        {"meta": meta, "summary": rows, "runs": [asdict(r) for r in runs]}, indent=1) + "\n")
-    res.with_name(res.name + ".md").write_text(table)
+    res.with_name(res.name + ".json").write_text(json.dumps(scrub(
+        {"meta": meta, "summary": rows, "runs": [asdict(r) for r in runs]}), indent=1) + "\n")
+    res.with_name(res.name + ".md").write_text(scrub(table))
     print(f"wrote {res}.json and {res}.md" + ("" if final else " (partial)"), flush=True)
     return failed, refs
 

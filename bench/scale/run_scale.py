@@ -43,6 +43,7 @@ ROOT = BENCH.parent
 sys.path[:0] = [str(BENCH), str(ROOT)]
 
 import run_core  # noqa: E402  (machine info, load average)
+from _public import scrub  # noqa: E402  (local folders out of committed results)
 
 LINE = 64
 TIME_BASED = {"lease", "heartbeat"}
@@ -419,9 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     res = args.results.resolve()
     res.parent.mkdir(parents=True, exist_ok=True)
-    res.with_name(res.name + ".json").write_text(json.dumps({"meta": meta, "rows": rows},
+    res.with_name(res.name + ".json").write_text(json.dumps(scrub({"meta": meta, "rows": rows}),
                                                             indent=1) + "\n")
-    res.with_name(res.name + ".md").write_text(md)
+    res.with_name(res.name + ".md").write_text(scrub(md))
     print(f"wrote {res}.json and {res}.md")
     return 1 if failed else 0
 
