@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import os
@@ -16,10 +17,29 @@ from .errors import JobError, UsageError
 WRITE_BATCH = 8192
 
 
+def _fs_bytes(exc: UnicodeError) -> tuple[bytes, int]:
+    """Encoding errors of a TSV field: a surrogate U+DC80..U+DCFF is the byte it stands for
+    (a file name that is not UTF-8, decoded as ``os.fsdecode`` does, is written as it is on
+    disk); any other lone surrogate as ``\\udXXX`` text (``backslashreplace``)."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    out = []
+    for ch in exc.object[exc.start:exc.end]:
+        c = ord(ch)
+        out.append(bytes([c - 0xDC00]) if 0xDC80 <= c <= 0xDCFF else b"\\u%04x" % c)
+    return b"".join(out), exc.end
+
+
+#: The error handler of TSV text fields (``_fs_bytes``).
+FS_BYTES = "pymr.fsbytes"
+codecs.register_error(FS_BYTES, _fs_bytes)
+
+
 def write_tsv(records: Iterable[tuple[Any, Any]], out: BinaryIO) -> int:
     """``key<TAB>value`` lines; returns the number of records.
 
-    ``str`` and ``bytes`` are written as they are (UTF-8), with a tab, newline or carriage
+    ``str`` and ``bytes`` are written as they are (UTF-8; a ``str`` holding a file name
+    that is not UTF-8 as the name's own bytes), with a tab, newline or carriage
     return inside them written as ``\\t``, ``\\n``, ``\\r``; ints as digits; everything
     else as JSON. A word count's records (bytes, int) take a fast path whose batches are
     checked in C for a tab or line break that would need escaping.
@@ -30,7 +50,7 @@ def write_tsv(records: Iterable[tuple[Any, Any]], out: BinaryIO) -> int:
         if type(value) is int and type(key) is bytes:
             batch.append(b"%s\t%d\n" % (key, value))
         elif type(value) is int and type(key) is str:
-            batch.append(b"%s\t%d\n" % (key.encode("utf-8", "backslashreplace"), value))
+            batch.append(b"%s\t%d\n" % (key.encode("utf-8", FS_BYTES), value))
         else:
             batch.append(tsv_field(key) + b"\t" + tsv_field(value) + b"\n")
         if len(batch) >= WRITE_BATCH:
@@ -70,7 +90,7 @@ def tsv_field(x: Any) -> bytes:
     if t is bytes:
         return _escape(x)
     if t is str:
-        return _escape(x.encode("utf-8", "backslashreplace"))
+        return _escape(x.encode("utf-8", FS_BYTES))
     if t is int:
         return b"%d" % x
     if t is list or t is tuple:

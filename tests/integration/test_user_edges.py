@@ -209,6 +209,15 @@ def test_names_that_are_not_utf8_stay_distinct_and_faithful(tmp_path: Path) -> N
     assert places == {"hello": sorted(names), "there": [names[1]], "world": [names[0]]}
 
 
+def test_a_tsv_field_holding_such_a_name_is_the_name_on_disk() -> None:
+    from pymr.output import tsv_field
+
+    name = os.fsdecode(b"dir/a\xff.txt")
+    assert tsv_field(name) == b"dir/a\xff.txt"
+    assert tsv_field("lone \ud800") == b"lone \\ud800"   # not a byte in disguise: as text
+    assert tsv_field([name]) == b'["dir/a\\udcff.txt"]'  # JSON: its escape, valid JSON
+
+
 def test_a_name_that_is_not_utf8_prints_as_its_own_bytes() -> None:
     # Given the CLI's stdout, UTF-8 with strict errors (a line of 'pymr events' may name
     # such a file, which now travels whole)
