@@ -15,6 +15,7 @@ import signal
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,49 +176,59 @@ class Executor:
 
     # ---------------------------------------------------------------- dispatch
     def handle(self, msg: p.Message, payload: list[Any]) -> None:
+        """One message from the daemon, through ``HANDLERS`` (type -> method)."""
         if isinstance(msg, p.ExecJob):
             self.start_job(msg)
             return
+        handler = HANDLERS.get(type(msg))
+        if handler is None:
+            self.drop("daemon", f"unexpected {msg.TYPE}")
+            return
         job = self.jobs.get(getattr(msg, "job_id", ""))
         if job is None:
-            self.drop("daemon", f"{msg.TYPE} for unknown job")
+            if isinstance(msg, p.ExecJobEnd):  # a job this executor never ran
+                self._close_unused_pushes()
+            else:
+                self.drop("daemon", f"{msg.TYPE} for unknown job")
             return
-        if isinstance(msg, p.MapTask):
-            self.run_task(job, msg, payload)
-        elif isinstance(msg, p.ShuffleChunk):
-            self.on_chunk(job, msg, payload)
-        elif isinstance(msg, p.Commit):
-            self.on_commit(job, msg)
-        elif isinstance(msg, p.CancelTask):
-            job.cancelled.add((msg.task_id, msg.attempt))
-            if [msg.task_id, msg.attempt] in job.pending:
-                self._discard_batch(job, None)
-        elif isinstance(msg, p.DropOutput):
-            for ledger in job.ledgers.values():
-                ledger.drop_output(msg.output_id)
-        elif isinstance(msg, p.ResendChunks):
-            self.resend(job, msg)
-        elif isinstance(msg, p.Flush):
-            self.safe_flush(job)
-        elif isinstance(msg, p.InputComplete):
-            job.num_tasks = msg.num_tasks
-            self.check_complete(job)
-        elif isinstance(msg, p.FetchPartition):
-            self.serve_fetch(job, msg)
-        elif isinstance(msg, p.ExecJobEnd):
-            ended = self.jobs.pop(msg.job_id, None)
-            if ended is not None:
-                for part in list(ended.reducers) + list(ended.sorted_runs):
-                    self._drop_partition(ended, part)
-                ended.retained.close()
-                if ended.spec.spill_dir:
-                    shutil.rmtree(os.path.join(ended.spec.spill_dir, "reduce"),
-                                  ignore_errors=True)
-                if not any(j.spec.sha256 == ended.spec.sha256 for j in self.jobs.values()):
-                    self.cache.forget(ended.spec.sha256)
-            self._close_unused_pushes()
-        else:
-            self.drop("daemon", f"unexpected {msg.TYPE}")
+        handler(self, job, msg, payload)
+
+    def on_task(self, job: ExecutorJob, msg: p.MapTask, payload: list[Any]) -> None:
+        self.run_task(job, msg, payload)
+
+    def on_cancel(self, job: ExecutorJob, msg: p.CancelTask, payload: list[Any]) -> None:
+        job.cancelled.add((msg.task_id, msg.attempt))
+        if [msg.task_id, msg.attempt] in job.pending:
+            self._discard_batch(job, None)
+
+    def on_drop_output(self, job: ExecutorJob, msg: p.DropOutput, payload: list[Any]) -> None:
+        for ledger in job.ledgers.values():
+            ledger.drop_output(msg.output_id)
+
+    def on_resend(self, job: ExecutorJob, msg: p.ResendChunks, payload: list[Any]) -> None:
+        self.resend(job, msg)
+
+    def on_flush(self, job: ExecutorJob, msg: p.Flush, payload: list[Any]) -> None:
+        self.safe_flush(job)
+
+    def on_input_complete(self, job: ExecutorJob, msg: p.InputComplete,
+                          payload: list[Any]) -> None:
+        job.num_tasks = msg.num_tasks
+        self.check_complete(job)
+
+    def on_fetch(self, job: ExecutorJob, msg: p.FetchPartition, payload: list[Any]) -> None:
+        self.serve_fetch(job, msg)
+
+    def on_job_end(self, job: ExecutorJob, msg: p.ExecJobEnd, payload: list[Any]) -> None:
+        ended = self.jobs.pop(msg.job_id)
+        for part in list(ended.reducers) + list(ended.sorted_runs):
+            self._drop_partition(ended, part)
+        ended.retained.close()
+        if ended.spec.spill_dir:
+            shutil.rmtree(os.path.join(ended.spec.spill_dir, "reduce"), ignore_errors=True)
+        if not any(j.spec.sha256 == ended.spec.sha256 for j in self.jobs.values()):
+            self.cache.forget(ended.spec.sha256)
+        self._close_unused_pushes()
 
     def start_job(self, msg: p.ExecJob) -> None:
         """A new job, or an update of a known one (partitions moved: new epoch)."""
@@ -474,7 +485,7 @@ class Executor:
         ledger.stage(msg.output_id, msg.partition, msg.seq, data)
         self.merge_ready(job, ledger)
 
-    def on_commit(self, job: ExecutorJob, msg: p.Commit) -> None:
+    def on_commit(self, job: ExecutorJob, msg: p.Commit, payload: list[Any]) -> None:
         touched: dict[int, ReducerLedger] = {}
         for output_id, tasks, manifest in msg.entries():
             for part, entry in manifest.items():
@@ -622,6 +633,21 @@ class Executor:
                 return
             self._send(p.PartitionData(job_id=job.spec.job_id, partition=msg.partition,
                                        seq=seq, last=seq == nchunks - 1), payload)
+
+
+#: What the executor does with each message the daemon routes to it (besides ``ExecJob``).
+HANDLERS: dict[type[p.Message], Callable[[Executor, ExecutorJob, Any, list[Any]], None]] = {
+    p.MapTask: Executor.on_task,
+    p.ShuffleChunk: Executor.on_chunk,
+    p.Commit: Executor.on_commit,
+    p.CancelTask: Executor.on_cancel,
+    p.DropOutput: Executor.on_drop_output,
+    p.ResendChunks: Executor.on_resend,
+    p.Flush: Executor.on_flush,
+    p.InputComplete: Executor.on_input_complete,
+    p.FetchPartition: Executor.on_fetch,
+    p.ExecJobEnd: Executor.on_job_end,
+}
 
 
 def split_by_partition(records: dict[Any, Any], num_partitions: int

@@ -70,3 +70,16 @@ def test_repeated_requests_back_off_and_stop_when_complete() -> None:
     for k in range(20):
         ex.report_missing(t + 100 + k)
     assert len(asked(sent)) == n and job.missing_seen == {}
+
+
+def test_every_message_routed_to_an_executor_has_a_handler_and_others_are_dropped() -> None:
+    from pymr import executor
+
+    types = p.message_types()
+    for cls in executor.HANDLERS:
+        assert types[cls.TYPE] is cls and "job_id" in cls.__dataclass_fields__
+    ex, job, sent = reducer()
+    dropped: list[str] = []
+    ex.drop = lambda who, why: dropped.append(why)  # type: ignore[method-assign]
+    ex.handle(p.StatusRequest(seq=1), [])
+    assert dropped == ["unexpected status_request"]
