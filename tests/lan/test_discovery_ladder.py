@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from pymr.protocol import PROTOCOL_VERSION
 from tests import helpers
 
 from .lab import Host, Lab, run_private_job
@@ -193,8 +194,8 @@ def test_doctor_names_blocked_multicast(lab: Lab) -> None:
         assert mc["verdict"] == "fail" and "multicast is blocked" in mc["detail"], mc
         assert "224.0.0.251" in mc["fix"]
         assert {m["name"] for m in doc["members"]} == {"n1", "n2", "n3", "n4"}
-        assert all(m["protocol"] == 2 and m["python"] and m["unicode"] and m["rtt_ms"] > 0
-                   for m in doc["members"])
+        assert all(m["protocol"] == PROTOCOL_VERSION and m["python"] and m["unicode"]
+                   and m["rtt_ms"] > 0 for m in doc["members"]), doc["members"]
         assert [c["check"] for c in failing(doc)] == ["multicast eth0"], failing(doc)
     # On a node's machine it checks its own ports and its firewall rules too.
     assert checks["node ports"]["verdict"] == "ok" and "control 7372" in \
