@@ -16,11 +16,12 @@ one order.
 
 from __future__ import annotations
 
-import heapq
 import math
 import struct
 import zlib
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
 from operator import itemgetter, methodcaller
 from typing import Any
 
@@ -69,13 +70,57 @@ def short_repr(obj: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+#: Records a merge reads from each run at a time.
+MERGE_BLOCK = 4096
+
+
 def merge_sorted(streams: Sequence[Iterable[tuple[Any, Any]]],
-                 key: Callable[[tuple[Any, Any]], Any] | None
+                 key: Callable[[tuple[Any, Any]], Any] | None,
+                 sort: Callable[[list[tuple[Any, Any]]], None] | None = None
                  ) -> Iterator[tuple[Any, Any]]:
-    """k-way merge of sorted runs of records (``key`` as for ``sorted``)."""
+    """k-way merge of sorted runs of records (``key`` as for ``sorted``), a block at a time:
+    every run's records up to the smallest of the runs' last read records are sorted
+    together (``sort``, in place; by default ``list.sort(key=key)``), which merges the few
+    runs in C instead of a Python heap step per record. Records with equal keys come out
+    next to each other (runs first, in run order), which is what grouping needs."""
     if len(streams) == 1:
         return iter(streams[0])
-    return heapq.merge(*streams, key=key)
+    if sort is None:
+        def sort(block: list[tuple[Any, Any]]) -> None:
+            block.sort(key=key)
+    return _merge_blocks([iter(s) for s in streams], key, sort)
+
+
+def _merge_blocks(iters: list[Iterator[tuple[Any, Any]]],
+                  key: Callable[[tuple[Any, Any]], Any] | None,
+                  sort: Callable[[list[tuple[Any, Any]]], None]) -> Iterator[tuple[Any, Any]]:
+    # Every record left unread in a run is >= that run's last read one >= ``bound``, and
+    # every record taken is <= ``bound``: so each sorted block follows the one before.
+    last = key if key is not None else _itself
+    buffers: list[list[Any]] = [[recs, it] for it in iters
+                                if (recs := list(islice(it, MERGE_BLOCK)))]
+    while len(buffers) > 1:
+        bound = min(last(b[0][-1]) for b in buffers)
+        block: list[tuple[Any, Any]] = []
+        for b in buffers:
+            recs = b[0]
+            cut = bisect_right(recs, bound, key=key)
+            if cut == len(recs):
+                block += recs
+                b[0] = list(islice(b[1], MERGE_BLOCK))
+            elif cut:
+                block += recs[:cut]
+                b[0] = recs[cut:]
+        buffers = [b for b in buffers if b[0]]
+        sort(block)
+        yield from block
+    for recs, it in buffers:
+        yield from recs
+        yield from it
+
+
+def _itself(x: Any) -> Any:
+    return x
 
 
 def freeze_key(key: Any) -> Any:

@@ -36,7 +36,7 @@ from .heap import JobHeap
 from .inputs import InputFile, iter_bytes_splits
 from .jobs import JobSpec, builtin_hashes
 from .jobs.program import JobProgram, load_program
-from .keys import merge_sorted, record_sort_key
+from .keys import merge_sorted, record_sort_key, sort_records
 from .scheduler import JobFailedError, Scheduler
 from .security import ClusterKey, secure_connect
 from .transport import LogOnce, ReadyPoller, context_for, has_input, make_socket, send_nowait
@@ -1179,8 +1179,9 @@ class Master:
                 streams.append(self.streams.stream(part))
                 key_types.update(done.key_types)
                 value_types.update(done.value_types)
-        return merge_sorted(streams, record_sort_key(self.program.order, key_types,
-                                                      value_types))
+        order = self.program.order
+        return merge_sorted(streams, record_sort_key(order, key_types, value_types),
+                            lambda block: sort_records(block, order, key_types, value_types))
 
     # ---------------------------------------------------------------- end
     def _end_job(self, reason: str, error: str = "") -> None:

@@ -309,10 +309,9 @@ class ReduceSide:
     def _sort_by_value(self, reduced: Iterator[tuple[Any, Any]], key_types: set[str],
                        value_types: set[str], counters: dict[str, int], memory: int,
                        chunk_records: int) -> SortedRun:
-        """``ORDER = "value"`` over a stream larger than memory: sorted runs by value
-        (the generic order, consistent with the master's), merged into the output file."""
-        sort_key = record_sort_key("value", {"str", "bytes"}, {"float"})
-        assert sort_key is not None
+        """``ORDER = "value"`` over a stream larger than memory: runs sorted by value, each
+        by the order for its own types (``sort_records``: two passes in C for int values;
+        the orders agree on what they both accept), merged by the order for all types."""
         limit = max(chunk_records, memory // 128) if memory else 1 << 62
         buffer: list[tuple[Any, Any]] = []
         runs: list[RunFile] = []
@@ -320,7 +319,7 @@ class ReduceSide:
             for record in reduced:
                 buffer.append(record)
                 if len(buffer) >= limit:
-                    buffer.sort(key=sort_key)
+                    _sort_run(buffer)
                     runs.append(write_run(self.spill_dir, f"{self.name}.v{len(runs)}",
                                           buffer, RUN_CHUNK_ITEMS))
                     self.spilled_bytes += runs[-1].size
@@ -329,10 +328,12 @@ class ReduceSide:
                 buffer.sort(key=record_sort_key("value", key_types, value_types))
                 return SortedRun(buffer, key_types, value_types, counters,
                                  chunk_records=chunk_records)
-            buffer.sort(key=sort_key)
+            _sort_run(buffer)
             streams: list[Any] = [iter(r) for r in runs] + [buffer]
-            out = write_run(self.spill_dir, f"{self.name}.out", merge_sorted(streams, sort_key),
-                            chunk_records)
+            merged = merge_sorted(
+                streams, record_sort_key("value", key_types, value_types),
+                lambda block: sort_records(block, "value", key_types, value_types))
+            out = write_run(self.spill_dir, f"{self.name}.out", merged, chunk_records)
             self.spilled_bytes += out.size
             return SortedRun([], key_types, value_types, counters, out)
         finally:
@@ -346,6 +347,12 @@ class ReduceSide:
         except Exception as exc:
             raise ReduceError(short_repr(key), type(exc).__name__, str(exc),
                               user_traceback(exc, self.program.filenames), exc) from None
+
+
+def _sort_run(records: list[tuple[Any, Any]]) -> None:
+    """Sort one run of reduced records by value, by the order for the types it holds."""
+    sort_records(records, "value", type_names(map(_keys_of, records)),
+                 type_names(map(_values_of, records)))
 
 
 def _merge_key(key_types: set[str]) -> Callable[[tuple[Any, Any]], Any]:
