@@ -232,6 +232,18 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("pymr: error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as exc:  # the system refused something no typed error foresaw
+        if debug:
+            log.exception("failed")
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"pymr: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:  # a pymr bug: one line, the traceback with --debug
+        if debug:
+            log.exception("failed")
+        print(f"pymr: error: internal error: {type(exc).__name__}: {exc} (run again with "
+              "--debug for the traceback, and please report it)", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _names_as_bytes(stream: Any) -> None:

@@ -410,3 +410,24 @@ def test_no_command_prints_help_and_exits_2(capsysbinary) -> None:
     assert code == 2 and out == b""
     assert "job" in err
 
+
+
+@pytest.mark.parametrize("raised", [OSError(28, "No space left on device", "/data/x"),
+                                    ValueError("a pymr bug"), RuntimeError("another")])
+def test_an_unforeseen_error_is_one_line_and_exit_1(capsys, monkeypatch, raised) -> None:
+    def boom(args: object) -> int:
+        raise raised
+
+    parser = cli.build_parser
+    monkeypatch.setattr(cli, "build_parser", lambda: _with_func(parser(), boom))
+    assert cli.main(["jobs"]) == 1
+    line = helpers.one_error_line(capsys.readouterr().err)
+    assert ("No space left on device: /data/x" in line if isinstance(raised, OSError)
+            else f"internal error: {type(raised).__name__}" in line and "--debug" in line)
+
+
+def _with_func(parser, func):
+    """The parser, with the 'jobs' subcommand bound to ``func``."""
+    for action in parser._subparsers._group_actions:
+        action.choices["jobs"].set_defaults(func=func)
+    return parser
