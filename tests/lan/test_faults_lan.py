@@ -106,8 +106,9 @@ def test_random_packet_loss_on_a_node_link(lab: Lab) -> None:
         dropped = _dropped_packets(n2, "pymrloss")
     finally:
         _netns(n2, "nft", "delete", "table", "inet", "pymrloss", check=False)
-    # then packets were really dropped both ways while it ran,
-    assert dropped.get("in", 0) > 0 and dropped.get("out", 0) > 0, dropped
+    # then packets were really dropped while it ran (each way: ~5 of ~170 packets, so
+    # only the sum is sure to be above 0),
+    assert sum(dropped.values()) > 0, dropped
     # n2's TCP sent segments again (the only resend pymr's transport exposes: the job
     # summary counts task retries and backups, not chunks fetched again),
     retransmitted = _tcp_retransmitted(n2) - retransmitted_before
