@@ -509,25 +509,6 @@ def test_symlinks_named_explicitly_are_followed(capsysbinary, tmp_path: Path) ->
         assert out == b"two\t2\none\t1\n", path
 
 
-def test_links_inside_a_directory_to_files_are_followed_to_folders_not(
-        capsysbinary, tmp_path: Path) -> None:
-    # Given a tree with a link to a file, a link to a directory and a link to itself
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / "o.txt").write_bytes(b"outside words\n")
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    (tree / "in.txt").write_bytes(b"inside\n")
-    os.symlink(outside / "o.txt", tree / "file-link.txt")
-    os.symlink(outside, tree / "dir-link")
-    os.symlink(tree, tree / "loop")
-    code, out, err = run(capsysbinary, "job", "wordcount", tree, *SMALL, "-q")
-    # Then the linked file is read like a file (as grep -R does); the folders are not
-    # followed, so neither a loop nor a second path through a tree is read
-    assert code == 0, err
-    assert out == b"inside\t1\noutside\t1\nwords\t1\n"
-
-
 # ================================================================== inputs that change
 
 
