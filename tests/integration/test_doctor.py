@@ -17,6 +17,7 @@ import pytest
 
 from pymr import cli
 from pymr.cluster import LocalCluster
+from pymr.protocol import PROTOCOL_VERSION
 from pymr.security import ClusterKey
 from pymr.state import open_state
 from pymr.status import probe
@@ -102,7 +103,7 @@ def test_doctor_with_one_address_names_blocked_multicast(embedded: LocalCluster,
     found = {m["endpoint"]: m for m in doc["members"]}
     assert first in found and found[first]["found_by"] == "--nodes"
     m = found[first]
-    assert m["protocol"] == 2 and m["python"] and m["unicode"] and m["rtt_ms"] > 0
+    assert m["protocol"] == PROTOCOL_VERSION and m["python"] and m["unicode"] and m["rtt_ms"] > 0
     # The next run remembers it: no address needed.
     code, doc, _ = _doctor(home)
     assert {m["found_by"] for m in doc["members"]} == {"remembered"}
