@@ -271,15 +271,24 @@ class StderrWatcher:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "hangup"])
 def test_ctrl_c_cancels_the_job_and_leaves_nothing(text_files, tmp_path: Path,
                                                    sig: signal.Signals) -> None:
-    # Given `python -m pymr job` on 32 MiB in small splits (a few seconds of work), in its
-    # own process group
-    text = text_files(32 << 20, seed=23)
+    # Given `python -m pymr job` on 8 MiB in small splits, in its own process group, of a
+    # job slow enough (a pause per line is the scenario) to be running when signalled
+    text = text_files(8 << 20, seed=23)
     target = tmp_path / "counts.tsv"
+    jobs = tmp_path / "job"
+    jobs.mkdir()
+    slow = jobs / "slow_count.py"
+    slow.write_text("import time\n\ndef map(line):\n    time.sleep(0.002)\n"
+                    "    yield from ((w, 1) for w in line.split())\n\n"
+                    "def reduce(word, counts):\n    return sum(counts)\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pymr", "--debug", "job", "wordcount", str(text),
+        [sys.executable, "-m", "pymr", "--debug", "job", str(slow), str(text),
          "--local", "2", "--slots", "1", "--split-size", "64K", "-o", str(target)],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=helpers.subprocess_env(), start_new_session=True)
+        env=helpers.subprocess_env(), start_new_session=True,
+        # as in a terminal, even when this run inherited SIGHUP ignored (nohup): pymr
+        # keeps an ignored SIGHUP ignored, on purpose
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     pgid = proc.pid
     watcher = StderrWatcher(proc.stderr)
     try:
@@ -299,7 +308,7 @@ def test_ctrl_c_cancels_the_job_and_leaves_nothing(text_files, tmp_path: Path,
         assert code == 130, watcher.text[-3000:]
         assert "interrupted" in watcher.text
         assert not target.exists()
-        assert list(tmp_path.iterdir()) == [], "temporary output left behind"
+        assert list(tmp_path.iterdir()) == [jobs], "temporary output left behind"
         left = helpers.wait_until(lambda: not helpers.group_members(pgid), 5)
         assert left, f"processes of the job left: {helpers.describe(helpers.group_members(pgid))}"
     finally:
