@@ -193,9 +193,6 @@ class Executor:
             return
         handler(self, job, msg, payload)
 
-    def on_task(self, job: ExecutorJob, msg: p.MapTask, payload: list[Any]) -> None:
-        self.run_task(job, msg, payload)
-
     def on_cancel(self, job: ExecutorJob, msg: p.CancelTask, payload: list[Any]) -> None:
         job.cancelled.add((msg.task_id, msg.attempt))
         if [msg.task_id, msg.attempt] in job.pending:
@@ -637,7 +634,7 @@ class Executor:
 
 #: What the executor does with each message the daemon routes to it (besides ``ExecJob``).
 HANDLERS: dict[type[p.Message], Callable[[Executor, ExecutorJob, Any, list[Any]], None]] = {
-    p.MapTask: Executor.on_task,
+    p.MapTask: Executor.run_task,
     p.ShuffleChunk: Executor.on_chunk,
     p.Commit: Executor.on_commit,
     p.CancelTask: Executor.on_cancel,

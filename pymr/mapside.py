@@ -3,9 +3,9 @@
 An executor feeds the splits of a batch of tasks to one ``MapSide`` and flushes what
 ``finish`` returns as one map output. Two kinds of job:
 
-* **line jobs** (``map(line)`` or ``map(line, pos)``): a split (cut right after a ``\n``) is
-  decoded once (UTF-8, invalid bytes replaced and counted as ``invalid_utf8``), ``\r\n``
-  becomes ``\n`` and the text is split at ``\n``. ``map`` runs over the lines from C
+* **line jobs** (``map(line)`` or ``map(line, pos)``): a split (cut right after a ``\\n``) is
+  decoded once (UTF-8, invalid bytes replaced and counted as ``invalid_utf8``), ``\\r\\n``
+  becomes ``\\n`` and the text is split at ``\\n``. ``map`` runs over the lines from C
   (``map`` + ``chain``) and each pair is grouped as it comes, while it is still in the CPU's
   cache: summed when ``combine`` is ``pymr.api.sum_values``, else appended to its key's list
   (a ``combine`` shortens the long ones and reduces every list at ``finish``). The first pair
@@ -38,11 +38,10 @@ from .keys import (
     first_untravelable,
     freeze_key,
     nan_inside,
-    same_nans,
     short_repr,
     untravelable,
 )
-from .tokenize import _count_elements, count_bad_sequences, pieces
+from .tokenize import count_bad_sequences, pieces
 
 #: A running task looks for a cancel after each piece of this size (chunk jobs) ...
 CANCEL_CHECK_BYTES = 1 << 20
@@ -354,19 +353,9 @@ class MapSide:
                               "bytes, int, float, bool, None, or tuples / lists of them)")
         if not CONTAINERS.isdisjoint(key_types):
             keys = list(map(freeze_key, keys))
-        if float in key_types:
-            keys = same_nans(keys)
-        step = max(1, len(keys) // 8)
-        sample = range(0, len(keys), step)
-        self._key_bytes = 0.8 * self._key_bytes + 0.2 * (
-            sum(getsizeof(keys[i]) for i in sample) / len(sample) + DICT_ENTRY_BYTES)
-        self._value_bytes = 0.8 * self._value_bytes + 0.2 * (
-            sum(getsizeof(values[i]) for i in sample) / len(sample) + 8)
+        # (NaN keys, the memory estimate and long lists: _map_lines, after the batch)
         groups = self.groups
         if self.sum_combine:
-            if value_types <= _INT_ONLY and values.count(1) == len(values):
-                _count_elements(groups, keys)
-                return
             get = groups.get
             try:
                 for k, v in zip(keys, values, strict=True):
@@ -384,8 +373,6 @@ class MapSide:
             else:
                 held.append(v)
         self.values_held += len(values)
-        if self.program.combine is not None and self.values_held >= COMBINE_EVERY * 4:
-            self._combine_long_lists()
 
     def _combine_long_lists(self) -> None:
         held = 0
@@ -449,7 +436,6 @@ class MapSide:
                             cause=exc) from None
 
 
-_INT_ONLY = frozenset([int])
 _HOLDERS = frozenset([tuple, ListKey])
 
 
