@@ -412,7 +412,7 @@ def _launch_embedded(args: argparse.Namespace, total_bytes: int) -> LocalCluster
 def _run(args: argparse.Namespace, inputs: list[Any], program: Any,
          cluster: LocalCluster | None) -> int:
     from .keys import thaw
-    from .output import atomic_output, write_json, write_tsv
+    from .output import atomic_output, line_value, write_json, write_lines, write_tsv
     from .partfiles import is_dir_output, write_parts
     from .runner import run_job
 
@@ -439,27 +439,47 @@ def _run(args: argparse.Namespace, inputs: list[Any], program: Any,
                 top.append(rec)
             yield rec
 
+    def keep_top_lines(records: Iterator[tuple[Any, bytes]]) -> Iterator[tuple[Any, bytes]]:
+        for key, line in records:
+            if len(top) < top_n:
+                top.append((key, line_value(line)))
+            yield key, line
+
     def consume(records: Any, summary: JobSummary) -> None:
         reader.disarm()  # from here a reader that leaves is a BrokenPipeError, below
         progress.stop()
+        # TSV lines are formatted by the reducers, in parallel, when the master needs no
+        # value to order the records (part files; jobs ordered by key)
+        lines = args.format == "tsv"
         if args.output and is_dir_output(args.output):
             meta = {"job": program.spec.name, "order": program.order,
                     "fields": list(program.fields), "format": args.format,
                     "key_types": records.key_types, "value_types": records.value_types}
-            write_parts(args.output, records.by_partition(), writer, meta)
+            if lines:
+                write_parts(args.output, records.tsv_lines_by_partition(), write_lines, meta)
+            else:
+                write_parts(args.output, records.by_partition(), writer, meta)
         elif args.output:
             with atomic_output(args.output) as f:
-                writer(keep_top(records), f)
+                if lines and records.order == "key":
+                    write_lines(keep_top_lines(records.tsv_lines()), f)
+                else:
+                    writer(keep_top(records), f)
         elif stdout_tty:
             for rec in records:
                 top.append(rec)
                 if len(top) >= top_n:
                     break
         else:
-            limited = records if args.top is None else _first(records, args.top)
+            by_line = lines and records.order == "key"
+            source = records.tsv_lines() if by_line else records
+            limited = source if args.top is None else _first(source, args.top)
             out: BinaryIO = sys.stdout.buffer
             try:
-                writer(limited, out)
+                if by_line:
+                    write_lines(limited, out)
+                else:
+                    writer(limited, out)
                 out.flush()
             except BrokenPipeError:
                 # `pymr job ... | head`: the reader has all it wants.

@@ -620,7 +620,8 @@ class Executor:
         for seq in range(msg.start, min(msg.start + msg.count, nchunks)):
             try:
                 # keys and values as two arrays: packed and unpacked without a tuple each
-                payload = run.chunk(seq, CHUNK_RECORDS)
+                payload = run.line_chunk(seq, CHUNK_RECORDS) if msg.lines \
+                    else run.chunk(seq, CHUNK_RECORDS)
             except SpillError as exc:
                 self._partition_lost(job, msg.partition, str(exc))
                 return

@@ -17,18 +17,22 @@ from typing import Any
 class PartitionStreams:
     """Buffers and credit for every partition being fetched."""
 
-    def __init__(self, credit: int, request: Callable[[int, int, int], None],
+    def __init__(self, credit: int, request: Callable[[int, int, int, bool], None],
                  pump: Callable[[], None], chunks_of: Callable[[int], int | None]) -> None:
         self.credit = credit
-        self._request_cb = request         # (partition, start, count)
+        self._request_cb = request         # (partition, start, count, lines)
         self._pump = pump                  # receive and handle messages for a while
         self._chunks_of = chunks_of        # total chunks of a complete partition, else None
         self.buffers: dict[int, deque[tuple[list[Any], list[Any]]]] = {}
         self.next: dict[int, int] = {}     # next chunk index to request
         self.received: dict[int, int] = {}
         self.last: dict[int, bool] = {}
+        self.lines: dict[int, bool] = {}   # fetched as [keys, TSV lines], not values
 
-    def open(self, part: int) -> None:
+    def open(self, part: int, lines: bool = False) -> None:
+        """Start fetching a partition: its records, or with ``lines`` each key with its
+        formatted output line."""
+        self.lines[part] = lines
         self.buffers[part] = deque()
         self.next[part] = 0
         self.received[part] = 0
@@ -58,7 +62,7 @@ class PartitionStreams:
         if in_flight > 1 or self.next[part] >= total:
             return
         count = min(self.credit, total - self.next[part])
-        self._request_cb(part, self.next[part], count)
+        self._request_cb(part, self.next[part], count, self.lines[part])
         self.next[part] += count
 
     def stream(self, part: int) -> Iterator[tuple[Any, Any]]:

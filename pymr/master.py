@@ -171,6 +171,21 @@ class JobRecords:
         return self._master._partition_records()
 
     @property
+    def order(self) -> str:
+        """The job's output order: "key" or "value"."""
+        return self._master.program.order
+
+    def tsv_lines(self) -> Iterator[tuple[Any, bytes]]:
+        """``(key, line)``: each record's TSV output line, formatted by its reducer, in
+        the merged order (``output.write_lines`` writes them). Only for jobs ordered by
+        key: the master merges on the key alone and never decodes a value."""
+        return self._master._merged_records(lines=True)
+
+    def tsv_lines_by_partition(self) -> Iterator[tuple[int, Iterator[tuple[Any, bytes]]]]:
+        """Each partition's ``(key, line)`` records in turn (part files, any order)."""
+        return self._master._partition_records(lines=True)
+
+    @property
     def key_types(self) -> list[str]:
         done = self._master.partition_done.values()
         return sorted({t for x in done if x.records for t in x.key_types})
@@ -1150,30 +1165,33 @@ class Master:
         done = self.partition_done.get(part)
         return done.chunks if done is not None else None
 
-    def _request_chunks(self, part: int, start: int, count: int) -> None:
+    def _request_chunks(self, part: int, start: int, count: int, lines: bool) -> None:
         link = self.links[self.partition_map[part]]
         self._send_on(link, p.encode(p.FetchPartition(
-            job_id=self.job_id, partition=part, start=start, count=count)))
+            job_id=self.job_id, partition=part, start=start, count=count, lines=lines)))
 
-    def _partition_records(self) -> Iterator[tuple[int, Iterator[tuple[Any, Any]]]]:
-        """Each partition's sorted records, fetched one partition at a time (part files)."""
+    def _partition_records(self, lines: bool = False
+                           ) -> Iterator[tuple[int, Iterator[tuple[Any, Any]]]]:
+        """Each partition's sorted records, fetched one partition at a time (part files);
+        with ``lines``, (key, TSV line) records formatted by the reducers."""
         self.reporter.phase("fetch")
         for part in sorted(self.partition_map):
-            self.streams.open(part)
+            self.streams.open(part, lines)
             if self.partition_done[part].records:
                 yield part, self.streams.stream(part)
             else:
                 yield part, iter(())
 
-    def _merged_records(self) -> Iterator[tuple[Any, Any]]:
+    def _merged_records(self, lines: bool = False) -> Iterator[tuple[Any, Any]]:
         """k-way merge of the sorted partitions, fetched on credit: flat memory. The order
-        is the job's, picked for the key and value types every reducer reported."""
+        is the job's, picked for the key and value types every reducer reported. With
+        ``lines`` (jobs ordered by key only), (key, TSV line) records."""
         self.reporter.phase("merge")
         streams = []
         key_types: set[str] = set()
         value_types: set[str] = set()
         for part in sorted(self.partition_map):
-            self.streams.open(part)
+            self.streams.open(part, lines)
             done = self.partition_done[part]
             if done.records:
                 streams.append(self.streams.stream(part))

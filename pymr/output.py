@@ -9,12 +9,16 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from itertools import islice
+from operator import itemgetter
 from typing import Any, BinaryIO
 
 from .errors import JobError, UsageError
 
 #: Records joined per write call: keeps syscalls few and memory flat.
 WRITE_BATCH = 8192
+
+_second = itemgetter(1)
 
 
 def _fs_bytes(exc: UnicodeError) -> tuple[bytes, int]:
@@ -45,6 +49,47 @@ def write_tsv(records: Iterable[tuple[Any, Any]], out: BinaryIO) -> int:
     checked in C for a tab or line break that would need escaping.
     """
     n = 0
+    it = iter(records)
+    while True:
+        lines, data = _format(islice(it, WRITE_BATCH))
+        if not lines:
+            return n
+        out.write(data)
+        n += len(lines)
+
+
+def tsv_lines(keys: list[Any], values: list[Any]) -> list[bytes]:
+    """The lines ``write_tsv`` writes for these records, one per record, byte for byte:
+    a reducer formats its partition's lines (in parallel with the other reducers) and the
+    master only merges them by key and writes them."""
+    return _format(zip(keys, values, strict=True))[0]
+
+
+def write_lines(records: Iterable[tuple[Any, bytes]], out: BinaryIO) -> int:
+    """Write records whose value is an already formatted line (``tsv_lines``); returns
+    the number of records."""
+    n = 0
+    it = iter(records)
+    while True:
+        lines = list(map(_second, islice(it, WRITE_BATCH)))
+        if not lines:
+            return n
+        out.write(b"".join(lines))
+        n += len(lines)
+
+
+def line_value(line: bytes) -> Any:
+    """The value field of a formatted TSV line, for showing it: an int as an int, else
+    its text (a formatted key holds no raw tab, so the value is after the first one)."""
+    field = line.rstrip(b"\n").split(b"\t", 1)[-1]
+    text = field.decode("utf-8", "replace")
+    return int(text) if text.isdigit() and text.isascii() else text
+
+
+def _format(records: Iterable[tuple[Any, Any]]) -> tuple[list[bytes], bytes]:
+    """One TSV line per record, and the lines joined. A word count's records (bytes or
+    str, int) are formatted without escaping; the batch is then checked in C and escaped
+    only if it needs it."""
     batch: list[bytes] = []
     for key, value in records:
         if type(value) is int and type(key) is bytes:
@@ -53,20 +98,13 @@ def write_tsv(records: Iterable[tuple[Any, Any]], out: BinaryIO) -> int:
             batch.append(b"%s\t%d\n" % (key.encode("utf-8", FS_BYTES), value))
         else:
             batch.append(tsv_field(key) + b"\t" + tsv_field(value) + b"\n")
-        if len(batch) >= WRITE_BATCH:
-            n += _write_batch(batch, out)
-    return n + _write_batch(batch, out)
-
-
-def _write_batch(batch: list[bytes], out: BinaryIO) -> int:
     data = b"".join(batch)
     n = len(batch)
     if data.count(b"\t") != n or data.count(b"\n") != n or b"\r" in data:
         # a key or value held a tab or line break: escape the lines that need it
-        data = b"".join(_escape_line(line) for line in batch)
-    out.write(data)
-    batch.clear()
-    return n
+        batch = [_escape_line(line) for line in batch]
+        return batch, b"".join(batch)
+    return batch, data
 
 
 def _escape_line(line: bytes) -> bytes:

@@ -20,7 +20,7 @@ import msgpack
 from .errors import ProtocolError
 from .keys import NAN, ListKey
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 #: Largest header frame we accept; bulk data travels in payload frames.
 MAX_HEADER_BYTES = 16 * 1024 * 1024
@@ -420,13 +420,16 @@ class PartitionLost(Message):
 @_register
 @dataclass(frozen=True, slots=True)
 class FetchPartition(Message):
-    """Master -> reducer node: send sorted chunks ``start`` .. ``start+count-1``."""
+    """Master -> reducer node: send sorted chunks ``start`` .. ``start+count-1``: as
+    ``[keys, values]``, or with ``lines`` as ``[keys, TSV lines]`` (the reducer formats
+    the output; the master merges by key and writes the lines as they are)."""
 
     TYPE: ClassVar[str] = "fetch_partition"
     job_id: str
     partition: int
     start: int
     count: int
+    lines: bool = False
 
 
 @_register

@@ -41,6 +41,7 @@ from .keys import (
     type_names,
     untravelable,
 )
+from .output import tsv_lines
 from .runs import RunFile, chunk_ranges, write_run
 
 #: A combine (not a plain sum) runs on a key's values once it holds this many.
@@ -97,12 +98,25 @@ class SortedRun:
         """The packed ``[keys, values]`` of chunk ``seq``."""
         if self.file is not None and self.file.offsets:
             return self.file.chunk(seq)
+        piece = self._piece(seq, chunk_records)
+        return p.pack_chunk(list(map(_keys_of, piece)), list(map(_values_of, piece)))
+
+    def line_chunk(self, seq: int, chunk_records: int) -> bytes:
+        """The packed ``[keys, lines]`` of chunk ``seq``: the TSV line of each record, as
+        the master would write it (``output.tsv_lines``), formatted here in parallel with
+        the other reducers. The same chunks as ``chunk``, so a fetch resumes either way."""
+        if self.file is not None and self.file.offsets:
+            keys, values = p.unpack_chunk(self.file.chunk(seq))
+        else:
+            piece = self._piece(seq, chunk_records)
+            keys, values = list(map(_keys_of, piece)), list(map(_values_of, piece))
+        return p.pack_chunk(keys, tsv_lines(keys, values))
+
+    def _piece(self, seq: int, chunk_records: int) -> list[tuple[Any, Any]]:
         if self.ranges:
             a, b = self.ranges[seq]
-            piece = self.records[a:b]
-        else:
-            piece = self.records[seq * chunk_records:(seq + 1) * chunk_records]
-        return p.pack_chunk(list(map(_keys_of, piece)), list(map(_values_of, piece)))
+            return self.records[a:b]
+        return self.records[seq * chunk_records:(seq + 1) * chunk_records]
 
     def remove(self) -> None:
         if self.file is not None:

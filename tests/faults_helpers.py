@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,13 +89,19 @@ def master_main() -> int:
 
     calls = 0
 
-    def consume(records: Iterator[tuple[Any, Any]], summary: Any) -> None:
+    def consume(records: Any, summary: Any) -> None:
         nonlocal calls
         calls += 1
         n = 0
         tmp = cfg["output"] + ".part"
         with open(tmp, "wb") as f:
-            for key, value in records:
+            if cfg.get("lines"):  # each record's TSV line, formatted by its reducer
+                for _, line in records.tsv_lines():
+                    f.write(line)
+                    n += 1
+                    if n in pause_records:
+                        emit({"t": "records", "n": n})
+            for key, value in () if cfg.get("lines") else records:
                 write_tsv([(key, value)], f)
                 n += 1
                 if n in pause_records:
@@ -234,14 +240,15 @@ class MasterProcess:
                  options: dict[str, Any] | None = None, job_source: str | None = None,
                  job_name: str = "wordcount", pause_on: Iterable[str] = PAUSE_ALL,
                  pause_records: Iterable[int] = (), endpoints: list[str] | None = None,
-                 log_level: int | None = None) -> None:
+                 log_level: int | None = None, lines: bool = False) -> None:
         self.output = Path(output)
         self.config: dict[str, Any] = {
             "endpoints": endpoints if endpoints is not None else cluster.control_endpoints,
             "public": cluster.key.public.decode(), "secret": cluster.key.secret.decode(),
             "inputs": [str(x) for x in inputs], "output": str(self.output),
             "options": options or {}, "job_source": job_source, "job_name": job_name,
-            "pause_on": list(pause_on), "pause_records": sorted(pause_records)}
+            "pause_on": list(pause_on), "pause_records": sorted(pause_records),
+            "lines": lines}
         if log_level is not None:
             self.config["log_level"] = log_level
         self.proc: subprocess.Popen[bytes] | None = None

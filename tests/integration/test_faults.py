@@ -378,10 +378,30 @@ def test_mapper_killed_after_its_output_was_committed(cluster: LocalCluster, set
     assert "merge" in hooks.phases
 
 
+#: Word count ordered by key: the master merges the reducers' formatted TSV lines.
+BY_KEY_COUNT = """
+ORDER = "key"
+
+def map(line):
+    for word in line.split():
+        yield word, 1
+
+def reduce(key, values):
+    return sum(values)
+
+combine = reduce
+"""
+
+
+@pytest.mark.parametrize("lines", [False, True], ids=["records", "lines"])
 def test_reducer_killed_while_the_master_fetches(cluster: LocalCluster, settled, many_words: Path,
-                                                 tmp_path: Path) -> None:
-    # Given three partitions of three result chunks each, fetched one chunk at a time
-    expected = helpers.expected_tsv(helpers.reference_for_files([many_words], "whitespace"))
+                                                 tmp_path: Path, lines: bool) -> None:
+    # Given three partitions of three result chunks each, fetched one chunk at a time: as
+    # records (word count, ordered by count) or as TSV lines formatted by the reducers (a
+    # count ordered by key)
+    counts = helpers.reference_for_files([many_words], "whitespace")
+    expected = b"".join(b"%s\t%d\n" % kv for kv in sorted(counts.items())) if lines \
+        else helpers.expected_tsv(counts)
     records = expected.count(b"\n")
     at = records // 6
     hooks = Hooks()
@@ -392,9 +412,10 @@ def test_reducer_killed_while_the_master_fetches(cluster: LocalCluster, settled,
     hooks.at_records(at, lambda: killed.extend(kill_node(cluster, 0)))
     out = tmp_path / "out.tsv"
     outcome = run_master(cluster, [many_words], out, hooks, timeout_s=JOB_BOUND_S,
-                         options=options(split_size=256 * K, params={"tokenizer": "whitespace"},
-                                         fetch_credit=1),
-                         pause_records=[at])
+                         options=options(split_size=256 * K, fetch_credit=1,
+                                         params={} if lines else {"tokenizer": "whitespace"}),
+                         pause_records=[at], lines=lines,
+                         job_source=BY_KEY_COUNT if lines else None)
     # Then its partition is rebuilt on another node and the fetch resumes where it stopped:
     # no record is missing or repeated
     assert killed, "the fetch ended before the fault"
