@@ -416,10 +416,10 @@ def _run(args: argparse.Namespace, inputs: list[Any], program: Any,
     from .partfiles import is_dir_output, write_parts
     from .runner import run_job
 
-    opts = JobOptions(job_name=program.spec.name, params=program.params,
+    opts = JobOptions(params=program.params,
                       split_size=args.split_size,
                       max_token=args.max_token, num_partitions=args.partitions or 0,
-                      max_attempts=args.max_attempts, binary_ok=args.binary,
+                      max_attempts=args.max_attempts,
                       memory=args.memory or 0,
                       death_timeout_s=args.death_timeout)
     stdout_tty = sys.stdout.isatty()
