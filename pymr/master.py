@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 import zmq
 
-from . import __version__
 from . import protocol as p
+from ._version import __version__
 from .config import HEARTBEAT_INTERVAL_S, RESEND_INTERVAL_S, UNICODE_VERSION, JobOptions
 from .errors import (
     ClusterLost,

@@ -27,9 +27,9 @@ from typing import Any
 
 import zmq
 
-from . import __version__
 from . import protocol as p
 from ._exec_entry import exec_endpoint, make_run_dir, spawn_executors
+from ._version import __version__
 from .config import EXECUTOR_STOPPED_S, UNICODE_VERSION, NodeOptions, executor_share
 from .errors import ProtocolError
 from .jobs import builtin_hashes, bundle_sha256
