@@ -1,6 +1,6 @@
 """pymr: a MapReduce engine for the machines people already own."""
 
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 
 def __getattr__(name: str) -> object:

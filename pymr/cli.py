@@ -12,7 +12,8 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from . import __version__
+from ._version import __version__
+from .cli_common import parse_size, positive_int
 from .config import HEARTBEAT_INTERVAL_S, JobOptions, MiB
 from .errors import Interrupted, PymrError, UsageError
 from .wording import count_of
@@ -27,22 +28,6 @@ _DEFAULTS = JobOptions()
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def parse_size(text: str) -> int:
-    """``16M``, ``512K``, ``1G`` or a plain byte count."""
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    try:
-        if t and t[-1] in units:
-            value = int(float(t[:-1]) * units[t[-1]])
-        else:
-            value = int(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 16M)") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
-    return value
-
-
 #: Smallest --split-size: below it a job is all task overhead (1 byte gave a task per line).
 MIN_SPLIT_SIZE = 1 << 10
 
@@ -52,16 +37,6 @@ def split_size(text: str) -> int:
     if value < MIN_SPLIT_SIZE:
         raise argparse.ArgumentTypeError(f"split size must be at least 1K: {text!r} "
                                          "(the default is 16M)")
-    return value
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
     return value
 
 
@@ -416,10 +391,10 @@ def _run(args: argparse.Namespace, inputs: list[Any], program: Any,
     from .partfiles import is_dir_output, write_parts
     from .runner import run_job
 
-    opts = JobOptions(job_name=program.spec.name, params=program.params,
+    opts = JobOptions(params=program.params,
                       split_size=args.split_size,
                       max_token=args.max_token, num_partitions=args.partitions or 0,
-                      max_attempts=args.max_attempts, binary_ok=args.binary,
+                      max_attempts=args.max_attempts,
                       memory=args.memory or 0,
                       death_timeout_s=args.death_timeout)
     stdout_tty = sys.stdout.isatty()

@@ -13,7 +13,17 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from .cli import positive_int
+from .cli_common import (
+    add_discovery_args,
+    add_state_args,
+    cli_state,
+    interface_spec,
+    need_key,
+    parse_nodes_arg,
+    parse_size,
+    positive_int,
+    seconds,
+)
 from .security import ClusterKey
 from .wording import count_of
 
@@ -30,34 +40,8 @@ def _say(text: str) -> None:
     print(f"pymr: {text}", file=sys.stderr, flush=True)
 
 
-def _interface_spec(args: argparse.Namespace) -> str | None:
-    """``--interface``, else ``$PYMR_INTERFACE`` (the one place the CLI reads it)."""
-    return getattr(args, "interface", None) or os.environ.get("PYMR_INTERFACE") or None
-
-
-def _state(args: argparse.Namespace) -> Any:
-    from .state import open_state
-
-    return open_state(getattr(args, "home", None), getattr(args, "key_file", None))
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if value < 0 or value > 3600:
-        raise argparse.ArgumentTypeError(f"seconds must be between 0 and 3600: {text!r}")
-    return value
-
-
-_positive = positive_int
-
-
 def _size(text: str) -> int:
     """``256M``, ``1G``, ``0``: like the job's sizes, but zero is allowed."""
-    from .cli import parse_size
-
     if text.strip() == "0":
         return 0
     return parse_size(text)
@@ -73,25 +57,6 @@ def _port(text: str) -> int:
     return value
 
 
-def _add_state_args(p: Any) -> None:
-    p.add_argument("--home", metavar="DIR", help="pymr state directory: cluster key, node id, "
-                   "data (default $PYMR_HOME or ~/.pymr)")
-    p.add_argument("--key-file", metavar="PATH", help="cluster key file (default HOME/cluster.key)")
-
-
-def _add_discovery_args(p: Any, what: str) -> None:
-    from .config import DEFAULT_DISCOVER_S
-
-    p.add_argument("--nodes", metavar="HOST[:PORT],...",
-                   help=f"{what} these nodes and the members they know, skipping mDNS (HOST "
-                   "alone: control port 7372; one member is enough)")
-    p.add_argument("--discover", type=_seconds, metavar="SECONDS",
-                   help=f"how long to browse for nodes (default {DEFAULT_DISCOVER_S:g})")
-    p.add_argument("--interface", metavar="ADDR|NAME,...",
-                   help="browse on these interfaces (default: every address except loopback, "
-                   "container bridges and link-local; or $PYMR_INTERFACE)")
-
-
 def add_commands(sub: Any) -> None:
     """Register the cluster subcommands on the ``pymr`` parser."""
     from .config import DEFAULT_BASE_PORT, FOUND_DISCOVER_S
@@ -105,7 +70,7 @@ def add_commands(sub: Any) -> None:
         "key) can run code on every node; use --builtin-only on machines that should only "
         "run the jobs shipped with pymr.")
     node.add_argument("--name", help="name shown in 'pymr status' (default: host name)")
-    node.add_argument("--slots", type=_positive, metavar="N",
+    node.add_argument("--slots", type=positive_int, metavar="N",
                       help="executors, i.e. map/reduce tasks at once (default: cores)")
     node.add_argument("--port", type=_port, default=DEFAULT_BASE_PORT, metavar="BASE",
                       help=f"task, shuffle, control, events on BASE..BASE+3 (default "
@@ -127,19 +92,19 @@ def add_commands(sub: Any) -> None:
     node.add_argument("--retain-memory", type=_size, metavar="SIZE", default=None,
                       help="map outputs each executor keeps in memory for re-sends; older "
                       "ones are spilled to the data directory (default 256M; 0: spill all)")
-    node.add_argument("--discover", type=_seconds, metavar="SECONDS",
+    node.add_argument("--discover", type=seconds, metavar="SECONDS",
                       help=f"with no key: how long to look for a cluster to join (default "
                       f"{FOUND_DISCOVER_S:g}; 0 founds a new cluster at once)")
     node.add_argument("--join", metavar="HOST[:PORT],...",
                       help="members to join through where multicast is blocked (HOST alone: "
                       "control port 7372); redialled with backoff while the node runs")
-    _add_state_args(node)
+    add_state_args(node)
     node.set_defaults(func=cmd_node)
 
     keygen = sub.add_parser("keygen", help="create a new cluster key on this machine",
                             description="Create a new cluster key (founds a new cluster).")
     keygen.add_argument("--force", action="store_true", help="replace an existing key")
-    _add_state_args(keygen)
+    add_state_args(keygen)
     keygen.set_defaults(func=cmd_keygen)
 
     key = sub.add_parser("key", help="move the cluster key between machines",
@@ -149,16 +114,16 @@ def add_commands(sub: Any) -> None:
                          "every node.")
     key_sub = key.add_subparsers(dest="key_command", metavar="ACTION")
     exp = key_sub.add_parser("export", help="print this cluster's join token")
-    _add_state_args(exp)
+    add_state_args(exp)
     exp.set_defaults(func=cmd_key_export)
     imp = key_sub.add_parser("import", help="join the cluster of a token ('-': read stdin)")
     imp.add_argument("token", metavar="TOKEN")
     imp.add_argument("--force", action="store_true",
                      help="replace this machine's key (it leaves its current cluster)")
-    _add_state_args(imp)
+    add_state_args(imp)
     imp.set_defaults(func=cmd_key_import)
     fp = key_sub.add_parser("fingerprint", help="print the public key fingerprint")
-    _add_state_args(fp)
+    add_state_args(fp)
     fp.set_defaults(func=cmd_key_fingerprint)
     key.set_defaults(func=lambda args: _usage(key))
 
@@ -167,20 +132,20 @@ def add_commands(sub: Any) -> None:
                             "control socket, and show them.")
     status.add_argument("--json", action="store_true", help="one JSON document on stdout")
     status.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
-    status.add_argument("--timeout", type=_seconds, default=None, metavar="SECONDS",
+    status.add_argument("--timeout", type=seconds, default=None, metavar="SECONDS",
                         help="how long to wait for each node's answer (default 3)")
-    _add_discovery_args(status, "ask")
-    _add_state_args(status)
+    add_discovery_args(status, "ask")
+    add_state_args(status)
     status.set_defaults(func=cmd_status)
 
     events = sub.add_parser("events", help="live progress and errors from every node",
                             description="Subscribe to every node's events; one line each.")
     events.add_argument("--json", action="store_true", help="JSON lines")
     events.add_argument("--no-heartbeats", action="store_true", help="hide heartbeats")
-    events.add_argument("--duration", type=_seconds, metavar="SECONDS",
+    events.add_argument("--duration", type=seconds, metavar="SECONDS",
                         help="stop after this long (default: until Ctrl-C)")
-    _add_discovery_args(events, "follow")
-    _add_state_args(events)
+    add_discovery_args(events, "follow")
+    add_state_args(events)
     events.set_defaults(func=cmd_events)
 
     from .cli_doctor import add_command as add_doctor
@@ -206,7 +171,7 @@ def _usage(parser: Any) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    state = _state(args)
+    state = cli_state(args)
     key = ClusterKey.generate()
     path = state.save_key(key, replace=args.force)
     _say(f"created a new cluster key (fingerprint {key.fingerprint}) in {path}")
@@ -216,7 +181,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_key_export(args: argparse.Namespace) -> int:
-    key = _state(args).load_key()
+    key = cli_state(args).load_key()
     print(key.export_token(), flush=True)
     if sys.stderr.isatty():
         _say("this token is the cluster's secret: whoever holds it can run code on every "
@@ -227,7 +192,7 @@ def cmd_key_export(args: argparse.Namespace) -> int:
 def cmd_key_import(args: argparse.Namespace) -> int:
     token = sys.stdin.readline() if args.token == "-" else args.token
     key = ClusterKey.from_token(token)
-    state = _state(args)
+    state = cli_state(args)
     if state.has_key():
         old = state.load_key()
         if old == key:
@@ -246,7 +211,7 @@ def cmd_key_import(args: argparse.Namespace) -> int:
 
 
 def cmd_key_fingerprint(args: argparse.Namespace) -> int:
-    print(_state(args).load_key().fingerprint)
+    print(cli_state(args).load_key().fingerprint)
     return EXIT_OK
 
 
@@ -271,8 +236,8 @@ class _Stop:
 
 def cmd_node(args: argparse.Namespace) -> int:
     if getattr(args, "join", None):
-        _parse_nodes(args.join, "--join")       # bad input: one line, before anything starts
-    state = _state(args)
+        parse_nodes_arg(args.join, "--join")       # bad input: one line, before anything starts
+    state = cli_state(args)
     state.ensure()
     lock = _lock_home(state.home)
     try:
@@ -307,7 +272,7 @@ def _run_node(args: argparse.Namespace, state: Any) -> int:
     from .discovery import browse, select_addresses
 
     node_id = state.node_id()
-    spec = _interface_spec(args)
+    spec = interface_spec(args)
     addresses = select_addresses(spec)
     if not state.has_key():
         window = FOUND_DISCOVER_S if args.discover is None else args.discover
@@ -412,7 +377,7 @@ def _start_daemon(opts: Any, key: ClusterKey, node_id: str) -> Any:
 
 def _serve(args: argparse.Namespace, state: Any, key: ClusterKey, node_id: str,
            addresses: list[str], stop: _Stop) -> None:
-    from . import __version__
+    from ._version import __version__
     from .config import NodeOptions
     from .discovery import Advert, Advertiser, select_addresses
 
@@ -449,7 +414,7 @@ def _serve(args: argparse.Namespace, state: Any, key: ClusterKey, node_id: str,
               f"advertised as {instance!r}"
               f"{' (built-in jobs only)' if args.builtin_only else ''}. Stop with Ctrl-C.",
               flush=True)
-        spec = _interface_spec(args)
+        spec = interface_spec(args)
 
         def watch() -> None:
             while not stop.event.wait(ADDRESS_CHECK_INTERVAL_S):
@@ -487,23 +452,6 @@ def _serve(args: argparse.Namespace, state: Any, key: ClusterKey, node_id: str,
 
 
 # ---------------------------------------------------------------- discovery for clients
-
-
-def _parse_nodes(text: str, option: str = "--nodes") -> list[str]:
-    from .config import parse_nodes
-
-    return parse_nodes(text, option)
-
-
-def _need_key(state: Any, why: str) -> ClusterKey:
-    from .errors import ConfigError
-
-    if not state.has_key():
-        raise ConfigError(f"{why} needs this machine to hold the cluster key ({state.key_file} "
-                          "is missing): run 'pymr key export' on a member and 'pymr key import "
-                          "TOKEN' here, or 'pymr keygen' to start a new cluster")
-    key: ClusterKey = state.load_key()
-    return key
 
 
 def _find(args: argparse.Namespace, key: ClusterKey, *,
@@ -645,7 +593,7 @@ def _why_none(statuses: list[Any], res: Any) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     from .cli_discovery import ignored_note
 
-    key = _need_key(_state(args), "pymr status")
+    key = need_key(cli_state(args), "pymr status")
     if args.watch:
         return _watch_status(args, key)
     res = _find(args, key, timeout_s=args.timeout)
@@ -696,8 +644,8 @@ def _watch_status(args: argparse.Namespace, key: ClusterKey) -> int:
     from .status import PROBE_TIMEOUT_S, probe
 
     timeout = min(PROBE_TIMEOUT_S if args.timeout is None else args.timeout, WATCH_INTERVAL_S)
-    fixed = _parse_nodes(args.nodes) if args.nodes else None
-    browser = None if fixed else Browser(select_addresses(_interface_spec(args))).start()
+    fixed = parse_nodes_arg(args.nodes) if args.nodes else None
+    browser = None if fixed else Browser(select_addresses(interface_spec(args))).start()
     try:
         with Live(Text("looking for nodes..."), refresh_per_second=4) as live:
             while True:
@@ -736,7 +684,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     from .discovery import Browser, select_addresses
     from .status import EventStream, probe
 
-    key = _need_key(_state(args), "pymr events")
+    key = need_key(cli_state(args), "pymr events")
     topics = (p.TOPIC_PROGRESS, p.TOPIC_ERROR) if args.no_heartbeats else \
         (p.TOPIC_HEARTBEAT, p.TOPIC_PROGRESS, p.TOPIC_ERROR)
     stream = EventStream(key, topics)
@@ -745,11 +693,11 @@ def cmd_events(args: argparse.Namespace) -> int:
     try:
         targets: list[tuple[str, Any]]
         if args.nodes:
-            targets = [(ep, None) for ep in _parse_nodes(args.nodes)]
+            targets = [(ep, None) for ep in parse_nodes_arg(args.nodes)]
         else:
             from .config import DEFAULT_DISCOVER_S
 
-            browser = Browser(select_addresses(_interface_spec(args))).start()
+            browser = Browser(select_addresses(interface_spec(args))).start()
             browser.poll(DEFAULT_DISCOVER_S if args.discover is None else args.discover)
             targets = [(r.control_endpoint, r) for r in
                        browser.result(key.fingerprint).nodes]

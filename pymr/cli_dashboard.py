@@ -32,7 +32,7 @@ def _http_port(text: str) -> int:
 
 def add_commands(sub: Any) -> None:
     """Register ``pymr dashboard`` on the ``pymr`` parser."""
-    from .cli_cluster import _add_discovery_args, _add_state_args
+    from .cli_common import add_discovery_args, add_state_args
     from .dashboard import DEFAULT_PORT
 
     d = sub.add_parser(
@@ -49,8 +49,8 @@ def add_commands(sub: Any) -> None:
     d.add_argument("--port", type=_http_port, metavar="PORT",
                    help=f"port to serve on (default {DEFAULT_PORT}, or a free port if it is "
                    "taken; 0: a free port)")
-    _add_discovery_args(d, "watch")
-    _add_state_args(d)
+    add_discovery_args(d, "watch")
+    add_state_args(d)
     d.set_defaults(func=cmd_dashboard)
 
 
@@ -69,20 +69,20 @@ def _start(key: ClusterKey, port: int | None, default_port: int, **kwargs: Any) 
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from .cli_cluster import _interface_spec, _need_key, _parse_nodes, _state
+    from .cli_common import cli_state, interface_spec, need_key, parse_nodes_arg
     from .config import DEFAULT_DISCOVER_S
     from .dashboard import DEFAULT_PORT
 
-    key = _need_key(_state(args), "pymr dashboard")
+    key = need_key(cli_state(args), "pymr dashboard")
     kwargs: dict[str, Any] = {"host": args.bind, "discover_s": DEFAULT_DISCOVER_S
                               if args.discover is None else args.discover}
     if args.nodes:
-        kwargs["endpoints"] = _parse_nodes(args.nodes)
+        kwargs["endpoints"] = parse_nodes_arg(args.nodes)
         kwargs["source"] = "--nodes " + args.nodes
     else:
         from .discovery import select_addresses
 
-        kwargs["interfaces"] = select_addresses(_interface_spec(args))
+        kwargs["interfaces"] = select_addresses(interface_spec(args))
     stop = threading.Event()
     # Ctrl-C, SIGTERM and a closed terminal stop it, even when started with SIGINT ignored
     # (in the background of a script); nohup keeps SIGHUP ignored.

@@ -32,7 +32,7 @@ def find(args: argparse.Namespace, key: ClusterKey, *, want_status: bool,
          timeout_s: float | None = None) -> LadderResult:
     """Climb the ladder for this command: ``--nodes`` are seeds and skip mDNS and memory;
     without them, mDNS, then the members this machine remembers, then peer exchange."""
-    from .cli_cluster import _interface_spec, _state
+    from .cli_common import cli_state, interface_spec
     from .config import DEFAULT_DISCOVER_S
     from .discovery import select_addresses
     from .peerstore import PeerStore
@@ -41,13 +41,13 @@ def find(args: argparse.Namespace, key: ClusterKey, *, want_status: bool,
     seeds = seeds_of(args)
     discover = getattr(args, "discover", None)
     opts = LadderOptions(
-        interfaces=None if seeds else select_addresses(_interface_spec(args)),
+        interfaces=None if seeds else select_addresses(interface_spec(args)),
         window_s=DEFAULT_DISCOVER_S if discover is None else discover, seeds=seeds,
         use_memory=not seeds, min_nodes=min_nodes, early_stop=early_stop,
         want_status=want_status,
         probe_timeout_s=PROBE_TIMEOUT_S if timeout_s is None else timeout_s,
         dial_timeout_s=min(PROBE_TIMEOUT_S if timeout_s is None else timeout_s, 1.5))
-    return climb(key, opts, PeerStore(_state(args).home))
+    return climb(key, opts, PeerStore(cli_state(args).home))
 
 
 def ignored_note(res: LadderResult | None) -> str:
@@ -84,15 +84,15 @@ def discover_for_job(args: argparse.Namespace) -> tuple[list[str], ClusterKey] |
 
     None means: run on the embedded local cluster.
     """
-    from .cli_cluster import _interface_spec, _need_key, _state
+    from .cli_common import cli_state, interface_spec, need_key
     from .errors import DiscoveryError
 
     quiet = getattr(args, "quiet", False)
     say = (lambda text: None) if quiet else _say
-    state = _state(args)
+    state = cli_state(args)
     seeds = seeds_of(args)
     if seeds:
-        key = _need_key(state, "--nodes")
+        key = need_key(state, "--nodes")
     elif not state.has_key():
         return None                     # never joined a cluster: embedded, at once
     else:
@@ -125,7 +125,7 @@ def discover_for_job(args: argparse.Namespace) -> tuple[list[str], ClusterKey] |
         say(f"warning: only {len(usable)} of the {min_nodes} nodes asked for answered")
     say(f"using {len(usable)} node(s): " + ", ".join(node_line(f) for f in usable))
     if not seeds:
-        args.watch_interfaces = _interface_spec(args)  # cmd_job keeps browsing during the job
+        args.watch_interfaces = interface_spec(args)  # cmd_job keeps browsing during the job
     return [f.endpoint for f in usable], key
 
 

@@ -15,7 +15,7 @@ _MARKS = {"ok": ("ok", "green"), "warn": ("warn", "yellow"), "fail": ("FAIL", "r
 
 def add_command(sub: Any) -> None:
     """Register ``pymr doctor`` on the ``pymr`` parser."""
-    from .cli_cluster import _add_state_args, _seconds
+    from .cli_common import add_state_args, seconds
     from .config import DEFAULT_DISCOVER_S
 
     doctor = sub.add_parser(
@@ -31,25 +31,25 @@ def add_command(sub: Any) -> None:
     doctor.add_argument("--interface", metavar="ADDR|NAME,...",
                         help="check these interfaces (default: as 'pymr node' chooses; or "
                         "$PYMR_INTERFACE)")
-    doctor.add_argument("--discover", type=_seconds, metavar="SECONDS",
+    doctor.add_argument("--discover", type=seconds, metavar="SECONDS",
                         help=f"how long to listen for mDNS answers (default "
                         f"{DEFAULT_DISCOVER_S:g})")
-    doctor.add_argument("--timeout", type=_seconds, metavar="SECONDS", default=1.5,
+    doctor.add_argument("--timeout", type=seconds, metavar="SECONDS", default=1.5,
                         help="how long to wait for each member's hello (default 1.5)")
-    _add_state_args(doctor)
+    add_state_args(doctor)
     doctor.set_defaults(func=cmd_doctor)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .cli_cluster import _interface_spec, _state
+    from .cli_common import cli_state, interface_spec
     from .cli_discovery import seeds_of
     from .config import DEFAULT_DISCOVER_S
     from .doctor import DoctorOptions, diagnose
 
-    opts = DoctorOptions(interface_spec=_interface_spec(args), seeds=seeds_of(args),
+    opts = DoctorOptions(interface_spec=interface_spec(args), seeds=seeds_of(args),
                          window_s=DEFAULT_DISCOVER_S if args.discover is None else args.discover,
                          timeout_s=args.timeout)
-    state = _state(args)
+    state = cli_state(args)
     if args.json or not sys.stderr.isatty():
         diag = diagnose(state, opts)
     else:

@@ -52,9 +52,11 @@ def default_home() -> Path:
 
 @dataclass(frozen=True, slots=True)
 class JobOptions:
-    """What ``pymr job`` was asked to do."""
+    """What ``pymr job`` was asked to do.
 
-    job_name: str = "wordcount"
+    Not here: the job's name (its program's) and ``--binary`` (inputs are accepted or
+    refused by ``resolve_inputs`` before a job exists)."""
+
     #: the job's parameters (``-p NAME=VALUE``), checked against the job's ``PARAMS``
     params: dict[str, str] = field(default_factory=dict)
     split_size: int = 16 * MiB
@@ -65,7 +67,6 @@ class JobOptions:
     max_attempts: int = 4
     flush_key_limit: int = 2_000_000
     fetch_credit: int = 4            # partition chunks in flight per partition
-    binary_ok: bool = False
     death_timeout_s: float = DEATH_TIMEOUT_S
     memory: int = 0                  # per node, all its executors (0: each node's own)
 

@@ -152,6 +152,6 @@ def _ago(seconds: float) -> str:
 
 
 def _pymr() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return __version__

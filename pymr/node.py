@@ -20,15 +20,16 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from . import __version__
 from . import protocol as p
 from ._exec_entry import exec_endpoint, make_run_dir, spawn_executors
+from ._version import __version__
 from .config import EXECUTOR_STOPPED_S, UNICODE_VERSION, NodeOptions, executor_share
 from .errors import ProtocolError
 from .jobs import builtin_hashes, bundle_sha256
@@ -312,6 +313,7 @@ class NodeDaemon:
         send_nowait(self.control, [peer, *p.encode(msg)])
 
     def _on_control(self, frames: list[Any]) -> None:
+        """One message from a master or an observer, through ``CONTROL_HANDLERS``."""
         if len(frames) < 2:
             return
         peer = frames[0].bytes
@@ -320,52 +322,65 @@ class NodeDaemon:
         except ProtocolError as exc:
             self.drop(peer.hex(), str(exc))
             return
-        if isinstance(msg, p.Hello):
-            assert self.endpoints is not None
-            if msg.member:
-                self.members.joined(msg.member)     # a node joining through this one
-            self._reply(peer, p.HelloReply(
-                seq=msg.seq, node_id=self.node_id, name=self.name,
-                incarnation=self.incarnation, pymr_version=__version__,
-                unicode_version=UNICODE_VERSION, slots=self.slots,
-                task_endpoint=self.endpoints.task, shuffle_endpoint=self.endpoints.shuffle,
-                events_endpoint=self.endpoints.events, builtin_only=self.opts.builtin_only,
-                python_version=platform.python_version(),
-                peers=self.members.answer() if msg.want_peers else []))
-        elif isinstance(msg, p.StatusRequest):
-            self._reply(peer, self._status(msg.seq))
-        elif isinstance(msg, p.JobStart):
-            self._reply(peer, self._job_start(peer, msg))
-        elif isinstance(msg, p.Lease):
-            job = self.jobs.get(msg.job_id)
-            if job is not None and job.master == peer:
-                job.last_lease = time.monotonic()
-        elif isinstance(msg, p.JobNotice):
-            job = self.jobs.get(msg.job_id)
-            if job is not None and job.master == peer:
-                send_nowait(self.events, p.encode_topic(p.TOPIC_PROGRESS, dataclasses.replace(
-                    msg, text=msg.text[:NOTICE_TEXT_MAX], message=msg.message[:NOTICE_TEXT_MAX],
-                    where=msg.where[:NOTICE_TEXT_MAX], failed_on=msg.failed_on[:200],
-                    exc_type=msg.exc_type[:200], traceback=msg.traceback[:NOTICE_TRACEBACK_MAX],
-                    node_id=self.node_id)))
-        elif isinstance(msg, p.JobProgress):
-            job = self.jobs.get(msg.job_id)
-            if job is not None and job.master == peer:
-                send_nowait(self.events, p.encode_topic(p.TOPIC_JOB, dataclasses.replace(
-                    msg, error=msg.error[:NOTICE_TEXT_MAX], node_id=self.node_id)))
-        elif isinstance(msg, p.CancelTask):
-            job = self._job_of(peer, msg.job_id)
-            if job is not None:
-                self._cancel_task(job, msg)
-        elif isinstance(msg, p.FetchPartition):
-            job = self._job_of(peer, msg.job_id)
-            if job is not None and msg.partition in job.owners:
-                self._to_executor(job.owners[msg.partition], p.encode(msg))
-        elif isinstance(msg, (p.Commit, p.DropOutput, p.Flush, p.InputComplete, p.JobEnd,
-                              p.JobUpdate, p.ResendChunks)):
-            self._on_job_control(peer, msg)
-        else:
+        handler = CONTROL_HANDLERS.get(type(msg))
+        if handler is None:
             self.drop(peer.hex(), f"unexpected {msg.TYPE} on control")
+            return
+        handler(self, peer, msg)
+
+    def _on_hello(self, peer: bytes, msg: p.Hello) -> None:
+        """Who this node is and where to reach it (and the members it knows, if asked)."""
+        assert self.endpoints is not None
+        if msg.member:
+            self.members.joined(msg.member)     # a node joining through this one
+        self._reply(peer, p.HelloReply(
+            seq=msg.seq, node_id=self.node_id, name=self.name,
+            incarnation=self.incarnation, pymr_version=__version__,
+            unicode_version=UNICODE_VERSION, slots=self.slots,
+            task_endpoint=self.endpoints.task, shuffle_endpoint=self.endpoints.shuffle,
+            events_endpoint=self.endpoints.events, builtin_only=self.opts.builtin_only,
+            python_version=platform.python_version(),
+            peers=self.members.answer() if msg.want_peers else []))
+
+    def _on_status_request(self, peer: bytes, msg: p.StatusRequest) -> None:
+        self._reply(peer, self._status(msg.seq))
+
+    def _on_job_start_msg(self, peer: bytes, msg: p.JobStart) -> None:
+        self._reply(peer, self._job_start(peer, msg))
+
+    def _on_lease(self, peer: bytes, msg: p.Lease) -> None:
+        """The job's master still wants it (anyone else's lease is ignored)."""
+        job = self.jobs.get(msg.job_id)
+        if job is not None and job.master == peer:
+            job.last_lease = time.monotonic()
+
+    def _on_job_notice(self, peer: bytes, msg: p.JobNotice) -> None:
+        """Relay the master's notice to observers, cut to size, under this node's id."""
+        job = self.jobs.get(msg.job_id)
+        if job is not None and job.master == peer:
+            send_nowait(self.events, p.encode_topic(p.TOPIC_PROGRESS, dataclasses.replace(
+                msg, text=msg.text[:NOTICE_TEXT_MAX], message=msg.message[:NOTICE_TEXT_MAX],
+                where=msg.where[:NOTICE_TEXT_MAX], failed_on=msg.failed_on[:200],
+                exc_type=msg.exc_type[:200], traceback=msg.traceback[:NOTICE_TRACEBACK_MAX],
+                node_id=self.node_id)))
+
+    def _on_job_progress(self, peer: bytes, msg: p.JobProgress) -> None:
+        """Relay the master's job progress to dashboards, under this node's id."""
+        job = self.jobs.get(msg.job_id)
+        if job is not None and job.master == peer:
+            send_nowait(self.events, p.encode_topic(p.TOPIC_JOB, dataclasses.replace(
+                msg, error=msg.error[:NOTICE_TEXT_MAX], node_id=self.node_id)))
+
+    def _on_cancel_task(self, peer: bytes, msg: p.CancelTask) -> None:
+        job = self._job_of(peer, msg.job_id)
+        if job is not None:
+            self._cancel_task(job, msg)
+
+    def _on_fetch_partition(self, peer: bytes, msg: p.FetchPartition) -> None:
+        """To the executor that reduces the partition."""
+        job = self._job_of(peer, msg.job_id)
+        if job is not None and msg.partition in job.owners:
+            self._to_executor(job.owners[msg.partition], p.encode(msg))
 
     def _job_of(self, peer: bytes, job_id: str) -> NodeJob | None:
         job = self.jobs.get(job_id)
@@ -434,6 +449,7 @@ class NodeDaemon:
                                                                num_tasks=job.num_tasks)))
 
     def _on_job_control(self, peer: bytes, msg: Any) -> None:
+        """An acked message of a job's master, through ``JOB_CONTROL_HANDLERS``, then acked."""
         job = self.jobs.get(msg.job_id)
         if job is None:
             # Idempotent: a re-sent JobEnd or a late message for a finished job.
@@ -442,25 +458,35 @@ class NodeDaemon:
         if job.master != peer:
             self.drop(peer.hex(), "control message for a job this peer does not own")
             return
-        if isinstance(msg, p.Commit):
-            self._route_commit(job, msg)
-        elif isinstance(msg, p.JobEnd):
-            self._end_job(job, msg.reason)
-        elif isinstance(msg, p.JobUpdate):
-            self._job_update(job, msg)
-        elif isinstance(msg, p.ResendChunks):
-            index = p.output_executor(msg.output_id)
-            if 0 <= index < len(self.executors):
-                self._to_executor(index, p.encode(msg))
-            else:
-                send_nowait(self.control, [peer, *p.encode(p.OutputLost(
-                    job_id=job.job_id, node_id=self.node_id, output_id=msg.output_id))])
-        else:
-            if isinstance(msg, p.InputComplete):
-                job.num_tasks = msg.num_tasks
-            for e in self.executors:
-                self._to_executor(e.index, p.encode(msg))
+        JOB_CONTROL_HANDLERS[type(msg)](self, peer, job, msg)
         self._reply(peer, p.Ack(seq=msg.seq))
+
+    def _job_commit(self, peer: bytes, job: NodeJob, msg: p.Commit) -> None:
+        self._route_commit(job, msg)
+
+    def _job_end_msg(self, peer: bytes, job: NodeJob, msg: p.JobEnd) -> None:
+        self._end_job(job, msg.reason)
+
+    def _job_update_msg(self, peer: bytes, job: NodeJob, msg: p.JobUpdate) -> None:
+        self._job_update(job, msg)
+
+    def _job_resend(self, peer: bytes, job: NodeJob, msg: p.ResendChunks) -> None:
+        """To the executor that retains the output; when it is gone, the output is lost."""
+        index = p.output_executor(msg.output_id)
+        if 0 <= index < len(self.executors):
+            self._to_executor(index, p.encode(msg))
+        else:
+            send_nowait(self.control, [peer, *p.encode(p.OutputLost(
+                job_id=job.job_id, node_id=self.node_id, output_id=msg.output_id))])
+
+    def _job_input_complete(self, peer: bytes, job: NodeJob, msg: p.InputComplete) -> None:
+        """Kept for executors started later (replacements), and told to every executor."""
+        job.num_tasks = msg.num_tasks
+        self._job_to_executors(peer, job, msg)
+
+    def _job_to_executors(self, peer: bytes, job: NodeJob, msg: p.Message) -> None:
+        for e in self.executors:
+            self._to_executor(e.index, p.encode(msg))
 
     def _route_commit(self, job: NodeJob, msg: p.Commit) -> None:
         """Split a batch of commits by the executor that reduces each partition."""
@@ -589,6 +615,8 @@ class NodeDaemon:
 
     # ---------------------------------------------------------------- executors
     def _on_executor(self, frames: list[Any]) -> None:
+        """One message from an executor: bookkeeping through ``EXECUTOR_HANDLERS``, then,
+        unless the handler kept it here, relayed to the master of its job."""
         ident = frames[0].bytes
         try:
             msg, payload = p.decode(frames[1:])
@@ -598,40 +626,61 @@ class NodeDaemon:
         e = next((x for x in self.executors if x.identity == ident), None)
         if e is None:
             return
-        if isinstance(msg, p.ExecutorReady):
-            e.ready = True
-            held, e.outbox = e.outbox, []
-            for frames in held:
-                self._to_executor(e.index, frames)
-            for job in self.jobs.values() if e.replacement else ():  # give it the jobs
-                self._to_executor(e.index, p.encode(self._exec_job(job.spec, job.owners,
-                                                                   e.index, map_only=True)))
+        handler = EXECUTOR_HANDLERS.get(type(msg))
+        if handler is not None and not handler(self, e, msg):
             return
-        if isinstance(msg, p.OutputDone):
-            for t, a in msg.tasks:
-                e.unflushed.discard((msg.job_id, t, a))
-        if isinstance(msg, (p.TaskExecuted, p.TaskFailedReport)):
-            key = (msg.job_id, msg.task_id, msg.attempt)
-            if key in e.tasks:
-                e.tasks.remove(key)
-            e.unflushed.discard(key)
-            if isinstance(msg, p.TaskExecuted):
-                e.unflushed.add(key)
-                self.tasks_done += 1
-                self.bytes_processed += msg.nbytes
-                send_nowait(self.events, p.encode_topic(p.TOPIC_PROGRESS, p.Progress(
-                    job_id=msg.job_id, node_id=self.node_id, task_id=msg.task_id,
-                    attempt=msg.attempt, nbytes=msg.nbytes)))
-            else:
-                send_nowait(self.events, p.encode_topic(p.TOPIC_ERROR, p.ErrorEvent(
-                    job_id=msg.job_id, node_id=self.node_id, task_id=msg.task_id,
-                    attempt=msg.attempt, exc_type=msg.exc_type, message=msg.message,
-                    traceback=msg.traceback)))
         owner = self.jobs.get(getattr(msg, "job_id", ""))
         if owner is None:
             return
         if not send_nowait(self.control, [owner.master, *frames[1:]]):
             log.warning("job %s: master unreachable; report dropped", owner.job_id)
+
+    def _executor_ready(self, e: ExecutorSlot, msg: p.ExecutorReady) -> bool:
+        """Send what was held for it and, to a replacement, the running jobs; not relayed."""
+        e.ready = True
+        held, e.outbox = e.outbox, []
+        for frames in held:
+            self._to_executor(e.index, frames)
+        for job in self.jobs.values() if e.replacement else ():  # give it the jobs
+            self._to_executor(e.index, p.encode(self._exec_job(job.spec, job.owners,
+                                                               e.index, map_only=True)))
+        return False
+
+    def _executor_output_done(self, e: ExecutorSlot, msg: p.OutputDone) -> bool:
+        """The output's tasks are flushed: no longer lost with this executor."""
+        for t, a in msg.tasks:
+            e.unflushed.discard((msg.job_id, t, a))
+        return True
+
+    def _executor_task_executed(self, e: ExecutorSlot, msg: p.TaskExecuted) -> bool:
+        """The task is done but unflushed (lost if the executor dies); observers see it."""
+        key = self._executor_task_over(e, msg)
+        e.unflushed.add(key)
+        self.tasks_done += 1
+        self.bytes_processed += msg.nbytes
+        send_nowait(self.events, p.encode_topic(p.TOPIC_PROGRESS, p.Progress(
+            job_id=msg.job_id, node_id=self.node_id, task_id=msg.task_id,
+            attempt=msg.attempt, nbytes=msg.nbytes)))
+        return True
+
+    def _executor_task_failed(self, e: ExecutorSlot, msg: p.TaskFailedReport) -> bool:
+        """The task is over on this executor; observers see the error."""
+        self._executor_task_over(e, msg)
+        send_nowait(self.events, p.encode_topic(p.TOPIC_ERROR, p.ErrorEvent(
+            job_id=msg.job_id, node_id=self.node_id, task_id=msg.task_id,
+            attempt=msg.attempt, exc_type=msg.exc_type, message=msg.message,
+            traceback=msg.traceback)))
+        return True
+
+    @staticmethod
+    def _executor_task_over(e: ExecutorSlot, msg: p.TaskExecuted | p.TaskFailedReport
+                            ) -> tuple[str, int, int]:
+        """The executor no longer holds the task; its key."""
+        key = (msg.job_id, msg.task_id, msg.attempt)
+        if key in e.tasks:
+            e.tasks.remove(key)
+        e.unflushed.discard(key)
+        return key
 
     def _check_executors(self) -> None:
         now = time.monotonic()
@@ -689,3 +738,66 @@ class NodeDaemon:
             addresses=[self.endpoints.control] if self.endpoints else [],
             ready=sum(1 for e in self.executors if e.ready),
             **(self.load.last.fields() if self.load.last else {}))
+
+
+#: What the daemon does with each message on its control socket (from masters, observers
+#: and joining nodes).
+CONTROL_HANDLERS: dict[type[p.Message], Callable[[NodeDaemon, bytes, Any], None]] = {
+    p.Hello: NodeDaemon._on_hello,
+    p.StatusRequest: NodeDaemon._on_status_request,
+    p.JobStart: NodeDaemon._on_job_start_msg,
+    p.Lease: NodeDaemon._on_lease,
+    p.JobNotice: NodeDaemon._on_job_notice,
+    p.JobProgress: NodeDaemon._on_job_progress,
+    p.CancelTask: NodeDaemon._on_cancel_task,
+    p.FetchPartition: NodeDaemon._on_fetch_partition,
+    p.Commit: NodeDaemon._on_job_control,
+    p.DropOutput: NodeDaemon._on_job_control,
+    p.Flush: NodeDaemon._on_job_control,
+    p.InputComplete: NodeDaemon._on_job_control,
+    p.JobEnd: NodeDaemon._on_job_control,
+    p.JobUpdate: NodeDaemon._on_job_control,
+    p.ResendChunks: NodeDaemon._on_job_control,
+}
+#: The acked messages of a job's master (``_on_job_control``), once the job and its owner
+#: are checked.
+JOB_CONTROL_HANDLERS: dict[type[p.Message],
+                           Callable[[NodeDaemon, bytes, NodeJob, Any], None]] = {
+    p.Commit: NodeDaemon._job_commit,
+    p.DropOutput: NodeDaemon._job_to_executors,
+    p.Flush: NodeDaemon._job_to_executors,
+    p.InputComplete: NodeDaemon._job_input_complete,
+    p.JobEnd: NodeDaemon._job_end_msg,
+    p.JobUpdate: NodeDaemon._job_update_msg,
+    p.ResendChunks: NodeDaemon._job_resend,
+}
+#: Never sent to a node's control socket: replies and reports a node sends, the task and
+#: shuffle sockets' messages, the daemon-executor link and the PUB events. Dropped as
+#: unexpected if they come.
+NOT_ON_CONTROL: frozenset[type[p.Message]] = frozenset({
+    p.HelloReply, p.Ack, p.StatusReply, p.MapTask, p.ShuffleChunk, p.TaskExecuted,
+    p.TaskFailedReport, p.OutputDone, p.ReduceFailed, p.PartitionComplete, p.PartitionData,
+    p.PartitionLost, p.ChunksMissing, p.OutputLost, p.ExecutorReady, p.ExecJob,
+    p.ExecJobEnd, p.ExecStop, p.Heartbeat, p.Progress, p.ErrorEvent,
+})
+#: Bookkeeping for messages from executors; a handler returns whether the message goes on
+#: to the master of its job.
+EXECUTOR_HANDLERS: dict[type[p.Message], Callable[[NodeDaemon, ExecutorSlot, Any], bool]] = {
+    p.ExecutorReady: NodeDaemon._executor_ready,
+    p.OutputDone: NodeDaemon._executor_output_done,
+    p.TaskExecuted: NodeDaemon._executor_task_executed,
+    p.TaskFailedReport: NodeDaemon._executor_task_failed,
+}
+#: Reports an executor sends that the daemon only relays to the master of their job.
+EXECUTOR_RELAYED: frozenset[type[p.Message]] = frozenset({
+    p.ReduceFailed, p.PartitionComplete, p.PartitionData, p.PartitionLost, p.ChunksMissing,
+    p.OutputLost,
+})
+#: Never sent by an executor to its daemon (shuffle chunks go straight to the reducers'
+#: nodes); relayed like a report if one carries a running job's id, dropped otherwise.
+NEVER_FROM_EXECUTOR: frozenset[type[p.Message]] = frozenset({
+    p.Hello, p.HelloReply, p.Ack, p.JobStart, p.MapTask, p.CancelTask, p.Flush, p.Commit,
+    p.DropOutput, p.InputComplete, p.JobUpdate, p.ResendChunks, p.FetchPartition, p.Lease,
+    p.JobEnd, p.StatusRequest, p.StatusReply, p.ShuffleChunk, p.ExecJob, p.ExecJobEnd,
+    p.ExecStop, p.Heartbeat, p.Progress, p.ErrorEvent, p.JobNotice, p.JobProgress,
+})

@@ -110,9 +110,9 @@ def run(job: Any, paths: PathArg | Iterable[PathArg], *, params: dict[str, Any] 
         given.setdefault("tokenizer", tokenizer)
     program = load_job(resolve_job(job), given)
     defaults = JobOptions()
-    opts = JobOptions(job_name=program.spec.name, params=program.params,
+    opts = JobOptions(params=program.params,
                       split_size=split_size or defaults.split_size,
-                      num_partitions=partitions, binary_ok=binary, memory=memory,
+                      num_partitions=partitions, memory=memory,
                       max_attempts=max_attempts or defaults.max_attempts)
     result = Result()
 

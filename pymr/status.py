@@ -17,8 +17,8 @@ from typing import Any
 
 import zmq
 
-from . import __version__
 from . import protocol as p
+from ._version import __version__
 from .config import UNICODE_VERSION
 from .discovery import NodeRecord
 from .errors import ProtocolError
