@@ -146,11 +146,14 @@ def thaw(value: Any) -> Any:
 
 
 def untravelable(value: Any) -> type | None:
-    """The first type inside ``value`` that cannot travel, or None."""
+    """The first type inside ``value`` that cannot travel, or None. A container of scalars
+    (an inverted index's list of places) is checked in one C pass over its item types."""
     t = type(value)
     if t in SCALARS:
         return None
     if t in CONTAINERS:
+        if SCALARS.issuperset(map(type, value)):
+            return None
         for item in value:
             bad = untravelable(item)
             if bad is not None:
