@@ -21,7 +21,7 @@ import struct
 import zlib
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import islice
+from itertools import chain, islice
 from operator import itemgetter, methodcaller
 from typing import Any
 
@@ -78,27 +78,49 @@ def merge_sorted(streams: Sequence[Iterable[tuple[Any, Any]]],
                  key: Callable[[tuple[Any, Any]], Any] | None,
                  sort: Callable[[list[tuple[Any, Any]]], None] | None = None
                  ) -> Iterator[tuple[Any, Any]]:
-    """k-way merge of sorted runs of records (``key`` as for ``sorted``), a block at a time:
-    every run's records up to the smallest of the runs' last read records are sorted
-    together (``sort``, in place; by default ``list.sort(key=key)``), which merges the few
-    runs in C instead of a Python heap step per record. Records with equal keys come out
-    next to each other (runs first, in run order), which is what grouping needs."""
+    """k-way merge of sorted runs of records (``key`` as for ``sorted``), a block at a time
+    (``merge_blocks``, reading ``MERGE_BLOCK`` records of each run at a time)."""
     if len(streams) == 1:
         return iter(streams[0])
+    return chain.from_iterable(merge_blocks([batched(s, MERGE_BLOCK) for s in streams],
+                                            key, sort))
+
+
+def batched(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """``records`` as lists of ``size`` (the last one shorter)."""
+    it = iter(records)
+    while block := list(islice(it, size)):
+        yield block
+
+
+def merge_blocks(runs: Sequence[Iterable[list[tuple[Any, Any]]]],
+                 key: Callable[[tuple[Any, Any]], Any] | None,
+                 sort: Callable[[list[tuple[Any, Any]]], None] | None = None
+                 ) -> Iterator[list[tuple[Any, Any]]]:
+    """k-way merge of sorted runs, each given as blocks of records, into sorted blocks:
+    every run's records up to the smallest of the runs' last read records are sorted
+    together (``sort``, in place; by default ``list.sort(key=key)``), which merges the few
+    runs in C instead of a Python heap step per record; a caller that works a block at a
+    time (writes a run, sums a block) needs no Python step per record either. Records with
+    equal keys come out next to each other (runs first, in run order), which is what
+    grouping needs."""
     if sort is None:
         def sort(block: list[tuple[Any, Any]]) -> None:
             block.sort(key=key)
-    return _merge_blocks([iter(s) for s in streams], key, sort)
+    iters = [iter(r) for r in runs]
+    if len(iters) == 1:
+        return (b for b in iters[0] if b)
+    return _merge_blocks(iters, key, sort)
 
 
-def _merge_blocks(iters: list[Iterator[tuple[Any, Any]]],
+def _merge_blocks(iters: list[Iterator[list[tuple[Any, Any]]]],
                   key: Callable[[tuple[Any, Any]], Any] | None,
-                  sort: Callable[[list[tuple[Any, Any]]], None]) -> Iterator[tuple[Any, Any]]:
+                  sort: Callable[[list[tuple[Any, Any]]], None]
+                  ) -> Iterator[list[tuple[Any, Any]]]:
     # Every record left unread in a run is >= that run's last read one >= ``bound``, and
     # every record taken is <= ``bound``: so each sorted block follows the one before.
     last = key if key is not None else _itself
-    buffers: list[list[Any]] = [[recs, it] for it in iters
-                                if (recs := list(islice(it, MERGE_BLOCK)))]
+    buffers: list[list[Any]] = [[recs, it] for it in iters if (recs := _next_block(it))]
     while len(buffers) > 1:
         bound = min(last(b[0][-1]) for b in buffers)
         block: list[tuple[Any, Any]] = []
@@ -107,16 +129,24 @@ def _merge_blocks(iters: list[Iterator[tuple[Any, Any]]],
             cut = bisect_right(recs, bound, key=key)
             if cut == len(recs):
                 block += recs
-                b[0] = list(islice(b[1], MERGE_BLOCK))
+                b[0] = _next_block(b[1])
             elif cut:
                 block += recs[:cut]
                 b[0] = recs[cut:]
         buffers = [b for b in buffers if b[0]]
         sort(block)
-        yield from block
+        yield block
     for recs, it in buffers:
-        yield from recs
-        yield from it
+        yield recs
+        yield from (b for b in it if b)
+
+
+def _next_block(it: Iterator[list[Any]]) -> list[Any]:
+    """The next non-empty block of a run, or ``[]`` at its end."""
+    for block in it:
+        if block:
+            return block
+    return []
 
 
 def _itself(x: Any) -> Any:

@@ -18,9 +18,9 @@ sorts it by value with spilled runs of its own), so a fetch reads it chunk by ch
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Iterator
-from itertools import chain, groupby
-from operator import itemgetter
+from collections.abc import Callable, Iterable, Iterator
+from itertools import accumulate, chain, compress, count, groupby, islice
+from operator import itemgetter, ne, sub
 from sys import getsizeof
 from typing import Any
 
@@ -31,8 +31,9 @@ from .keys import (
     NATIVE_ORDER,
     ListKey,
     as_emitted,
+    batched,
     first_untravelable,
-    merge_sorted,
+    merge_blocks,
     order_key,
     record_sort_key,
     same_nans,
@@ -42,11 +43,12 @@ from .keys import (
     untravelable,
 )
 from .output import tsv_lines
-from .runs import RunFile, chunk_ranges, write_run
+from .runs import RunFile, chunk_ranges, write_blocks, write_run, write_sorted
 
 #: A combine (not a plain sum) runs on a key's values once it holds this many.
 COMBINE_EVERY = 256
 _keys_of, _values_of = itemgetter(0), itemgetter(1)
+_INT_ONLY = {int}
 #: Records (or list items) per chunk of a spilled run: what a merge holds per run read.
 RUN_CHUNK_ITEMS = 4096
 #: Most runs merged at once; more are merged in groups first.
@@ -209,10 +211,11 @@ class ReduceSide:
             return 0
         data, self.data, self.values_held = self.data, {}, 0
         types = type_names(data.keys())
-        records = sorted(data.items(), key=_merge_key(types))
+        keys = sorted(data, key=_key_order(types))
+        values = list(map(data.__getitem__, keys))
         del data
-        run = write_run(self.spill_dir, f"{self.name}.run{len(self.runs)}", records,
-                        RUN_CHUNK_ITEMS)
+        run = write_sorted(self.spill_dir, f"{self.name}.run{len(self.runs)}", keys, values,
+                           RUN_CHUNK_ITEMS)
         self.runs.append(run)
         self.run_key_types |= types
         self.spilled_bytes += run.size
@@ -269,58 +272,101 @@ class ReduceSide:
         data, self.data, self.values_held = self.data, {}, 0
         types = self.run_key_types | type_names(data.keys())
         merge_key = _merge_key(types)
-        self._reduce_fan_in(merge_key)
-        streams: list[Any] = [iter(run) for run in self.runs]
+        self._reduce_fan_in(types)
+        streams: list[Any] = [run.blocks() for run in self.runs]
         if data:
-            streams.append(sorted(data.items(), key=merge_key))
+            streams.append(batched(sorted(data.items(), key=merge_key), RUN_CHUNK_ITEMS))
         del data
-        merged = merge_sorted(streams, merge_key)
+        merged = self._merge(streams, types)
         key_types: set[str] = set()
         value_types: set[str] = set()
-        reduced = self._reduce_stream(merged, key_types, value_types)
+        reduced = self._reduce_blocks(merged, key_types, value_types)
         if self.program.order == "key":
-            out = write_run(self.spill_dir, f"{self.name}.out", reduced, chunk_records)
+            out = write_blocks(self.spill_dir, f"{self.name}.out", reduced, chunk_records)
             self.spilled_bytes += out.size
             return SortedRun([], key_types, value_types, counters, out)
         return self._sort_by_value(reduced, key_types, value_types, counters, memory,
                                    chunk_records)
 
-    def _reduce_fan_in(self, merge_key: Callable[[tuple[Any, Any]], Any]) -> None:
+    def _merge(self, streams: list[Any], key_types: set[str]
+               ) -> Iterator[list[tuple[Any, Any]]]:
+        """The block merge of sorted runs, with each key's values summed when the job's
+        combine is a sum (then each key comes once)."""
+        merged = merge_blocks(streams, _merge_key(key_types))
+        return _sum_blocks(merged, _key_order(key_types) is None) if self.summed else merged
+
+    def _reduce_fan_in(self, key_types: set[str]) -> None:
         """Merge runs in groups until at most ``MAX_FAN_IN`` are left: a merge holds one
-        chunk of every run it reads."""
+        chunk of every run it reads. The first merge takes just enough runs that the
+        others are merges of ``MAX_FAN_IN`` (so with a few runs too many, a few small ones
+        are merged, not ``MAX_FAN_IN`` of them); each group is of neighbouring runs, its
+        merge taking their place, so a key's values keep the order they arrived in.
+        Summed values are summed as they merge: the merged run holds each key once."""
         level = 0
         while len(self.runs) > MAX_FAN_IN:
-            group, self.runs = self.runs[:MAX_FAN_IN], self.runs[MAX_FAN_IN:]
-            merged = write_run(self.spill_dir, f"{self.name}.m{level}.{len(self.runs)}",
-                               merge_sorted([iter(r) for r in group], merge_key),
+            size = (len(self.runs) - 2) % (MAX_FAN_IN - 1) + 2
+            at = _lightest_window([r.records for r in self.runs], size)
+            group = self.runs[at:at + size]
+            run = write_blocks(self.spill_dir, f"{self.name}.m{level}",
+                               self._merge([r.blocks() for r in group], key_types),
                                RUN_CHUNK_ITEMS)
             for r in group:
                 r.remove()
-            self.runs.append(merged)
-            self.spilled_bytes += merged.size
+            self.runs[at:at + size] = [run]
+            self.spilled_bytes += run.size
             level += 1
 
-    def _reduce_stream(self, merged: Iterator[tuple[Any, Any]], key_types: set[str],
+    def _reduce_blocks(self, merged: Iterator[list[tuple[Any, Any]]], key_types: set[str],
+                       value_types: set[str]) -> Iterator[list[tuple[Any, Any]]]:
+        """Each key's values gathered across the runs (summed ones: already one record
+        per key), reduced once, checked to travel, as blocks of records; summed values
+        reduced by ``sum_values`` need no Python call per key."""
+        if not (self.summed and self.program.reduce_is_sum):
+            return batched(self._reduce_stream(merged, key_types, value_types),
+                           RUN_CHUNK_ITEMS)
+        return self._summed_blocks(merged, key_types, value_types)
+
+    @staticmethod
+    def _summed_blocks(merged: Iterator[list[tuple[Any, Any]]], key_types: set[str],
+                       value_types: set[str]) -> Iterator[list[tuple[Any, Any]]]:
+        """Summed records as they are (``sum_values`` of one total is the total), checked
+        and typed a block at a time."""
+        for block in merged:
+            values = list(map(_values_of, block))
+            found = first_untravelable(values)
+            if found is not None:
+                raise _cannot_travel(next(k for k, v in block if v is found[0]), found[1])
+            key_types |= type_names(map(_keys_of, block))
+            value_types |= type_names(values)
+            yield block
+
+    def _reduce_stream(self, merged: Iterator[list[tuple[Any, Any]]], key_types: set[str],
                        value_types: set[str]) -> Iterator[tuple[Any, Any]]:
         """Each key's values gathered across the runs, reduced once, checked to travel."""
         program = self.program
         reduce = program.reduce
-        plain_sum = self.summed and program.reduce_is_sum
-        for key, group in groupby(merged, key=_keys_of):
-            values = [v for _, v in group]
-            if self.summed:
-                total = values[0] if len(values) == 1 else sum(values)
-                value = total if plain_sum else self._call(reduce, key, [total])
-            else:  # lists of values (combined ones, with a combine) from every run
-                value = self._call(reduce, key, list(chain.from_iterable(values)))
-            bad = untravelable(value)
-            if bad is not None:
-                raise _cannot_travel(key, bad)
-            key_types.add(_type_name(key))
-            value_types.add(_type_name(value))
-            yield key, value
+        if self.summed:  # each key once, its values summed: the job's reduce sees the total
+            for key, total in chain.from_iterable(merged):
+                yield self._checked(key, self._call(reduce, key, [total]), key_types,
+                                    value_types)
+            return
+        for key, group in groupby(chain.from_iterable(merged), key=_keys_of):
+            values = chain.from_iterable(map(_values_of, group))
+            # lists of values (combined ones, with a combine) from every run
+            yield self._checked(key, self._call(reduce, key, list(values)), key_types,
+                                value_types)
 
-    def _sort_by_value(self, reduced: Iterator[tuple[Any, Any]], key_types: set[str],
+    @staticmethod
+    def _checked(key: Any, value: Any, key_types: set[str], value_types: set[str]
+                 ) -> tuple[Any, Any]:
+        bad = untravelable(value)
+        if bad is not None:
+            raise _cannot_travel(key, bad)
+        key_types.add(_type_name(key))
+        value_types.add(_type_name(value))
+        return key, value
+
+    def _sort_by_value(self, reduced: Iterator[list[tuple[Any, Any]]], key_types: set[str],
                        value_types: set[str], counters: dict[str, int], memory: int,
                        chunk_records: int) -> SortedRun:
         """``ORDER = "value"`` over a stream larger than memory: runs sorted by value, each
@@ -330,8 +376,8 @@ class ReduceSide:
         buffer: list[tuple[Any, Any]] = []
         runs: list[RunFile] = []
         try:
-            for record in reduced:
-                buffer.append(record)
+            for block in reduced:
+                buffer += block
                 if len(buffer) >= limit:
                     _sort_run(buffer)
                     runs.append(write_run(self.spill_dir, f"{self.name}.v{len(runs)}",
@@ -339,15 +385,16 @@ class ReduceSide:
                     self.spilled_bytes += runs[-1].size
                     buffer = []
             if not runs:
-                buffer.sort(key=record_sort_key("value", key_types, value_types))
+                sort_records(buffer, "value", key_types, value_types)
                 return SortedRun(buffer, key_types, value_types, counters,
                                  chunk_records=chunk_records)
             _sort_run(buffer)
-            streams: list[Any] = [iter(r) for r in runs] + [buffer]
-            merged = merge_sorted(
+            streams: list[Any] = [r.blocks() for r in runs]
+            streams.append(batched(buffer, RUN_CHUNK_ITEMS))
+            merged = merge_blocks(
                 streams, record_sort_key("value", key_types, value_types),
                 lambda block: sort_records(block, "value", key_types, value_types))
-            out = write_run(self.spill_dir, f"{self.name}.out", merged, chunk_records)
+            out = write_blocks(self.spill_dir, f"{self.name}.out", merged, chunk_records)
             self.spilled_bytes += out.size
             return SortedRun([], key_types, value_types, counters, out)
         finally:
@@ -367,6 +414,62 @@ def _sort_run(records: list[tuple[Any, Any]]) -> None:
     """Sort one run of reduced records by value, by the order for the types it holds."""
     sort_records(records, "value", type_names(map(_keys_of, records)),
                  type_names(map(_values_of, records)))
+
+
+def _sum_blocks(merged: Iterable[list[tuple[Any, Any]]], native: bool
+                ) -> Iterator[list[tuple[Any, Any]]]:
+    """Blocks of records sorted by key (equal keys next to each other, maybe across
+    blocks) with each key's values summed, ``RUN_CHUNK_ITEMS`` records at a time (so what
+    it holds stays small), the last key of a piece carried into the next one. ``native``:
+    keys of one native type (equal keys are equal objects of that type)."""
+    carry: list[tuple[Any, Any]] = []
+    for block in merged:
+        for start in range(0, len(block), RUN_CHUNK_ITEMS):
+            summed = _sum_piece(carry + block[start:start + RUN_CHUNK_ITEMS], native)
+            carry = [summed.pop()]
+            if summed:
+                yield summed
+    if carry:
+        yield carry
+
+
+def _sum_piece(piece: list[tuple[Any, Any]], native: bool) -> list[tuple[Any, Any]]:
+    """One sorted piece with each key's values summed. Int values under native keys are
+    summed in C: the prefix sums at the last record of each key, less the one before
+    (exact for ints); anything else by a dict, as ``sum`` would."""
+    values = list(map(_values_of, piece))
+    if not native or set(map(type, values)) != _INT_ONLY:
+        sums: dict[Any, Any] = {}
+        for k, v in piece:
+            if k in sums:
+                sums[k] += v
+            else:
+                sums[k] = v
+        return list(sums.items())
+    keys = list(map(_keys_of, piece))
+    ends = list(compress(count(), map(ne, keys, islice(keys, 1, None))))
+    ends.append(len(keys) - 1)
+    totals = list(map(list(accumulate(values)).__getitem__, ends))
+    return list(zip(map(keys.__getitem__, ends), map(sub, totals, chain((0,), totals)),
+                    strict=True))
+
+
+def _lightest_window(sizes: list[int], width: int) -> int:
+    """Where the ``width`` neighbouring runs holding the fewest records start."""
+    total = best = sum(sizes[:width])
+    at = 0
+    for i in range(width, len(sizes)):
+        total += sizes[i] - sizes[i - width]
+        if total < best:
+            best, at = total, i - width + 1
+    return at
+
+
+def _key_order(key_types: set[str]) -> Callable[[Any], Any] | None:
+    """``_merge_key`` on keys alone (None: the keys as they are)."""
+    if len(key_types) <= 1 and key_types <= NATIVE_ORDER:
+        return None
+    return order_key
 
 
 def _merge_key(key_types: set[str]) -> Callable[[tuple[Any, Any]], Any]:

@@ -16,11 +16,13 @@ import errno
 import os
 import struct
 from collections.abc import Iterable, Iterator
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
 from . import protocol as p
 from .fileio import pread_exact
+from .keys import batched
 
 _LEN = struct.Struct(">I")
 _keys_of, _values_of = itemgetter(0), itemgetter(1)
@@ -64,12 +66,16 @@ class RunFile:
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         """The records, in the run's order."""
+        return chain.from_iterable(self.blocks())
+
+    def blocks(self) -> Iterator[list[tuple[Any, Any]]]:
+        """The records chunk by chunk, in the run's order (what a block merge reads)."""
         try:
             with open(self.path, "rb") as f:
                 for _, length in self.offsets:
                     f.read(_LEN.size)
                     keys, values = p.unpack_chunk(f.read(length))
-                    yield from zip(keys, values, strict=True)
+                    yield list(zip(keys, values, strict=True))
         except OSError as exc:
             raise SpillError(os.path.dirname(self.path), exc) from exc
 
@@ -106,6 +112,58 @@ def chunk_ranges(values: list[Any], chunk_records: int) -> list[tuple[int, int]]
 def write_run(directory: str, name: str, records: Iterable[tuple[Any, Any]],
               chunk_records: int) -> RunFile:
     """Write sorted records as a run file in ``directory`` (created 0700 if missing)."""
+    return write_blocks(directory, name, batched(records, chunk_records), chunk_records)
+
+
+def write_blocks(directory: str, name: str, blocks: Iterable[list[tuple[Any, Any]]],
+                 chunk_records: int) -> RunFile:
+    """``write_run`` of records given as lists of any length (a block merge's output),
+    cut into chunks as ``chunk_ranges`` cuts them."""
+    return _write_file(directory, name, _rechunk(blocks, chunk_records))
+
+
+def write_sorted(directory: str, name: str, keys: list[Any], values: list[Any],
+                 chunk_records: int) -> RunFile:
+    """``write_run`` of records given as parallel lists (a spill of sorted keys and their
+    values), so no ``(key, value)`` tuple is built per record."""
+    return _write_file(directory, name, ((keys[a:b], values[a:b])
+                                         for a, b in chunk_ranges(values, chunk_records)))
+
+
+def _rechunk(blocks: Iterable[list[tuple[Any, Any]]], chunk_records: int
+             ) -> Iterator[tuple[list[Any], list[Any]]]:
+    """Blocks of records cut again into ``(keys, values)`` chunks of ``chunk_records``
+    records, or of about as many list items (as ``chunk_ranges``): whole slices while
+    values are scalars, a Python step per record only for blocks holding lists. Only keys
+    and values are held, not the records' tuples."""
+    keys: list[Any] = []
+    values: list[Any] = []
+    weight = 0
+    for block in blocks:
+        if weight == len(keys) and _SEQUENCES.isdisjoint(map(type, map(_values_of, block))):
+            keys += map(_keys_of, block)
+            values += map(_values_of, block)
+            start = 0
+            while len(keys) - start >= chunk_records:
+                yield keys[start:start + chunk_records], values[start:start + chunk_records]
+                start += chunk_records
+            del keys[:start], values[:start]
+            weight = len(keys)
+            continue
+        for key, value in block:
+            keys.append(key)
+            values.append(value)
+            weight += len(value) if type(value) in _SEQUENCES else 1
+            if weight >= chunk_records:
+                yield keys, values
+                keys, values, weight = [], [], 0
+    if keys:
+        yield keys, values
+
+
+def _write_file(directory: str, name: str, chunks: Iterable[tuple[list[Any], list[Any]]]
+                ) -> RunFile:
+    """Write ``(keys, values)`` chunks as a run file; an ``OSError`` is a ``SpillError``."""
     path = os.path.join(directory, name)
     offsets: list[tuple[int, int]] = []
     count = 0
@@ -114,19 +172,8 @@ def write_run(directory: str, name: str, records: Iterable[tuple[Any, Any]],
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with open(fd, "wb", buffering=1 << 20) as f:
             pos = 0
-            keys: list[Any] = []
-            values: list[Any] = []
-            weight = 0
-            for key, value in records:
-                keys.append(key)
-                values.append(value)
-                weight += len(value) if type(value) in _SEQUENCES else 1
-                if weight >= chunk_records:
-                    pos = _write_chunk(f, pos, keys, values, offsets)
-                    count += len(keys)
-                    keys, values, weight = [], [], 0
-            if keys:
-                _write_chunk(f, pos, keys, values, offsets)
+            for keys, values in chunks:
+                pos = _write_chunk(f, pos, keys, values, offsets)
                 count += len(keys)
     except OSError as exc:
         try:
