@@ -37,6 +37,7 @@ from .inputs import InputFile, iter_bytes_splits
 from .jobs import JobSpec, builtin_hashes
 from .jobs.program import JobProgram, load_program
 from .keys import merge_sorted, record_sort_key, sort_records
+from .liveness import Liveness
 from .scheduler import JobFailedError, Scheduler
 from .security import ClusterKey, secure_connect
 from .transport import LogOnce, ReadyPoller, context_for, has_input, make_socket, send_nowait
@@ -55,9 +56,6 @@ COMMIT_BATCH = 512
 #: to a node that finished its own: a slow reducer is backed up like a slow mapper.
 REDUCE_LAG_MIN_S = 1.0
 REDUCE_LAG_FACTOR = 4.0
-#: Least time between two liveness checks (each walks every node); small against the
-#: death timeout (seconds).
-LIVENESS_CHECK_S = 0.05
 #: How often the master publishes ``JobProgress`` for dashboards (through every node).
 JOB_PROGRESS_INTERVAL_S = 0.5
 #: Inputs named in ``JobProgress`` (the rest are counted), and how far into an input the
@@ -125,8 +123,6 @@ class NodeLink:
     events: zmq.Socket | None = None
     shuffle_endpoint: str = ""
     builtin_only: bool = False
-    last_seen: float = 0.0
-    heard_heartbeat: bool = False
     alive: bool = True
 
 
@@ -269,7 +265,7 @@ class Master:
         self.source: Generator[SplitRef, None, None] | None = None
         self.flushed_at = -1
         self.last_lease = 0.0
-        self.last_liveness_check = time.monotonic()
+        self.liveness = Liveness(opts.death_timeout_s, time.monotonic())
         self.failure: PymrError | None = None
         self.started = time.monotonic()
         self.executed: set[int] = set()       # tasks mapped at least once (progress)
@@ -375,7 +371,6 @@ class Master:
         link.shuffle_endpoint = msg.shuffle_endpoint
         link.builtin_only = msg.builtin_only
         link.local = self.local_reads
-        link.last_seen = time.monotonic()
         # Credit (slots + prefetch) bounds what is queued; the HWM must not be the bound:
         # libzmq returns write credit in batches, so a tight HWM refuses sends within credit.
         link.task = make_socket(self.ctx, zmq.PUSH, sndhwm=1000)
@@ -391,6 +386,7 @@ class Master:
         self.poller.register(link.events)
         self.by_socket[link.events] = link
         self.links[link.node_id] = link
+        self.liveness.watch(link.node_id, time.monotonic())
 
     def _connect(self, endpoint: str) -> NodeLink:
         assert self.ctx is not None
@@ -427,6 +423,7 @@ class Master:
             self.reporter.event(f"node {msg.name} not used: {exc}")
             if link.node_id in self.links:
                 del self.links[link.node_id]
+                self.liveness.forget(link.node_id)
             self._close_link(link)
             return
         shuffle = {x.node_id: x.shuffle_endpoint for x in self._live()}
@@ -518,6 +515,11 @@ class Master:
     def _live(self) -> list[NodeLink]:
         return [x for x in self.links.values() if x.alive]
 
+    def _mark_dead(self, link: NodeLink) -> None:
+        """No more work goes to the node, and its silence is no longer timed."""
+        link.alive = False
+        self.liveness.forget(link.node_id)
+
     # ---------------------------------------------------------------- control channel
     def _next_seq(self) -> int:
         self.seq += 1
@@ -582,9 +584,8 @@ class Master:
                 link = self.by_socket[sock]
                 if msg is None or not link.alive:
                     continue
-                link.last_seen = time.monotonic()
-                if isinstance(msg, p.Heartbeat):
-                    link.heard_heartbeat = True
+                self.liveness.heard(link.node_id, time.monotonic(),
+                                    heartbeat=isinstance(msg, p.Heartbeat))
                 self._handle(link, msg, payload)
                 if self.failure is not None:
                     raise self.failure
@@ -597,33 +598,23 @@ class Master:
         self._flush_commits()
 
     def _check_liveness(self) -> None:
-        """A node silent past the death timeout (its timer starts at its first heartbeat).
-
-        At most every LIVENESS_CHECK_S: the check walks every node, and the loop turns
-        hundreds of times a second on a large cluster."""
-        now = time.monotonic()
-        if now - self.last_liveness_check < LIVENESS_CHECK_S:
+        """Nodes ``Liveness`` finds silent past the death timeout are lost; when every
+        node of several is, the job fails at once (no heir is left for their work)."""
+        dead = self.liveness.dead(time.monotonic())
+        if not dead:
             return
-        if now - self.last_liveness_check > self.opts.death_timeout_s / 2:
-            # This process was busy (or suspended) and read nothing: the silence is ours.
-            for link in self._live():
-                link.last_seen = max(link.last_seen, now)
-        self.last_liveness_check = now
-        # A node that never heartbeated (it died right after its hello) is timed from then.
-        overdue = [(link, f"silent for {self.opts.death_timeout_s:g} s" if link.heard_heartbeat
-                    else "no heartbeat since its hello") for link in self._live()
-                   if now - link.last_seen > self.opts.death_timeout_s]
+        overdue = [(link, dead[link.node_id]) for link in self._live() if link.node_id in dead]
         if overdue and len(overdue) == len(self._live()) > 1:
             self.summary.nodes_lost.extend(link.name for link, _ in overdue)
             self.failure = ClusterLost(
                 f"nodes {', '.join(link.name for link, _ in overdue)} were lost ("
                 f"{overdue[0][1]}) and no live node is left; the job was cancelled")
             for link, _ in overdue:
-                link.alive = False
+                self._mark_dead(link)
                 self._close_link(link)
             return
         for link, _ in overdue:
-            link.alive = False  # nodes lost together are never named as each other's heirs
+            self._mark_dead(link)  # nodes lost together are never named as each other's heirs
         for link, reason in overdue:
             self._node_lost(link, reason)
             if self.failure is not None:
@@ -644,6 +635,7 @@ class Master:
                 self.reporter.event(f"node {link.name} not used: it runs only built-in jobs "
                                     "(--builtin-only)")
                 del self.links[link.node_id]
+                self.liveness.forget(link.node_id)
                 self._close_link(link)
         order: list[str] = []
         for link in sorted(self.links.values(), key=lambda x: x.node_id):
@@ -1084,7 +1076,7 @@ class Master:
     # ---------------------------------------------------------------- recovery
     def _node_lost(self, link: NodeLink, reason: str) -> None:
         """Re-run its tasks elsewhere, rebuild its partitions elsewhere (new epoch)."""
-        link.alive = False
+        self._mark_dead(link)
         self.summary.nodes_lost.append(link.name)
         self._close_link(link)
         for seq in [s for s, x in self.pending.items() if x.node_id == link.node_id]:
@@ -1268,7 +1260,7 @@ class Master:
             log.warning("%d node(s) did not confirm the end of the job; they will drop it "
                         "when its lease expires", len({x.node_id for x in self.pending.values()}))
         for link in live:
-            link.alive = False
+            self._mark_dead(link)
 
 
 #: What the master does with each message type a node sends it (control replies and
