@@ -21,7 +21,8 @@ import zmq
 
 from . import protocol as p
 from ._version import __version__
-from .config import HEARTBEAT_INTERVAL_S, RESEND_INTERVAL_S, UNICODE_VERSION, JobOptions
+from .config import HEARTBEAT_INTERVAL_S, UNICODE_VERSION, JobOptions
+from .control import ControlChannel, PendingControl
 from .errors import (
     ClusterLost,
     JobCodeFailed,
@@ -124,14 +125,6 @@ class NodeLink:
     shuffle_endpoint: str = ""
     builtin_only: bool = False
     alive: bool = True
-
-
-@dataclass
-class PendingControl:
-    node_id: str
-    frames: list[Any]
-    sent_at: float
-    then: Callable[[], None] | None = None
 
 
 @dataclass
@@ -241,8 +234,7 @@ class Master:
         self.task_token = secrets.token_hex(16)  # travels only on the acked control channel
         self.links: dict[str, NodeLink] = {}
         self.by_socket: dict[zmq.Socket, NodeLink] = {}
-        self.seq = 0
-        self.pending: dict[int, PendingControl] = {}
+        self.control = ControlChannel(self._send_to)
         self.splits: list[SplitRef] = []
         self.summary = JobSummary(job_id=self.job_id, job_name=self.spec.name)
         self.partition_map: dict[int, str] = {}
@@ -521,9 +513,19 @@ class Master:
         self.liveness.forget(link.node_id)
 
     # ---------------------------------------------------------------- control channel
+    @property
+    def pending(self) -> dict[int, PendingControl]:
+        """Acked control messages not yet acked (seq -> message)."""
+        return self.control.pending
+
     def _next_seq(self) -> int:
-        self.seq += 1
-        return self.seq
+        return self.control.next_seq()
+
+    def _send_to(self, node_id: str, frames: list[Any]) -> None:
+        """The control channel's send: only to a node still alive."""
+        link = self.links.get(node_id)
+        if link is not None and link.alive:
+            self._send_on(link, frames)
 
     def _send_on(self, link: NodeLink, frames: list[Any]) -> bool:
         """Unacked send on a node's control socket.  A send can consume the socket's
@@ -535,20 +537,7 @@ class Master:
     def _send_control(self, node_id: str, msg: p.Message,
                       then: Callable[[], None] | None = None) -> None:
         """Acked: re-sent until the node acks ``msg.seq``; ``then`` runs on the ack."""
-        frames = p.encode(msg)
-        seq = getattr(msg, "seq")
-        self.pending[seq] = PendingControl(node_id, frames, time.monotonic(), then)
-        link = self.links.get(node_id)
-        if link is not None and link.alive:
-            self._send_on(link, list(frames))
-
-    def _resend(self, now: float) -> None:
-        for pend in self.pending.values():
-            if now - pend.sent_at >= RESEND_INTERVAL_S:
-                link = self.links.get(pend.node_id)
-                if link is not None and link.alive:
-                    self._send_on(link, list(pend.frames))
-                pend.sent_at = now
+        self.control.send(node_id, msg, then)
 
     def _recv(self, sock: zmq.Socket) -> tuple[p.Message | None, list[Any]]:
         try:
@@ -570,7 +559,7 @@ class Master:
             self.last_lease = now
             for link in self._live():
                 self._send_on(link, p.encode(p.Lease(job_id=self.job_id)))
-            self._resend(now)
+            self.control.resend(now)
             if self.discover is not None and self.sched is not None:
                 self._join_new_nodes()
         if now - self.progress_at >= JOB_PROGRESS_INTERVAL_S and self.sched is not None:
@@ -656,7 +645,7 @@ class Master:
             self._pump(100)
         if self.pending:
             raise ClusterLost("nodes did not acknowledge the job start: " + ", ".join(
-                sorted({self.links[x.node_id].name for x in self.pending.values()})))
+                sorted({self.links[x].name for x in self.control.waiting_on()})))
         self.summary.nodes = [x.name for x in self.links.values()]
         self.sched = Scheduler({x.node_id: x.slots for x in self.links.values()},
                                prefetch=self.opts.prefetch, byte_budget=self.opts.byte_budget,
@@ -784,11 +773,8 @@ class Master:
 
     def _handle_ack(self, link: NodeLink, msg: p.Ack, payload: list[Any]) -> None:
         """A node applied (or refused) an acked control message."""
-        pend = self.pending.pop(msg.seq, None)
-        if pend is not None and not msg.ok:
+        if self.control.ack(msg.seq, msg.ok, msg.error) is not None:
             self.failure = JobError(f"node {link.name} refused the job: {msg.error}")
-        elif pend is not None and pend.then is not None:
-            pend.then()
 
     def _handle_task_executed(self, link: NodeLink, msg: p.TaskExecuted,
                               payload: list[Any]) -> None:
@@ -1079,10 +1065,7 @@ class Master:
         self._mark_dead(link)
         self.summary.nodes_lost.append(link.name)
         self._close_link(link)
-        for seq in [s for s, x in self.pending.items() if x.node_id == link.node_id]:
-            then = self.pending.pop(seq).then
-            if then is not None:
-                then()  # e.g. a JobUpdate waits for no ack from a node that is gone
+        self.control.drop_node(link.node_id)  # a JobUpdate waits for no ack from it
         if self.sched is not None:
             self.sched.remove_node(link.node_id)
         live = self._live()
@@ -1240,7 +1223,7 @@ class Master:
         live = self._live()
         if not live:
             return
-        self.pending.clear()
+        self.control.clear()
         if self.sched is not None or reason == "done":
             # Before JobEnd on the same sockets: nodes relay it while they know the job.
             self._publish_progress(reason if reason in ("done", "cancelled") else "failed",
@@ -1258,7 +1241,7 @@ class Master:
                 self.failure = None
         if self.pending:
             log.warning("%d node(s) did not confirm the end of the job; they will drop it "
-                        "when its lease expires", len({x.node_id for x in self.pending.values()}))
+                        "when its lease expires", len(self.control.waiting_on()))
         for link in live:
             self._mark_dead(link)
 
