@@ -21,7 +21,8 @@ import zmq
 
 from . import protocol as p
 from ._version import __version__
-from .config import HEARTBEAT_INTERVAL_S, RESEND_INTERVAL_S, UNICODE_VERSION, JobOptions
+from .config import HEARTBEAT_INTERVAL_S, UNICODE_VERSION, JobOptions
+from .control import ControlChannel, PendingControl
 from .errors import (
     ClusterLost,
     JobCodeFailed,
@@ -37,6 +38,7 @@ from .inputs import InputFile, iter_bytes_splits
 from .jobs import JobSpec, builtin_hashes
 from .jobs.program import JobProgram, load_program
 from .keys import merge_sorted, record_sort_key, sort_records
+from .liveness import Liveness
 from .scheduler import JobFailedError, Scheduler
 from .security import ClusterKey, secure_connect
 from .transport import LogOnce, ReadyPoller, context_for, has_input, make_socket, send_nowait
@@ -55,9 +57,6 @@ COMMIT_BATCH = 512
 #: to a node that finished its own: a slow reducer is backed up like a slow mapper.
 REDUCE_LAG_MIN_S = 1.0
 REDUCE_LAG_FACTOR = 4.0
-#: Least time between two liveness checks (each walks every node); small against the
-#: death timeout (seconds).
-LIVENESS_CHECK_S = 0.05
 #: How often the master publishes ``JobProgress`` for dashboards (through every node).
 JOB_PROGRESS_INTERVAL_S = 0.5
 #: Inputs named in ``JobProgress`` (the rest are counted), and how far into an input the
@@ -125,17 +124,7 @@ class NodeLink:
     events: zmq.Socket | None = None
     shuffle_endpoint: str = ""
     builtin_only: bool = False
-    last_seen: float = 0.0
-    heard_heartbeat: bool = False
     alive: bool = True
-
-
-@dataclass
-class PendingControl:
-    node_id: str
-    frames: list[Any]
-    sent_at: float
-    then: Callable[[], None] | None = None
 
 
 @dataclass
@@ -245,8 +234,7 @@ class Master:
         self.task_token = secrets.token_hex(16)  # travels only on the acked control channel
         self.links: dict[str, NodeLink] = {}
         self.by_socket: dict[zmq.Socket, NodeLink] = {}
-        self.seq = 0
-        self.pending: dict[int, PendingControl] = {}
+        self.control = ControlChannel(self._send_to)
         self.splits: list[SplitRef] = []
         self.summary = JobSummary(job_id=self.job_id, job_name=self.spec.name)
         self.partition_map: dict[int, str] = {}
@@ -269,7 +257,7 @@ class Master:
         self.source: Generator[SplitRef, None, None] | None = None
         self.flushed_at = -1
         self.last_lease = 0.0
-        self.last_liveness_check = time.monotonic()
+        self.liveness = Liveness(opts.death_timeout_s, time.monotonic())
         self.failure: PymrError | None = None
         self.started = time.monotonic()
         self.executed: set[int] = set()       # tasks mapped at least once (progress)
@@ -375,7 +363,6 @@ class Master:
         link.shuffle_endpoint = msg.shuffle_endpoint
         link.builtin_only = msg.builtin_only
         link.local = self.local_reads
-        link.last_seen = time.monotonic()
         # Credit (slots + prefetch) bounds what is queued; the HWM must not be the bound:
         # libzmq returns write credit in batches, so a tight HWM refuses sends within credit.
         link.task = make_socket(self.ctx, zmq.PUSH, sndhwm=1000)
@@ -391,6 +378,7 @@ class Master:
         self.poller.register(link.events)
         self.by_socket[link.events] = link
         self.links[link.node_id] = link
+        self.liveness.watch(link.node_id, time.monotonic())
 
     def _connect(self, endpoint: str) -> NodeLink:
         assert self.ctx is not None
@@ -427,6 +415,7 @@ class Master:
             self.reporter.event(f"node {msg.name} not used: {exc}")
             if link.node_id in self.links:
                 del self.links[link.node_id]
+                self.liveness.forget(link.node_id)
             self._close_link(link)
             return
         shuffle = {x.node_id: x.shuffle_endpoint for x in self._live()}
@@ -518,10 +507,25 @@ class Master:
     def _live(self) -> list[NodeLink]:
         return [x for x in self.links.values() if x.alive]
 
+    def _mark_dead(self, link: NodeLink) -> None:
+        """No more work goes to the node, and its silence is no longer timed."""
+        link.alive = False
+        self.liveness.forget(link.node_id)
+
     # ---------------------------------------------------------------- control channel
+    @property
+    def pending(self) -> dict[int, PendingControl]:
+        """Acked control messages not yet acked (seq -> message)."""
+        return self.control.pending
+
     def _next_seq(self) -> int:
-        self.seq += 1
-        return self.seq
+        return self.control.next_seq()
+
+    def _send_to(self, node_id: str, frames: list[Any]) -> None:
+        """The control channel's send: only to a node still alive."""
+        link = self.links.get(node_id)
+        if link is not None and link.alive:
+            self._send_on(link, frames)
 
     def _send_on(self, link: NodeLink, frames: list[Any]) -> bool:
         """Unacked send on a node's control socket.  A send can consume the socket's
@@ -533,20 +537,7 @@ class Master:
     def _send_control(self, node_id: str, msg: p.Message,
                       then: Callable[[], None] | None = None) -> None:
         """Acked: re-sent until the node acks ``msg.seq``; ``then`` runs on the ack."""
-        frames = p.encode(msg)
-        seq = getattr(msg, "seq")
-        self.pending[seq] = PendingControl(node_id, frames, time.monotonic(), then)
-        link = self.links.get(node_id)
-        if link is not None and link.alive:
-            self._send_on(link, list(frames))
-
-    def _resend(self, now: float) -> None:
-        for pend in self.pending.values():
-            if now - pend.sent_at >= RESEND_INTERVAL_S:
-                link = self.links.get(pend.node_id)
-                if link is not None and link.alive:
-                    self._send_on(link, list(pend.frames))
-                pend.sent_at = now
+        self.control.send(node_id, msg, then)
 
     def _recv(self, sock: zmq.Socket) -> tuple[p.Message | None, list[Any]]:
         try:
@@ -568,7 +559,7 @@ class Master:
             self.last_lease = now
             for link in self._live():
                 self._send_on(link, p.encode(p.Lease(job_id=self.job_id)))
-            self._resend(now)
+            self.control.resend(now)
             if self.discover is not None and self.sched is not None:
                 self._join_new_nodes()
         if now - self.progress_at >= JOB_PROGRESS_INTERVAL_S and self.sched is not None:
@@ -582,9 +573,8 @@ class Master:
                 link = self.by_socket[sock]
                 if msg is None or not link.alive:
                     continue
-                link.last_seen = time.monotonic()
-                if isinstance(msg, p.Heartbeat):
-                    link.heard_heartbeat = True
+                self.liveness.heard(link.node_id, time.monotonic(),
+                                    heartbeat=isinstance(msg, p.Heartbeat))
                 self._handle(link, msg, payload)
                 if self.failure is not None:
                     raise self.failure
@@ -597,33 +587,23 @@ class Master:
         self._flush_commits()
 
     def _check_liveness(self) -> None:
-        """A node silent past the death timeout (its timer starts at its first heartbeat).
-
-        At most every LIVENESS_CHECK_S: the check walks every node, and the loop turns
-        hundreds of times a second on a large cluster."""
-        now = time.monotonic()
-        if now - self.last_liveness_check < LIVENESS_CHECK_S:
+        """Nodes ``Liveness`` finds silent past the death timeout are lost; when every
+        node of several is, the job fails at once (no heir is left for their work)."""
+        dead = self.liveness.dead(time.monotonic())
+        if not dead:
             return
-        if now - self.last_liveness_check > self.opts.death_timeout_s / 2:
-            # This process was busy (or suspended) and read nothing: the silence is ours.
-            for link in self._live():
-                link.last_seen = max(link.last_seen, now)
-        self.last_liveness_check = now
-        # A node that never heartbeated (it died right after its hello) is timed from then.
-        overdue = [(link, f"silent for {self.opts.death_timeout_s:g} s" if link.heard_heartbeat
-                    else "no heartbeat since its hello") for link in self._live()
-                   if now - link.last_seen > self.opts.death_timeout_s]
+        overdue = [(link, dead[link.node_id]) for link in self._live() if link.node_id in dead]
         if overdue and len(overdue) == len(self._live()) > 1:
             self.summary.nodes_lost.extend(link.name for link, _ in overdue)
             self.failure = ClusterLost(
                 f"nodes {', '.join(link.name for link, _ in overdue)} were lost ("
                 f"{overdue[0][1]}) and no live node is left; the job was cancelled")
             for link, _ in overdue:
-                link.alive = False
+                self._mark_dead(link)
                 self._close_link(link)
             return
         for link, _ in overdue:
-            link.alive = False  # nodes lost together are never named as each other's heirs
+            self._mark_dead(link)  # nodes lost together are never named as each other's heirs
         for link, reason in overdue:
             self._node_lost(link, reason)
             if self.failure is not None:
@@ -644,6 +624,7 @@ class Master:
                 self.reporter.event(f"node {link.name} not used: it runs only built-in jobs "
                                     "(--builtin-only)")
                 del self.links[link.node_id]
+                self.liveness.forget(link.node_id)
                 self._close_link(link)
         order: list[str] = []
         for link in sorted(self.links.values(), key=lambda x: x.node_id):
@@ -664,7 +645,7 @@ class Master:
             self._pump(100)
         if self.pending:
             raise ClusterLost("nodes did not acknowledge the job start: " + ", ".join(
-                sorted({self.links[x.node_id].name for x in self.pending.values()})))
+                sorted({self.links[x].name for x in self.control.waiting_on()})))
         self.summary.nodes = [x.name for x in self.links.values()]
         self.sched = Scheduler({x.node_id: x.slots for x in self.links.values()},
                                prefetch=self.opts.prefetch, byte_budget=self.opts.byte_budget,
@@ -792,11 +773,8 @@ class Master:
 
     def _handle_ack(self, link: NodeLink, msg: p.Ack, payload: list[Any]) -> None:
         """A node applied (or refused) an acked control message."""
-        pend = self.pending.pop(msg.seq, None)
-        if pend is not None and not msg.ok:
+        if self.control.ack(msg.seq, msg.ok, msg.error) is not None:
             self.failure = JobError(f"node {link.name} refused the job: {msg.error}")
-        elif pend is not None and pend.then is not None:
-            pend.then()
 
     def _handle_task_executed(self, link: NodeLink, msg: p.TaskExecuted,
                               payload: list[Any]) -> None:
@@ -1084,13 +1062,10 @@ class Master:
     # ---------------------------------------------------------------- recovery
     def _node_lost(self, link: NodeLink, reason: str) -> None:
         """Re-run its tasks elsewhere, rebuild its partitions elsewhere (new epoch)."""
-        link.alive = False
+        self._mark_dead(link)
         self.summary.nodes_lost.append(link.name)
         self._close_link(link)
-        for seq in [s for s, x in self.pending.items() if x.node_id == link.node_id]:
-            then = self.pending.pop(seq).then
-            if then is not None:
-                then()  # e.g. a JobUpdate waits for no ack from a node that is gone
+        self.control.drop_node(link.node_id)  # a JobUpdate waits for no ack from it
         if self.sched is not None:
             self.sched.remove_node(link.node_id)
         live = self._live()
@@ -1248,7 +1223,7 @@ class Master:
         live = self._live()
         if not live:
             return
-        self.pending.clear()
+        self.control.clear()
         if self.sched is not None or reason == "done":
             # Before JobEnd on the same sockets: nodes relay it while they know the job.
             self._publish_progress(reason if reason in ("done", "cancelled") else "failed",
@@ -1266,9 +1241,9 @@ class Master:
                 self.failure = None
         if self.pending:
             log.warning("%d node(s) did not confirm the end of the job; they will drop it "
-                        "when its lease expires", len({x.node_id for x in self.pending.values()}))
+                        "when its lease expires", len(self.control.waiting_on()))
         for link in live:
-            link.alive = False
+            self._mark_dead(link)
 
 
 #: What the master does with each message type a node sends it (control replies and
