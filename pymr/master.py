@@ -39,6 +39,7 @@ from .jobs import JobSpec, builtin_hashes
 from .jobs.program import JobProgram, load_program
 from .keys import merge_sorted, record_sort_key, sort_records
 from .liveness import Liveness
+from .partitions import Move, PartitionBook
 from .scheduler import JobFailedError, Scheduler
 from .security import ClusterKey, secure_connect
 from .transport import LogOnce, ReadyPoller, context_for, has_input, make_socket, send_nowait
@@ -52,11 +53,6 @@ HELLO_TIMEOUT_S = 10.0
 JOB_END_TIMEOUT_S = 3.0
 #: Most outputs in one Commit message (keeps a header far below MAX_HEADER_BYTES).
 COMMIT_BATCH = 512
-#: A partition still merging this long into the reduce phase (and this many times longer
-#: than the median partition took) on a node whose map tasks needed backups moves, once,
-#: to a node that finished its own: a slow reducer is backed up like a slow mapper.
-REDUCE_LAG_MIN_S = 1.0
-REDUCE_LAG_FACTOR = 4.0
 #: How often the master publishes ``JobProgress`` for dashboards (through every node).
 JOB_PROGRESS_INTERVAL_S = 0.5
 #: Inputs named in ``JobProgress`` (the rest are counted), and how far into an input the
@@ -176,12 +172,12 @@ class JobRecords:
 
     @property
     def key_types(self) -> list[str]:
-        done = self._master.partition_done.values()
+        done = self._master.book.done.values()
         return sorted({t for x in done if x.records for t in x.key_types})
 
     @property
     def value_types(self) -> list[str]:
-        done = self._master.partition_done.values()
+        done = self._master.book.done.values()
         return sorted({t for x in done if x.records for t in x.value_types})
 
 
@@ -237,19 +233,12 @@ class Master:
         self.control = ControlChannel(self._send_to)
         self.splits: list[SplitRef] = []
         self.summary = JobSummary(job_id=self.job_id, job_name=self.spec.name)
-        self.partition_map: dict[int, str] = {}
-        self._parts_by_node: dict[str, list[int]] | None = None  # see _partitions_by_node
-        self.partition_done: dict[int, p.PartitionComplete] = {}
-        self.done_at: dict[int, float] = {}
-        self.lag_moved: set[int] = set()
-        self.moved: dict[int, tuple[int, float]] = {}  # partition -> (epoch, time) of last move
-        self.disk_failed: dict[int, set[str]] = {}      # partition -> nodes whose disk refused
+        #: the partition map, its epoch and moves (sends nothing: the master sends its moves)
+        self.book = PartitionBook(self.job_id, self._next_seq, self._refill)
         self.outputs: dict[str, CommittedOutput] = {}
         self.commit_buf: dict[str, list[tuple[str, list[int], dict[int, list[int]]]]] = {}
         #: outputs committed this turn with a manifest of every partition (split at flush)
         self.commit_turn: list[tuple[str, list[int], dict[int, list[int]]]] = []
-        self.epoch = 1
-        self.updating = 0               # JobUpdates not yet acked: no dispatch meanwhile
         self.drop = LogOnce(log)
         self.ctx: zmq.Context | None = None
         self.poller = ReadyPoller()
@@ -286,14 +275,14 @@ class Master:
                 self._pump(200)
             self.reporter.phase("reduce")
             reduce_started = time.monotonic()
-            while len(self.partition_done) < len(self.partition_map):
+            while not self.book.all_done():
                 self._pump(200)
                 self._back_up_lagging_reducers(reduce_started)
-            self.summary.records = sum(x.records for x in self.partition_done.values())
-            for part, done in self.partition_done.items():
+            self.summary.records = sum(x.records for x in self.book.done.values())
+            for part, done in self.book.done.items():
                 _add_counters(self.summary.counters, done.counters)
                 if done.spilled_runs or done.spilled_bytes:
-                    name = self.links[self.partition_map[part]].name
+                    name = self.links[self.book.partition_map[part]].name
                     bytes_, runs = self.summary.spilled.get(name, (0, 0))
                     self.summary.spilled[name] = (bytes_ + done.spilled_bytes,
                                                   runs + done.spilled_runs)
@@ -430,8 +419,8 @@ class Master:
         self._send_control(link.node_id, p.JobStart(
             seq=self._next_seq(), job_id=self.job_id, job_name=self.spec.name,
             source=self.spec.source, sha256=self.spec.sha256,
-            num_partitions=len(self.partition_map), partition_map=self.partition_map,
-            shuffle_endpoints=shuffle, epoch=self.epoch,
+            num_partitions=len(self.book.partition_map), partition_map=self.book.partition_map,
+            shuffle_endpoints=shuffle, epoch=self.book.epoch,
             flush_key_limit=self.opts.flush_key_limit, task_token=self.task_token,
             **self._program_fields()), then=joined)
 
@@ -467,14 +456,14 @@ class Master:
         self.progress_at = time.monotonic()
         self.progress_number += 1
         sched = self.sched
-        done = self.partition_done
+        done = self.book.done
         if state != "running":
             phase = state
         elif sched is None or not sched.all_executed():
             phase = "map"
         elif not sched.all_committed():
             phase = "shuffle"
-        elif len(done) < len(self.partition_map):
+        elif not self.book.all_done():
             phase = "reduce"
         else:
             phase = "fetch"
@@ -494,9 +483,8 @@ class Master:
             tasks_done=len(self.executed),
             tasks_committed=sched.committed_count if sched is not None else
             (self.summary.tasks if state == "done" else 0),
-            partitions=len(self.partition_map), partitions_done=len(done),
-            chunks_total=sum(x.chunks for x in done.values())
-            if len(done) == len(self.partition_map) else 0,
+            partitions=len(self.book.partition_map), partitions_done=len(done),
+            chunks_total=sum(x.chunks for x in done.values()) if self.book.all_done() else 0,
             chunks_fetched=sum(self.streams.received.values()),
             records=sum(x.records for x in done.values()),
             retries=self.summary.retries,
@@ -626,18 +614,14 @@ class Master:
                 del self.links[link.node_id]
                 self.liveness.forget(link.node_id)
                 self._close_link(link)
-        order: list[str] = []
-        for link in sorted(self.links.values(), key=lambda x: x.node_id):
-            order.extend([link.node_id] * max(1, link.slots))
-        nparts = self.opts.num_partitions or len(order)
-        self.partition_map = {i: order[i % len(order)] for i in range(nparts)}
-        self._parts_by_node = None
+        pmap = self.book.place({x.node_id: x.slots for x in self.links.values()},
+                               self.opts.num_partitions)
         shuffle = {x.node_id: x.shuffle_endpoint for x in self.links.values()}
         for link in self.links.values():
             self._send_control(link.node_id, p.JobStart(
                 seq=self._next_seq(), job_id=self.job_id, job_name=self.spec.name,
                 source=self.spec.source, sha256=self.spec.sha256,
-                num_partitions=nparts, partition_map=self.partition_map,
+                num_partitions=len(pmap), partition_map=pmap,
                 shuffle_endpoints=shuffle, flush_key_limit=self.opts.flush_key_limit,
                 task_token=self.task_token, **self._program_fields()))
         deadline = time.monotonic() + HELLO_TIMEOUT_S
@@ -699,7 +683,7 @@ class Master:
     def _step(self) -> None:
         """Read input as credit allows, dispatch, back up stragglers, ask for flushes."""
         sched = self.sched
-        if sched is None or self.updating:
+        if sched is None or self.book.updating:
             return
         while sched.wants_input():
             assert self.source is not None
@@ -802,7 +786,7 @@ class Master:
     def _handle_reduce_failed(self, link: NodeLink, msg: p.ReduceFailed,
                               payload: list[Any]) -> None:
         """The job's reduce raised: the job fails (only if the sender owns the partition)."""
-        if self.partition_map.get(msg.partition) == link.node_id:
+        if self.book.owns(link.node_id, msg.partition):
             what = f"reduce failed for key {msg.key}" if msg.key else \
                 "reducing a partition failed"
             self.failure = JobCodeFailed(
@@ -812,14 +796,12 @@ class Master:
     def _handle_partition_complete(self, link: NodeLink, msg: p.PartitionComplete,
                                    payload: list[Any]) -> None:
         """Every task is merged into a partition its owner reduces."""
-        if self.partition_map.get(msg.partition) == link.node_id:
-            self.partition_done[msg.partition] = msg
-            self.done_at.setdefault(msg.partition, time.monotonic())
+        self.book.complete(link.node_id, msg, time.monotonic())
 
     def _handle_partition_data(self, link: NodeLink, msg: p.PartitionData,
                                payload: list[Any]) -> None:
         """One sorted chunk of a partition, from its owner, into the final merge."""
-        if self.partition_map.get(msg.partition) != link.node_id or not payload:
+        if not self.book.owns(link.node_id, msg.partition) or not payload:
             return
         frame = payload[0]
         try:
@@ -833,14 +815,15 @@ class Master:
     def _handle_partition_lost(self, link: NodeLink, msg: p.PartitionLost,
                                payload: list[Any]) -> None:
         """The owner of a partition lost it (executor crash, or its disk refused it)."""
-        if self.partition_map.get(msg.partition) != link.node_id:
+        if not self.book.owns(link.node_id, msg.partition):
             return
         if msg.disk:
             self._on_disk_failure(link, msg)
             return
         self.reporter.event(f"partition {msg.partition} lost on {link.name} "
                             f"({msg.reason}); rebuilding it")
-        self._move_partitions([msg.partition], exclude=None)
+        self._send_move(self.book.partition_lost(msg.partition, self._live_shuffle(),
+                                                 time.monotonic(), self._num_tasks()))
 
     def _handle_chunks_missing(self, link: NodeLink, msg: p.ChunksMissing,
                                payload: list[Any]) -> None:
@@ -862,17 +845,16 @@ class Master:
     def _on_disk_failure(self, link: NodeLink, msg: p.PartitionLost) -> None:
         """A node's disk refused a partition's spill: move the partition to a node that has
         not failed it; when none is left, the job fails with the reason."""
-        failed = self.disk_failed.setdefault(msg.partition, set())
-        failed.add(link.node_id)
-        targets = [x.node_id for x in self._live() if x.node_id not in failed]
-        if not targets:
+        move = self.book.disk_refused(msg.partition, link.node_id, self._live_shuffle(),
+                                      time.monotonic(), self._num_tasks())
+        if move is None:
             self.failure = JobError(f"partition {msg.partition}: node {link.name} {msg.reason}"
                                     "; no other node can take it: free disk space there "
                                     "or give the job more memory (--memory)")
             return
         self.reporter.event(f"partition {msg.partition}: node {link.name} {msg.reason}; "
                             "moving it to another node")
-        self._move_partitions([msg.partition], exclude=link.node_id, targets=targets)
+        self._send_move(move)
 
     def _on_task_failed(self, link: NodeLink, msg: p.TaskFailedReport) -> None:
         assert self.sched is not None
@@ -969,38 +951,27 @@ class Master:
         # output with a manifest of every partition (what executors send) is split there
         # in C; any other manifest is split here.
         manifest = msg.manifest
-        if manifest.keys() == self.partition_map.keys():
+        pmap = self.book.partition_map
+        if manifest.keys() == pmap.keys():
             self.commit_turn.append((msg.output_id, tasks, manifest))
         else:
-            owners = {self.partition_map[part] for part in manifest if part in self.partition_map}
+            owners = {pmap[part] for part in manifest if part in pmap}
             for node_id in owners:
                 self._commit_to(node_id, msg.output_id, tasks, manifest)
         # Chunks sent under an older partition map went to a partition's former owner:
         # have them sent to the new one now rather than when it finds them missing (while
         # a move is being acked, its refill covers this output).
-        if not self.moved or not msg.epoch or self.updating:
-            return
-        for part in msg.manifest:
-            if self.moved.get(part, (0, 0.0))[0] > msg.epoch and part in self.partition_map:
-                target = self.links[self.partition_map[part]]
-                self._send_control(link.node_id, p.ResendChunks(
-                    seq=self._next_seq(), job_id=self.job_id, output_id=msg.output_id,
-                    partition=part, endpoint=target.shuffle_endpoint, epoch=self.epoch))
-
-    def _partitions_by_node(self) -> dict[str, list[int]]:
-        """node -> its partitions, rebuilt after the partition map changed."""
-        if self._parts_by_node is None:
-            by_node: dict[str, list[int]] = {}
-            for part, node_id in self.partition_map.items():
-                by_node.setdefault(node_id, []).append(part)
-            self._parts_by_node = by_node
-        return self._parts_by_node
+        for part in self.book.stale_parts(list(msg.manifest), msg.epoch):
+            target = self.links[pmap[part]]
+            self._send_control(link.node_id, p.ResendChunks(
+                seq=self._next_seq(), job_id=self.job_id, output_id=msg.output_id,
+                partition=part, endpoint=target.shuffle_endpoint, epoch=self.book.epoch))
 
     def _commit_to(self, node_id: str, output_id: str, tasks: list[int],
                    manifest: dict[int, list[int]]) -> None:
         """Queue a commit for a reducer node; ``_flush_commits`` sends them batched."""
         mine = {part: man for part, man in manifest.items()
-                if self.partition_map.get(part) == node_id}
+                if self.book.owns(node_id, part)}
         if mine:
             self.commit_buf.setdefault(node_id, []).append((output_id, tasks, mine))
 
@@ -1019,7 +990,7 @@ class Master:
             ids = [e[0] for e in turn]
             tasks = [e[1] for e in turn]
             manifests = [e[2] for e in turn]
-            for node_id, parts in self._partitions_by_node().items():
+            for node_id, parts in self.book.by_node().items():
                 if len(parts) == 1:
                     part = parts[0]
                     slices: list[dict[int, list[int]]] = [{part: m[part]} for m in manifests]
@@ -1043,11 +1014,11 @@ class Master:
                 self._send_control(node_id, p.Commit(
                     seq=self._next_seq(), job_id=self.job_id,
                     output_ids=ids[i:i + COMMIT_BATCH], tasks=tasks[i:i + COMMIT_BATCH],
-                    manifests=slices[i:i + COMMIT_BATCH], epoch=self.epoch))
+                    manifests=slices[i:i + COMMIT_BATCH], epoch=self.book.epoch))
 
     def _on_chunks_missing(self, msg: p.ChunksMissing) -> None:
         out = self.outputs.get(msg.output_id)
-        owner = self.links.get(self.partition_map.get(msg.partition, ""))
+        owner = self.links.get(self.book.owner(msg.partition) or "")
         if out is None or owner is None:
             return
         mapper = self.links.get(out.node_id)
@@ -1056,7 +1027,7 @@ class Master:
             return
         self._send_control(out.node_id, p.ResendChunks(
             seq=self._next_seq(), job_id=self.job_id, output_id=msg.output_id,
-            partition=msg.partition, endpoint=owner.shuffle_endpoint, epoch=self.epoch,
+            partition=msg.partition, endpoint=owner.shuffle_endpoint, epoch=self.book.epoch,
             seqs=msg.seqs))
 
     # ---------------------------------------------------------------- recovery
@@ -1077,9 +1048,10 @@ class Master:
                             f"{', '.join(x.name for x in live)}")
         for output_id in [o for o, x in self.outputs.items() if x.node_id == link.node_id]:
             self._lose_output(output_id)
-        moved = [part for part, n in self.partition_map.items() if n == link.node_id]
-        if moved:
-            self._move_partitions(moved, exclude=link.node_id)
+        move = self.book.node_lost(link.node_id, self._live_shuffle(), time.monotonic(),
+                                   self._num_tasks())
+        if move is not None:
+            self._send_move(move)
 
     def _lose_output(self, output_id: str) -> None:
         """A committed output whose data is gone: reducers drop what they have not
@@ -1095,95 +1067,55 @@ class Master:
         self.sched.uncommit(output_id)
 
     def _back_up_lagging_reducers(self, started: float) -> None:
-        """Partitions still merging long after the others finished move to the nodes that
-        finished theirs (each partition once), rebuilt from the retained map outputs."""
-        if self.updating or len(self.partition_done) == len(self.partition_map):
-            return
-        # Only nodes already seen to be slow (their map tasks needed backups) are suspects:
-        # a partition that merely has more to merge (its node took over a lost node's) is
-        # left alone.  Without suspects there is nothing to judge (and this runs per turn).
-        suspects = self.sched.slow_nodes if self.sched is not None else set()
-        if not suspects:
-            return
-        took = sorted(max(0.0, t - started) for part, t in self.done_at.items()
-                      if part in self.partition_done)
-        if 2 * len(took) < len(self.partition_map):
-            return  # judge against the typical partition only once most are done
+        """Partitions still merging long after the others finished move, once, to the
+        nodes that finished theirs (``PartitionBook.back_up_lagging`` judges)."""
         now = time.monotonic()
-        limit = max(REDUCE_LAG_MIN_S, REDUCE_LAG_FACTOR * took[len(took) // 2])
-        # A partition that moved (its node was lost) is timed from its move: it is being
-        # rebuilt, not slow.
-        lagging = [part for part in self.partition_map
-                   if part not in self.partition_done and part not in self.lag_moved
-                   and self.partition_map[part] in suspects
-                   and now - max(started, self.moved.get(part, (0, 0.0))[1]) >= limit]
-        slow = {self.partition_map[part] for part in lagging}
-        fast = [x.node_id for x in self._live() if x.node_id not in slow]
-        if not lagging or not fast:
+        lag = self.book.back_up_lagging(
+            started, now, self.sched.slow_nodes if self.sched is not None else set(),
+            self._live_shuffle(), self._num_tasks())
+        if lag is None:
             return
-        self.lag_moved.update(lagging)
         self.reporter.event(
-            f"partition(s) {', '.join(map(str, lagging))} still merging on "
-            f"{', '.join(sorted(self.links[n].name for n in slow))} after {now - started:.1f} s; "
-            f"rebuilding them on {', '.join(self.links[n].name for n in fast)}")
-        self._move_partitions(lagging, exclude=None, targets=fast)
+            f"partition(s) {', '.join(map(str, lag.move.parts))} still merging on "
+            f"{', '.join(sorted(self.links[n].name for n in lag.slow))} after "
+            f"{now - started:.1f} s; "
+            f"rebuilding them on {', '.join(self.links[n].name for n in lag.fast)}")
+        self._send_move(lag.move)
 
-    def _move_partitions(self, parts: list[int], exclude: str | None,
-                         targets: list[str] | None = None) -> None:
-        live = [x for x in self._live() if x.node_id != exclude
-                and (targets is None or x.node_id in targets)]
-        load = {x.node_id: 0 for x in live}
-        for part, n in self.partition_map.items():
-            if n in load and part not in parts:
-                load[n] += 1
-        for part in parts:
-            target = min(load, key=lambda n: (load[n], n))
-            self.partition_map[part] = target
-            self._parts_by_node = None
-            load[target] += 1
-            self.partition_done.pop(part, None)
+    def _live_shuffle(self) -> dict[str, str]:
+        """The live nodes (in link order) and their shuffle endpoints, for the book."""
+        return {x.node_id: x.shuffle_endpoint for x in self._live()}
+
+    def _num_tasks(self) -> int:
+        """The job's task count once the input is read, else -1 (as JobUpdate has it)."""
+        return self.sched.num_tasks if self.sched and self.sched.input_done else -1
+
+    def _send_move(self, move: Move) -> None:
+        """Partitions got new owners: their fetches restart, every live node is told."""
+        for part in move.parts:
             self.streams.restart(part)
-        self.epoch += 1
-        for part in parts:
-            self.moved[part] = (self.epoch, time.monotonic())
-        shuffle = {x.node_id: x.shuffle_endpoint for x in self._live()}
-        num_tasks = self.sched.num_tasks if self.sched and self.sched.input_done else -1
-        acks_left = {x.node_id for x in self._live()}
-        self.updating += 1
-
-        def acked(node_id: str) -> Callable[[], None]:
-            def done() -> None:
-                acks_left.discard(node_id)
-                if not acks_left:
-                    self.updating -= 1
-                    self._refill(parts)
-            return done
-
-        for x in self._live():
-            self._send_control(x.node_id, p.JobUpdate(
-                seq=self._next_seq(), job_id=self.job_id, partition_map=self.partition_map,
-                shuffle_endpoints=shuffle, epoch=self.epoch, num_tasks=num_tasks),
-                then=acked(x.node_id))
+        for send in move.sends:
+            self._send_control(send.node_id, send.msg, then=send.then)
 
     def _refill(self, parts: list[int]) -> None:
         """Every live node runs the new epoch: re-send committed outputs to the new owners."""
         for output_id, out in list(self.outputs.items()):
             for part in parts:
-                owner = self.links[self.partition_map[part]]
+                owner = self.links[self.book.partition_map[part]]
                 if part not in out.manifest:
                     continue
                 self._commit_to(owner.node_id, output_id, out.tasks, {part: out.manifest[part]})
                 self._send_control(out.node_id, p.ResendChunks(
                     seq=self._next_seq(), job_id=self.job_id, output_id=output_id,
-                    partition=part, endpoint=owner.shuffle_endpoint, epoch=self.epoch))
+                    partition=part, endpoint=owner.shuffle_endpoint, epoch=self.book.epoch))
 
     # ---------------------------------------------------------------- fetch
     def _chunks_of(self, part: int) -> int | None:
-        done = self.partition_done.get(part)
+        done = self.book.done.get(part)
         return done.chunks if done is not None else None
 
     def _request_chunks(self, part: int, start: int, count: int, lines: bool) -> None:
-        link = self.links[self.partition_map[part]]
+        link = self.links[self.book.partition_map[part]]
         self._send_on(link, p.encode(p.FetchPartition(
             job_id=self.job_id, partition=part, start=start, count=count, lines=lines)))
 
@@ -1192,9 +1124,9 @@ class Master:
         """Each partition's sorted records, fetched one partition at a time (part files);
         with ``lines``, (key, TSV line) records formatted by the reducers."""
         self.reporter.phase("fetch")
-        for part in sorted(self.partition_map):
+        for part in sorted(self.book.partition_map):
             self.streams.open(part, lines)
-            if self.partition_done[part].records:
+            if self.book.done[part].records:
                 yield part, self.streams.stream(part)
             else:
                 yield part, iter(())
@@ -1207,9 +1139,9 @@ class Master:
         streams = []
         key_types: set[str] = set()
         value_types: set[str] = set()
-        for part in sorted(self.partition_map):
+        for part in sorted(self.book.partition_map):
             self.streams.open(part, lines)
-            done = self.partition_done[part]
+            done = self.book.done[part]
             if done.records:
                 streams.append(self.streams.stream(part))
                 key_types.update(done.key_types)

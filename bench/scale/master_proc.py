@@ -152,9 +152,9 @@ class PhaseReporter:
             return {}
         out: dict[str, Any] = {
             "pending": len(m.pending), "outputs": len(m.outputs),
-            "partitions_done": len(m.partition_done), "partitions": len(m.partition_map),
-            "nodes_live": sum(1 for x in m.links.values() if x.alive), "epoch": m.epoch,
-            "updating": m.updating,
+            "partitions_done": len(m.book.done), "partitions": len(m.book.partition_map),
+            "nodes_live": sum(1 for x in m.links.values() if x.alive), "epoch": m.book.epoch,
+            "updating": m.book.updating,
         }
         if s is not None:
             tasks = list(s.tasks)
@@ -192,7 +192,7 @@ def main() -> int:
                 bad += 1
         rep.mark("consumed")
         check.update({"records": n, "bad_records": bad, "tasks": summary.tasks,
-                      "partitions": len(master.partition_map)})
+                      "partitions": len(master.book.partition_map)})
 
     def watchdog() -> None:
         """A job that does not end in time: report where it stands and exit."""
