@@ -42,6 +42,7 @@ from .liveness import Liveness
 from .partitions import Move, PartitionBook
 from .scheduler import JobFailedError, Scheduler
 from .security import ClusterKey, secure_connect
+from .task_failures import SplitRef, TaskPlaces, code_failure, count_newlines
 from .transport import LogOnce, ReadyPoller, context_for, has_input, make_socket, send_nowait
 from .wording import count_of
 
@@ -121,17 +122,6 @@ class NodeLink:
     shuffle_endpoint: str = ""
     builtin_only: bool = False
     alive: bool = True
-
-
-@dataclass
-class SplitRef:
-    """Where a task's bytes are: re-readable by (input, offset, length)."""
-
-    input_index: int
-    offset: int
-    length: int
-    data: Any = None            # the bytes of a streamed split until first dispatch
-    first_line: int = 0         # 1-based number of its first line (position jobs; else 0)
 
 
 @dataclass
@@ -250,8 +240,7 @@ class Master:
         self.failure: PymrError | None = None
         self.started = time.monotonic()
         self.executed: set[int] = set()       # tasks mapped at least once (progress)
-        #: input index -> {offset of a split start: its 1-based line number} (_task_where)
-        self._line_marks: dict[int, dict[int, int]] = {}
+        self.places = TaskPlaces(inputs, self.splits)  # where a failed task's record is
         self.bytes_executed = 0
         self.progress_number = 0
         self.progress_at = 0.0
@@ -654,7 +643,7 @@ class Master:
                     ref = SplitRef(index, s.offset, s.length, first_line=line if positions
                                    else 0)
                     if positions:
-                        line += _count_newlines(f, s.offset, s.length)
+                        line += count_newlines(f, s.offset, s.length)
                     yield ref
             else:
                 for offset, length, data in iter_bytes_splits(
@@ -865,11 +854,11 @@ class Master:
             if not msg.fatal:
                 self.user_reporter.event(text)
             self.notify(text, task_id=msg.task_id, attempt=msg.attempt, failed_on=link.name,
-                        where=self._task_where(msg, WHERE_SCAN_MAX_BYTES),
+                        where=self.places.where(msg, WHERE_SCAN_MAX_BYTES),
                         exc_type=msg.exc_type, message=msg.message,
                         traceback=msg.user_traceback or msg.traceback)
         if msg.fatal:  # another attempt would fail the same way: fail the job now
-            self.failure = self._code_failure(link.name, msg)
+            self.failure = code_failure(link.name, msg, self.places)
             return
         if not lost:
             self.summary.retries += 1
@@ -879,52 +868,11 @@ class Master:
                                         msg.traceback))
         except JobFailedError as exc:
             if msg.stage:  # the job's own code raised, on every attempt
-                self.failure = self._code_failure(link.name, msg)
+                self.failure = code_failure(link.name, msg, self.places)
                 return
             name, attempt, exc_type, message, tb = exc.task.last_error or (
                 link.name, msg.attempt, msg.exc_type, msg.message, msg.traceback)
             self.failure = TaskFailed(name, exc.task.task_id, attempt, exc_type, message, tb)
-
-    def _code_failure(self, node: str, msg: p.TaskFailedReport) -> PymrError:
-        line = self._task_error_line(node, msg)
-        if msg.stage == "load":
-            return JobCodeFailed(line, msg.user_traceback, msg.traceback)
-        return TaskFailed(node, msg.task_id, msg.attempt, msg.exc_type, msg.message,
-                          msg.traceback, line=line, user_traceback=msg.user_traceback)
-
-    def _task_error_line(self, node: str, msg: p.TaskFailedReport) -> str:
-        """One line: what failed, where in the input, on which node and task, and why."""
-        if msg.stage == "load":
-            return f"the job does not load on node {node}: {msg.message}"
-        where = self._task_where(msg)
-        if where:
-            where = f" at {where}" if msg.record >= 0 else f" in {where}"
-        return (f"{msg.stage} failed{where} (node {node}, task {msg.task_id}): "
-                f"{msg.exc_type}: {msg.message}")
-
-    def _task_where(self, msg: p.TaskFailedReport, scan_max: int | None = None) -> str:
-        """Where a failed task's record is: ``file:line``, the file alone (record not
-        known), or the line within the split when counting lines up to it would read more
-        than ``scan_max`` bytes (or the file cannot be read)."""
-        if not 0 <= msg.task_id < len(self.splits):
-            return ""
-        ref = self.splits[msg.task_id]
-        f = self.inputs[ref.input_index]
-        if msg.record < 0:
-            return f.display
-        if ref.first_line:
-            return f"{f.display}:{ref.first_line + msg.record}"
-        # Lines counted from the nearest split start already known: a failing job reports
-        # many attempts, and counting each from the file's start read it again every time.
-        marks = self._line_marks.setdefault(ref.input_index, {0: 1})
-        start = max(o for o in marks if o <= ref.offset)
-        if scan_max is None or ref.offset - start <= scan_max:
-            try:
-                marks[ref.offset] = marks[start] + _count_newlines(f, start, ref.offset - start)
-                return f"{f.display}:{marks[ref.offset] + msg.record}"
-            except (OSError, PymrError):
-                pass
-        return f"{f.display} (line {msg.record + 1} of split {msg.task_id})"
 
     def _on_output(self, link: NodeLink, msg: p.OutputDone) -> None:
         assert self.sched is not None
@@ -1211,21 +1159,6 @@ def _add_counters(total: dict[str, int], more: dict[str, int]) -> None:
         total[name] = total.get(name, 0) + n
         if not total[name]:
             del total[name]
-
-
-def _count_newlines(f: InputFile, offset: int, length: int) -> int:
-    """Newlines in a byte range of an input (line numbers for positions and errors)."""
-    n = 0
-    with f.open() as stream:
-        stream.seek(offset)
-        left = length
-        while left > 0:
-            block = stream.read(min(left, 1 << 24))
-            if not block:
-                break
-            n += block.count(b"\n")
-            left -= len(block)
-    return n
 
 
 def _utf8_encodable(path: str) -> bool:
