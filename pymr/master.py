@@ -17,11 +17,8 @@ from itertools import repeat
 from operator import itemgetter
 from typing import Any, Protocol
 
-import zmq
-
 from . import protocol as p
-from ._version import __version__
-from .config import HEARTBEAT_INTERVAL_S, UNICODE_VERSION, JobOptions
+from .config import HEARTBEAT_INTERVAL_S, JobOptions
 from .control import ControlChannel, PendingControl
 from .errors import (
     ClusterLost,
@@ -30,7 +27,6 @@ from .errors import (
     ProtocolError,
     PymrError,
     TaskFailed,
-    TransportError,
 )
 from .fetch import PartitionStreams
 from .heap import JobHeap
@@ -38,12 +34,13 @@ from .inputs import InputFile, iter_bytes_splits
 from .jobs import JobSpec, builtin_hashes
 from .jobs.program import JobProgram, load_program
 from .keys import merge_sorted, record_sort_key, sort_records
+from .links import NodeLink, NodeLinks
 from .liveness import Liveness
 from .partitions import Move, PartitionBook
 from .scheduler import JobFailedError, Scheduler
-from .security import ClusterKey, secure_connect
+from .security import ClusterKey
 from .task_failures import SplitRef, TaskPlaces, code_failure, count_newlines
-from .transport import LogOnce, ReadyPoller, context_for, has_input, make_socket, send_nowait
+from .transport import LogOnce, has_input, send_nowait
 from .wording import count_of
 
 log = logging.getLogger(__name__)
@@ -105,23 +102,6 @@ class JobSummary:
     backups: int = 0
     cancelled: int = 0
     nodes_lost: list[str] = field(default_factory=list)
-
-
-@dataclass(eq=False)
-class NodeLink:
-    """The master's sockets to one node and what it said in its hello."""
-
-    endpoint: str
-    control: zmq.Socket
-    node_id: str = ""
-    name: str = ""
-    slots: int = 0
-    local: bool = False
-    task: zmq.Socket | None = None
-    events: zmq.Socket | None = None
-    shuffle_endpoint: str = ""
-    builtin_only: bool = False
-    alive: bool = True
 
 
 @dataclass
@@ -200,9 +180,7 @@ class Master:
                  local_reads: bool,
                  reporter: Reporter | None = None,
                  discover: Callable[[], list[str]] | None = None) -> None:
-        self.key = key
         self.discover = discover        # polled for nodes that appear during the job
-        self.endpoints = list(control_endpoints)
         if not isinstance(program, JobProgram):  # checked here, before any node is contacted
             program = load_program(program, opts.params)
         self.program = program
@@ -212,15 +190,19 @@ class Master:
         # string: such a file's splits travel as bytes, even to nodes that could read it.
         self._named_on_wire = [_utf8_encodable(f.path) for f in inputs]
         self.opts = opts
-        self.local_reads = local_reads
         self.user_reporter: Reporter = reporter or QuietReporter()
         self.reporter: Reporter = _NoticeReporter(self.user_reporter, self)
         self.job_id = secrets.token_hex(6)
-        self.identity = f"m-{self.job_id}".encode()
         self.task_token = secrets.token_hex(16)  # travels only on the acked control channel
-        self.links: dict[str, NodeLink] = {}
-        self.by_socket: dict[zmq.Socket, NodeLink] = {}
-        self.control = ControlChannel(self._send_to)
+        self.drop = LogOnce(log)
+        self.liveness = Liveness(opts.death_timeout_s, time.monotonic())
+        #: the sockets to every node, the poller over them, and which node is alive
+        self.nodes = NodeLinks(key, self.job_id, list(control_endpoints),
+                               local_reads=local_reads, liveness=self.liveness,
+                               next_seq=self._next_seq, report=self.reporter.event,
+                               drop=self.drop)
+        self.links = self.nodes.links   # node id -> link (the same dict)
+        self.control = ControlChannel(self.nodes.send_to)
         self.splits: list[SplitRef] = []
         self.summary = JobSummary(job_id=self.job_id, job_name=self.spec.name)
         #: the partition map, its epoch and moves (sends nothing: the master sends its moves)
@@ -229,14 +211,10 @@ class Master:
         self.commit_buf: dict[str, list[tuple[str, list[int], dict[int, list[int]]]]] = {}
         #: outputs committed this turn with a manifest of every partition (split at flush)
         self.commit_turn: list[tuple[str, list[int], dict[int, list[int]]]] = []
-        self.drop = LogOnce(log)
-        self.ctx: zmq.Context | None = None
-        self.poller = ReadyPoller()
         self.sched: Scheduler | None = None
         self.source: Generator[SplitRef, None, None] | None = None
         self.flushed_at = -1
         self.last_lease = 0.0
-        self.liveness = Liveness(opts.death_timeout_s, time.monotonic())
         self.failure: PymrError | None = None
         self.started = time.monotonic()
         self.executed: set[int] = set()       # tasks mapped at least once (progress)
@@ -254,10 +232,9 @@ class Master:
     def run(self, consume: Callable[[JobRecords, JobSummary], None]
             ) -> JobSummary:
         started = self.started = time.monotonic()
-        # Three sockets per node, with room for nodes that join during the job.
-        self.ctx = context_for(6 * len(self.endpoints) + 64)
+        self.nodes.open()
         try:
-            self._connect_all()
+            self.nodes.connect_all(HELLO_TIMEOUT_S)
             self._start_job()
             assert self.sched is not None
             while not self.sched.all_committed():
@@ -301,102 +278,27 @@ class Master:
         finally:
             if self.source is not None:
                 self.source.close()  # closes the input file the split planner holds open
-            self.poller.close()
-            self.ctx.destroy(linger=0)
+            self.nodes.close_all()
 
     # ---------------------------------------------------------------- connect
-    def _connect_all(self) -> None:
-        assert self.ctx is not None
-        waiting: list[NodeLink] = []
-        for ep in self.endpoints:
-            waiting.append(self._connect(ep))
-        deadline = time.monotonic() + HELLO_TIMEOUT_S
-        while any(not x.node_id for x in waiting) and time.monotonic() < deadline:
-            for sock in self.poller.poll(200):
-                while sock in self.by_socket and has_input(sock):
-                    msg, _ = self._recv(sock)
-                    link = self.by_socket[sock]
-                    if isinstance(msg, p.HelloReply) and not link.node_id:
-                        self._accept_hello(link, msg)
-        missing = [x for x in waiting if not x.node_id]
-        if len(missing) == len(waiting):
-            raise ClusterLost("no node answered (" + ", ".join(x.endpoint for x in missing) +
-                              "); check that they run and hold this cluster's key")
-        for x in missing:
-            self.reporter.event(f"node {x.endpoint} did not answer; not used")
-            self._close_link(x)
-
-    def _accept_hello(self, link: NodeLink, msg: p.HelloReply) -> None:
-        if msg.unicode_version != UNICODE_VERSION or msg.pymr_version != __version__:
-            raise JobError(f"node {msg.name} runs pymr {msg.pymr_version} with Unicode "
-                           f"{msg.unicode_version}; this machine has pymr {__version__} with "
-                           f"Unicode {UNICODE_VERSION}: install the same version everywhere")
-        if msg.node_id in self.links:
-            self.reporter.event(f"two nodes answered with the id {msg.node_id} (a copied "
-                                f"identity?); using only {self.links[msg.node_id].endpoint}")
-            self._close_link(link)
-            return
-        assert self.ctx is not None
-        link.node_id, link.name, link.slots = msg.node_id, msg.name, msg.slots
-        link.shuffle_endpoint = msg.shuffle_endpoint
-        link.builtin_only = msg.builtin_only
-        link.local = self.local_reads
-        # Credit (slots + prefetch) bounds what is queued; the HWM must not be the bound:
-        # libzmq returns write credit in batches, so a tight HWM refuses sends within credit.
-        link.task = make_socket(self.ctx, zmq.PUSH, sndhwm=1000)
-        # Queue while the connection is still in its CURVE handshake: refusing (immediate)
-        # handed the first tasks back and paused the node for a second at every job start.
-        # One peer per socket, and credit bounds the queue.
-        link.task.immediate = False
-        secure_connect(link.task, msg.task_endpoint, self.key)
-        link.events = make_socket(self.ctx, zmq.SUB, rcvhwm=10_000)
-        for topic in (p.TOPIC_ERROR, p.TOPIC_HEARTBEAT):
-            link.events.setsockopt(zmq.SUBSCRIBE, topic)
-        secure_connect(link.events, msg.events_endpoint, self.key)
-        self.poller.register(link.events)
-        self.by_socket[link.events] = link
-        self.links[link.node_id] = link
-        self.liveness.watch(link.node_id, time.monotonic())
-
-    def _connect(self, endpoint: str) -> NodeLink:
-        assert self.ctx is not None
-        sock = make_socket(self.ctx, zmq.DEALER, identity=self.identity,
-                           sndhwm=10_000, rcvhwm=10_000)
-        sock.immediate = False
-        secure_connect(sock, endpoint, self.key)
-        link = NodeLink(endpoint=endpoint, control=sock)
-        self.by_socket[sock] = link
-        self.poller.register(sock)
-        sock.send_multipart(p.encode(p.Hello(
-            seq=self._next_seq(), client_id=self.job_id, pymr_version=__version__,
-            unicode_version=UNICODE_VERSION)))
-        return link
-
     def _join_new_nodes(self) -> None:
         """Nodes that appeared during the job: hello, then JobStart, then map tasks."""
         assert self.discover is not None
-        known = {x.endpoint for x in self.by_socket.values()} | set(self.endpoints)
-        for endpoint in self.discover():
-            if endpoint not in known:
-                self.endpoints.append(endpoint)
-                self._connect(endpoint)
+        self.nodes.connect_new(self.discover())
 
     def _late_hello(self, link: NodeLink, msg: p.HelloReply) -> None:
         if msg.node_id in self.links and self.links[msg.node_id].alive:
-            self._close_link(link)
+            self.nodes.close(link)
             return
         try:
-            self._accept_hello(link, msg)
+            self.nodes.accept_hello(link, msg)
             if link.builtin_only and not self._is_builtin():
                 raise JobError("it runs only built-in jobs (--builtin-only)")
         except JobError as exc:
             self.reporter.event(f"node {msg.name} not used: {exc}")
-            if link.node_id in self.links:
-                del self.links[link.node_id]
-                self.liveness.forget(link.node_id)
-            self._close_link(link)
+            self.nodes.forget(link)
             return
-        shuffle = {x.node_id: x.shuffle_endpoint for x in self._live()}
+        shuffle = {x.node_id: x.shuffle_endpoint for x in self.nodes.live()}
 
         def joined() -> None:
             if self.sched is not None and link.alive:
@@ -420,25 +322,13 @@ class Master:
     def _is_builtin(self) -> bool:
         return not self.spec.modules and self.spec.sha256 in builtin_hashes()
 
-    def _close_link(self, link: NodeLink) -> None:
-        for sock in (link.control, link.task, link.events):
-            if sock is None:
-                continue
-            if sock in self.by_socket:
-                self.poller.unregister(sock)
-                del self.by_socket[sock]
-            sock.close(linger=0)
-
     def notify(self, text: str, **failure: Any) -> None:
         """Publish a job event through every live node (observers see it in pymr events);
         ``failure``: the fields of ``JobNotice`` that describe a failed task."""
         self._publish(p.JobNotice(job_id=self.job_id, text=text, **failure))
 
     def _publish(self, msg: p.Message) -> None:
-        frames = p.encode(msg)
-        for link in self._live():
-            if link.node_id:
-                self._send_on(link, list(frames))
+        self.nodes.publish(msg)
 
     def _publish_progress(self, state: str = "running", error: str = "") -> None:
         """How far the job is, for dashboards (``JobProgress`` through every live node)."""
@@ -481,14 +371,6 @@ class Master:
             nodes=list(self.summary.nodes), nodes_lost=list(self.summary.nodes_lost),
             error=error))
 
-    def _live(self) -> list[NodeLink]:
-        return [x for x in self.links.values() if x.alive]
-
-    def _mark_dead(self, link: NodeLink) -> None:
-        """No more work goes to the node, and its silence is no longer timed."""
-        link.alive = False
-        self.liveness.forget(link.node_id)
-
     # ---------------------------------------------------------------- control channel
     @property
     def pending(self) -> dict[int, PendingControl]:
@@ -498,56 +380,30 @@ class Master:
     def _next_seq(self) -> int:
         return self.control.next_seq()
 
-    def _send_to(self, node_id: str, frames: list[Any]) -> None:
-        """The control channel's send: only to a node still alive."""
-        link = self.links.get(node_id)
-        if link is not None and link.alive:
-            self._send_on(link, frames)
-
-    def _send_on(self, link: NodeLink, frames: list[Any]) -> bool:
-        """Unacked send on a node's control socket.  A send can consume the socket's
-        "input arrived" signal, so the poller is told to look at the socket again."""
-        assert link.control is not None
-        self.poller.touch(link.control)
-        return send_nowait(link.control, frames)
-
     def _send_control(self, node_id: str, msg: p.Message,
                       then: Callable[[], None] | None = None) -> None:
         """Acked: re-sent until the node acks ``msg.seq``; ``then`` runs on the ack."""
         self.control.send(node_id, msg, then)
-
-    def _recv(self, sock: zmq.Socket) -> tuple[p.Message | None, list[Any]]:
-        try:
-            frames = sock.recv_multipart(copy=False)
-        except zmq.ZMQError as exc:
-            raise TransportError(f"receive failed: {exc.strerror}") from exc
-        if frames and sock.type == zmq.SUB:
-            frames = frames[1:]
-        try:
-            return p.decode(frames)
-        except ProtocolError as exc:
-            self.drop(self.by_socket[sock].endpoint, str(exc))
-            return None, []
 
     def _pump(self, timeout_ms: int) -> None:
         """Drive the job one step: leases, resends, receive within ``timeout_ms``, dispatch."""
         now = time.monotonic()
         if now - self.last_lease >= HEARTBEAT_INTERVAL_S:
             self.last_lease = now
-            for link in self._live():
-                self._send_on(link, p.encode(p.Lease(job_id=self.job_id)))
+            for link in self.nodes.live():
+                self.nodes.send_on(link, p.encode(p.Lease(job_id=self.job_id)))
             self.control.resend(now)
             if self.discover is not None and self.sched is not None:
                 self._join_new_nodes()
         if now - self.progress_at >= JOB_PROGRESS_INTERVAL_S and self.sched is not None:
             self._publish_progress()
         self._step()
-        for sock in self.poller.poll(timeout_ms):
+        for sock in self.nodes.poller.poll(timeout_ms):
             for _ in range(10_000):
-                if sock not in self.by_socket or not has_input(sock):
+                if sock not in self.nodes.by_socket or not has_input(sock):
                     break
-                msg, payload = self._recv(sock)
-                link = self.by_socket[sock]
+                msg, payload = self.nodes.recv(sock)
+                link = self.nodes.by_socket[sock]
                 if msg is None or not link.alive:
                     continue
                 self.liveness.heard(link.node_id, time.monotonic(),
@@ -556,7 +412,7 @@ class Master:
                 if self.failure is not None:
                     raise self.failure
             else:  # not drained: the poller must look at it again
-                self.poller.touch(sock)
+                self.nodes.poller.touch(sock)
         self._check_liveness()
         if self.failure is not None:
             raise self.failure
@@ -569,18 +425,18 @@ class Master:
         dead = self.liveness.dead(time.monotonic())
         if not dead:
             return
-        overdue = [(link, dead[link.node_id]) for link in self._live() if link.node_id in dead]
-        if overdue and len(overdue) == len(self._live()) > 1:
+        overdue = [(link, dead[link.node_id]) for link in self.nodes.live() if link.node_id in dead]
+        if overdue and len(overdue) == len(self.nodes.live()) > 1:
             self.summary.nodes_lost.extend(link.name for link, _ in overdue)
             self.failure = ClusterLost(
                 f"nodes {', '.join(link.name for link, _ in overdue)} were lost ("
                 f"{overdue[0][1]}) and no live node is left; the job was cancelled")
             for link, _ in overdue:
-                self._mark_dead(link)
-                self._close_link(link)
+                self.nodes.mark_dead(link)
+                self.nodes.close(link)
             return
         for link, _ in overdue:
-            self._mark_dead(link)  # nodes lost together are never named as each other's heirs
+            self.nodes.mark_dead(link)  # nodes lost together are never named as each other's heirs
         for link, reason in overdue:
             self._node_lost(link, reason)
             if self.failure is not None:
@@ -600,9 +456,7 @@ class Master:
             for link in refusing:
                 self.reporter.event(f"node {link.name} not used: it runs only built-in jobs "
                                     "(--builtin-only)")
-                del self.links[link.node_id]
-                self.liveness.forget(link.node_id)
-                self._close_link(link)
+                self.nodes.forget(link)
         pmap = self.book.place({x.node_id: x.slots for x in self.links.values()},
                                self.opts.num_partitions)
         shuffle = {x.node_id: x.shuffle_endpoint for x in self.links.values()}
@@ -692,7 +546,7 @@ class Master:
         if sched.all_executed() and not sched.all_committed() \
                 and self.flushed_at != sched.committed_count:
             self.flushed_at = sched.committed_count
-            for link in self._live():
+            for link in self.nodes.live():
                 self._send_control(link.node_id, p.Flush(seq=self._next_seq(),
                                                          job_id=self.job_id))
 
@@ -700,7 +554,7 @@ class Master:
         assert self.sched is not None
         self.summary.tasks = self.sched.num_tasks
         self.summary.input_bytes = sum(s.length for s in self.splits)
-        for link in self._live():
+        for link in self.nodes.live():
             self._send_control(link.node_id, p.InputComplete(
                 seq=self._next_seq(), job_id=self.job_id, num_tasks=self.sched.num_tasks))
 
@@ -811,7 +665,7 @@ class Master:
             return
         self.reporter.event(f"partition {msg.partition} lost on {link.name} "
                             f"({msg.reason}); rebuilding it")
-        self._send_move(self.book.partition_lost(msg.partition, self._live_shuffle(),
+        self._send_move(self.book.partition_lost(msg.partition, self.nodes.live_shuffle(),
                                                  time.monotonic(), self._num_tasks()))
 
     def _handle_chunks_missing(self, link: NodeLink, msg: p.ChunksMissing,
@@ -834,7 +688,7 @@ class Master:
     def _on_disk_failure(self, link: NodeLink, msg: p.PartitionLost) -> None:
         """A node's disk refused a partition's spill: move the partition to a node that has
         not failed it; when none is left, the job fails with the reason."""
-        move = self.book.disk_refused(msg.partition, link.node_id, self._live_shuffle(),
+        move = self.book.disk_refused(msg.partition, link.node_id, self.nodes.live_shuffle(),
                                       time.monotonic(), self._num_tasks())
         if move is None:
             self.failure = JobError(f"partition {msg.partition}: node {link.name} {msg.reason}"
@@ -879,14 +733,14 @@ class Master:
         decision = self.sched.on_output(msg.output_id, [(t, a) for t, a in msg.tasks],
                                         link.node_id)
         if not decision.commit:
-            for x in self._live():
+            for x in self.nodes.live():
                 self._send_control(x.node_id, p.DropOutput(
                     seq=self._next_seq(), job_id=self.job_id, output_id=msg.output_id))
             return
         for task_id, attempt, node_id in decision.cancel:
             loser = self.links.get(node_id)
             if loser is not None and loser.alive:
-                self._send_on(loser, p.encode(p.CancelTask(
+                self.nodes.send_on(loser, p.encode(p.CancelTask(
                     job_id=self.job_id, task_id=task_id, attempt=attempt)))
                 self.summary.cancelled += 1
                 self.reporter.event(f"task {task_id} done by another attempt; attempt "
@@ -981,13 +835,13 @@ class Master:
     # ---------------------------------------------------------------- recovery
     def _node_lost(self, link: NodeLink, reason: str) -> None:
         """Re-run its tasks elsewhere, rebuild its partitions elsewhere (new epoch)."""
-        self._mark_dead(link)
+        self.nodes.mark_dead(link)
         self.summary.nodes_lost.append(link.name)
-        self._close_link(link)
+        self.nodes.close(link)
         self.control.drop_node(link.node_id)  # a JobUpdate waits for no ack from it
         if self.sched is not None:
             self.sched.remove_node(link.node_id)
-        live = self._live()
+        live = self.nodes.live()
         if not live:
             self.failure = ClusterLost(f"node {link.name} was lost ({reason}) and no live node "
                                        "is left; the job was cancelled")
@@ -996,7 +850,7 @@ class Master:
                             f"{', '.join(x.name for x in live)}")
         for output_id in [o for o, x in self.outputs.items() if x.node_id == link.node_id]:
             self._lose_output(output_id)
-        move = self.book.node_lost(link.node_id, self._live_shuffle(), time.monotonic(),
+        move = self.book.node_lost(link.node_id, self.nodes.live_shuffle(), time.monotonic(),
                                    self._num_tasks())
         if move is not None:
             self._send_move(move)
@@ -1008,7 +862,7 @@ class Master:
         lost = self.outputs.pop(output_id, None)
         if lost is not None:  # its tasks run again and their new output counts instead
             _add_counters(self.summary.counters, {k: -n for k, n in lost.counters.items()})
-        for x in self._live():
+        for x in self.nodes.live():
             self._send_control(x.node_id, p.DropOutput(seq=self._next_seq(), job_id=self.job_id,
                                                        output_id=output_id))
         assert self.sched is not None
@@ -1020,7 +874,7 @@ class Master:
         now = time.monotonic()
         lag = self.book.back_up_lagging(
             started, now, self.sched.slow_nodes if self.sched is not None else set(),
-            self._live_shuffle(), self._num_tasks())
+            self.nodes.live_shuffle(), self._num_tasks())
         if lag is None:
             return
         self.reporter.event(
@@ -1029,10 +883,6 @@ class Master:
             f"{now - started:.1f} s; "
             f"rebuilding them on {', '.join(self.links[n].name for n in lag.fast)}")
         self._send_move(lag.move)
-
-    def _live_shuffle(self) -> dict[str, str]:
-        """The live nodes (in link order) and their shuffle endpoints, for the book."""
-        return {x.node_id: x.shuffle_endpoint for x in self._live()}
 
     def _num_tasks(self) -> int:
         """The job's task count once the input is read, else -1 (as JobUpdate has it)."""
@@ -1064,7 +914,7 @@ class Master:
 
     def _request_chunks(self, part: int, start: int, count: int, lines: bool) -> None:
         link = self.links[self.book.partition_map[part]]
-        self._send_on(link, p.encode(p.FetchPartition(
+        self.nodes.send_on(link, p.encode(p.FetchPartition(
             job_id=self.job_id, partition=part, start=start, count=count, lines=lines)))
 
     def _partition_records(self, lines: bool = False
@@ -1100,7 +950,7 @@ class Master:
 
     # ---------------------------------------------------------------- end
     def _end_job(self, reason: str, error: str = "") -> None:
-        live = self._live()
+        live = self.nodes.live()
         if not live:
             return
         self.control.clear()
@@ -1123,7 +973,7 @@ class Master:
             log.warning("%d node(s) did not confirm the end of the job; they will drop it "
                         "when its lease expires", len(self.control.waiting_on()))
         for link in live:
-            self._mark_dead(link)
+            self.nodes.mark_dead(link)
 
 
 #: What the master does with each message type a node sends it (control replies and

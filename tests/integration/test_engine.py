@@ -202,14 +202,15 @@ def test_task_reports_arriving_while_the_job_ends_are_not_warnings(
     import logging
 
     from pymr import protocol as p
-    from pymr.master import Master, NodeLink
+    from pymr.links import NodeLink
+    from pymr.master import Master
     from pymr.security import ClusterKey
 
     master = Master(ClusterKey.generate(), [], builtin_spec("wordcount"), [], JobOptions(),
                     local_reads=True)
     link = NodeLink(endpoint="tcp://127.0.0.1:9", control=None, node_id="n1",  # type: ignore[arg-type]
                     name="n1")
-    master.links["n1"] = link
+    master.nodes.links["n1"] = link
     master.sched = None  # what _end_job does before it pumps for the acks
     late = [
         p.TaskFailedReport(job_id=master.job_id, node_id="n1", task_id=3, attempt=1,

@@ -17,6 +17,7 @@ from pymr import master, node
 from pymr import protocol as p
 from pymr.config import JobOptions, NodeOptions
 from pymr.jobs import builtin_spec
+from pymr.links import NodeLink
 from pymr.security import ClusterKey
 
 ALL_TYPES = set(p.message_types().values())
@@ -78,12 +79,12 @@ def test_what_executors_relay_the_master_handles() -> None:
 # ------------------------------------------------------------------ drops keep their texts
 
 
-def a_master() -> tuple[master.Master, master.NodeLink, list[str]]:
+def a_master() -> tuple[master.Master, NodeLink, list[str]]:
     m = master.Master(ClusterKey.generate(), [], builtin_spec("wordcount"), [], JobOptions(),
                       local_reads=True)
-    link = master.NodeLink(endpoint="tcp://127.0.0.1:9", control=None,  # type: ignore[arg-type]
-                           node_id="n1", name="n1")
-    m.links["n1"] = link
+    link = NodeLink(endpoint="tcp://127.0.0.1:9", control=None,  # type: ignore[arg-type]
+                    node_id="n1", name="n1")
+    m.nodes.links["n1"] = link
     dropped: list[str] = []
     m.drop = lambda who, why: dropped.append(why)  # type: ignore[method-assign]
     return m, link, dropped
