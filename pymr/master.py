@@ -13,11 +13,10 @@ import secrets
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
-from itertools import repeat
-from operator import itemgetter
 from typing import Any, Protocol
 
 from . import protocol as p
+from .commits import Commits
 from .config import HEARTBEAT_INTERVAL_S, JobOptions
 from .control import ControlChannel, PendingControl
 from .errors import (
@@ -49,8 +48,6 @@ log = logging.getLogger(__name__)
 HELLO_TIMEOUT_S = 10.0
 #: How long the master waits for JobEnd acks before giving up on a node.
 JOB_END_TIMEOUT_S = 3.0
-#: Most outputs in one Commit message (keeps a header far below MAX_HEADER_BYTES).
-COMMIT_BATCH = 512
 #: How often the master publishes ``JobProgress`` for dashboards (through every node).
 JOB_PROGRESS_INTERVAL_S = 0.5
 #: Inputs named in ``JobProgress`` (the rest are counted), and how far into an input the
@@ -102,14 +99,6 @@ class JobSummary:
     backups: int = 0
     cancelled: int = 0
     nodes_lost: list[str] = field(default_factory=list)
-
-
-@dataclass
-class CommittedOutput:
-    node_id: str
-    tasks: list[int]
-    manifest: dict[int, list[int]]
-    counters: dict[str, int] = field(default_factory=dict)
 
 
 class JobRecords:
@@ -207,10 +196,8 @@ class Master:
         self.summary = JobSummary(job_id=self.job_id, job_name=self.spec.name)
         #: the partition map, its epoch and moves (sends nothing: the master sends its moves)
         self.book = PartitionBook(self.job_id, self._next_seq, self._refill)
-        self.outputs: dict[str, CommittedOutput] = {}
-        self.commit_buf: dict[str, list[tuple[str, list[int], dict[int, list[int]]]]] = {}
-        #: outputs committed this turn with a manifest of every partition (split at flush)
-        self.commit_turn: list[tuple[str, list[int], dict[int, list[int]]]] = []
+        #: committed map outputs, and the Commits still to send to their reducers
+        self.commits = Commits(self.job_id, self._next_seq, self.book)
         self.sched: Scheduler | None = None
         self.source: Generator[SplitRef, None, None] | None = None
         self.flushed_at = -1
@@ -676,7 +663,7 @@ class Master:
     def _handle_output_lost(self, link: NodeLink, msg: p.OutputLost,
                             payload: list[Any]) -> None:
         """A mapper no longer has an output it was asked to send again."""
-        if msg.output_id in self.outputs:
+        if msg.output_id in self.commits.outputs:
             self._lose_output(msg.output_id)
 
     def _handle_hello_reply(self, link: NodeLink, msg: p.HelloReply,
@@ -746,80 +733,24 @@ class Master:
                 self.reporter.event(f"task {task_id} done by another attempt; attempt "
                                     f"{attempt} on {loser.name} cancelled")
         _add_counters(self.summary.counters, msg.counters)
-        tasks = [t for t, _ in msg.tasks]
-        self.outputs[msg.output_id] = CommittedOutput(link.node_id, tasks, msg.manifest,
-                                                      dict(msg.counters))
-        # Queued for _flush_commits, which splits the turn's outputs by reducer node. An
-        # output with a manifest of every partition (what executors send) is split there
-        # in C; any other manifest is split here.
-        manifest = msg.manifest
-        pmap = self.book.partition_map
-        if manifest.keys() == pmap.keys():
-            self.commit_turn.append((msg.output_id, tasks, manifest))
-        else:
-            owners = {pmap[part] for part in manifest if part in pmap}
-            for node_id in owners:
-                self._commit_to(node_id, msg.output_id, tasks, manifest)
+        self.commits.add(msg.output_id, link.node_id, [t for t, _ in msg.tasks], msg.manifest,
+                         msg.counters)
         # Chunks sent under an older partition map went to a partition's former owner:
         # have them sent to the new one now rather than when it finds them missing (while
         # a move is being acked, its refill covers this output).
-        for part in self.book.stale_parts(list(msg.manifest), msg.epoch):
-            target = self.links[pmap[part]]
+        for part in self.book.stale_parts(msg.manifest, msg.epoch):
+            target = self.links[self.book.partition_map[part]]
             self._send_control(link.node_id, p.ResendChunks(
                 seq=self._next_seq(), job_id=self.job_id, output_id=msg.output_id,
                 partition=part, endpoint=target.shuffle_endpoint, epoch=self.book.epoch))
 
-    def _commit_to(self, node_id: str, output_id: str, tasks: list[int],
-                   manifest: dict[int, list[int]]) -> None:
-        """Queue a commit for a reducer node; ``_flush_commits`` sends them batched."""
-        mine = {part: man for part, man in manifest.items()
-                if self.book.owns(node_id, part)}
-        if mine:
-            self.commit_buf.setdefault(node_id, []).append((output_id, tasks, mine))
-
     def _flush_commits(self) -> None:
-        """One acked Commit per reducer node for everything committed since the last turn.
-
-        This is the master's work per (output, reducer node), M x N per job. For the
-        outputs with complete manifests, a node's slices are cut by one C pipeline: its
-        partitions' entries gathered (itemgetter), zipped with the partition numbers and
-        made dicts, with no Python step per output."""
-        buf, self.commit_buf = self.commit_buf, {}
-        turn, self.commit_turn = self.commit_turn, []
-        # node -> (output ids, task lists, manifest slices): columns, as Commit has them
-        cols: dict[str, tuple[list[str], list[list[int]], list[dict[int, list[int]]]]] = {}
-        if turn:
-            ids = [e[0] for e in turn]
-            tasks = [e[1] for e in turn]
-            manifests = [e[2] for e in turn]
-            for node_id, parts in self.book.by_node().items():
-                if len(parts) == 1:
-                    part = parts[0]
-                    slices: list[dict[int, list[int]]] = [{part: m[part]} for m in manifests]
-                else:
-                    slices = list(map(dict, map(zip, repeat(parts),
-                                                map(itemgetter(*parts), manifests))))
-                cols[node_id] = (ids, tasks, slices)
-        for node_id, entries in buf.items():
-            col = cols.get(node_id)
-            col = cols[node_id] = ([], [], []) if col is None else (
-                list(col[0]), list(col[1]), col[2])
-            for output_id, task_list, mine in entries:
-                col[0].append(output_id)
-                col[1].append(task_list)
-                col[2].append(mine)
-        for node_id, (ids, tasks, slices) in cols.items():
-            link = self.links.get(node_id)
-            if link is None or not link.alive:
-                continue  # its partitions move; _refill re-commits to the new owners
-            for i in range(0, len(ids), COMMIT_BATCH):
-                self._send_control(node_id, p.Commit(
-                    seq=self._next_seq(), job_id=self.job_id,
-                    output_ids=ids[i:i + COMMIT_BATCH], tasks=tasks[i:i + COMMIT_BATCH],
-                    manifests=slices[i:i + COMMIT_BATCH], epoch=self.book.epoch))
+        """One acked Commit per reducer node for everything committed since the last turn."""
+        for send in self.commits.flush(lambda n: n in self.links and self.links[n].alive):
+            self._send_control(send.node_id, send.msg)
 
     def _on_chunks_missing(self, msg: p.ChunksMissing) -> None:
-        out = self.outputs.get(msg.output_id)
+        out = self.commits.outputs.get(msg.output_id)
         owner = self.links.get(self.book.owner(msg.partition) or "")
         if out is None or owner is None:
             return
@@ -848,7 +779,7 @@ class Master:
             return
         self.reporter.event(f"node {link.name} lost ({reason}); its work moves to "
                             f"{', '.join(x.name for x in live)}")
-        for output_id in [o for o, x in self.outputs.items() if x.node_id == link.node_id]:
+        for output_id in self.commits.of_node(link.node_id):
             self._lose_output(output_id)
         move = self.book.node_lost(link.node_id, self.nodes.live_shuffle(), time.monotonic(),
                                    self._num_tasks())
@@ -859,7 +790,7 @@ class Master:
         """A committed output whose data is gone: reducers drop what they have not
         merged, and its tasks run again, each alone (reducers that merged it already
         drop the re-run)."""
-        lost = self.outputs.pop(output_id, None)
+        lost = self.commits.lose(output_id)
         if lost is not None:  # its tasks run again and their new output counts instead
             _add_counters(self.summary.counters, {k: -n for k, n in lost.counters.items()})
         for x in self.nodes.live():
@@ -897,15 +828,8 @@ class Master:
 
     def _refill(self, parts: list[int]) -> None:
         """Every live node runs the new epoch: re-send committed outputs to the new owners."""
-        for output_id, out in list(self.outputs.items()):
-            for part in parts:
-                owner = self.links[self.book.partition_map[part]]
-                if part not in out.manifest:
-                    continue
-                self._commit_to(owner.node_id, output_id, out.tasks, {part: out.manifest[part]})
-                self._send_control(out.node_id, p.ResendChunks(
-                    seq=self._next_seq(), job_id=self.job_id, output_id=output_id,
-                    partition=part, endpoint=owner.shuffle_endpoint, epoch=self.book.epoch))
+        for send in self.commits.refill(parts, lambda n: self.links[n].shuffle_endpoint):
+            self._send_control(send.node_id, send.msg)
 
     # ---------------------------------------------------------------- fetch
     def _chunks_of(self, part: int) -> int | None:

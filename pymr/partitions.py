@@ -10,7 +10,7 @@ map outputs to the new owners), so a script of events and acks tests all of it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from . import protocol as p
@@ -106,7 +106,7 @@ class PartitionBook:
     def all_done(self) -> bool:
         return len(self.done) == len(self.partition_map)
 
-    def stale_parts(self, parts: list[int], sent_epoch: int) -> list[int]:
+    def stale_parts(self, parts: Iterable[int], sent_epoch: int) -> list[int]:
         """Partitions of an output whose chunks were sent under an older map (to a former
         owner): they are to be sent again to the owner now. None while a move is being
         acked (its refill covers the output)."""

@@ -121,7 +121,7 @@ class PhaseReporter:
             "rss_mib": rss / 1024,
             "hwm_mib": hwm / 1024, "py_blocks": sys.getallocatedblocks(),
             "pending": len(m.pending) if m else 0,
-            "outputs": len(m.outputs) if m else 0,
+            "outputs": len(m.commits.outputs) if m else 0,
             "steps": dict(STEPS),
         }
 
@@ -151,7 +151,7 @@ class PhaseReporter:
         if m is None:
             return {}
         out: dict[str, Any] = {
-            "pending": len(m.pending), "outputs": len(m.outputs),
+            "pending": len(m.pending), "outputs": len(m.commits.outputs),
             "partitions_done": len(m.book.done), "partitions": len(m.book.partition_map),
             "nodes_live": sum(1 for x in m.links.values() if x.alive), "epoch": m.book.epoch,
             "updating": m.book.updating,
