@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,10 +32,10 @@ from .heap import JobHeap
 from .inputs import InputFile, iter_bytes_splits
 from .jobs import JobSpec, builtin_hashes
 from .jobs.program import JobProgram, load_program
-from .keys import merge_sorted, record_sort_key, sort_records
 from .links import NodeLink, NodeLinks
 from .liveness import Liveness
 from .partitions import Move, PartitionBook
+from .results import JobRecords
 from .scheduler import JobFailedError, Scheduler
 from .security import ClusterKey
 from .task_failures import SplitRef, TaskPlaces, code_failure, count_newlines
@@ -99,45 +99,6 @@ class JobSummary:
     backups: int = 0
     cancelled: int = 0
     nodes_lost: list[str] = field(default_factory=list)
-
-
-class JobRecords:
-    """What a job's consumer gets: iterate it for the merged answer in the job's order, or
-    call ``by_partition()`` for each partition's sorted records in turn (part files)."""
-
-    def __init__(self, master: Master) -> None:
-        self._master = master
-
-    def __iter__(self) -> Iterator[tuple[Any, Any]]:
-        return self._master._merged_records()
-
-    def by_partition(self) -> Iterator[tuple[int, Iterator[tuple[Any, Any]]]]:
-        return self._master._partition_records()
-
-    @property
-    def order(self) -> str:
-        """The job's output order: "key" or "value"."""
-        return self._master.program.order
-
-    def tsv_lines(self) -> Iterator[tuple[Any, bytes]]:
-        """``(key, line)``: each record's TSV output line, formatted by its reducer, in
-        the merged order (``output.write_lines`` writes them). Only for jobs ordered by
-        key: the master merges on the key alone and never decodes a value."""
-        return self._master._merged_records(lines=True)
-
-    def tsv_lines_by_partition(self) -> Iterator[tuple[int, Iterator[tuple[Any, bytes]]]]:
-        """Each partition's ``(key, line)`` records in turn (part files, any order)."""
-        return self._master._partition_records(lines=True)
-
-    @property
-    def key_types(self) -> list[str]:
-        done = self._master.book.done.values()
-        return sorted({t for x in done if x.records for t in x.key_types})
-
-    @property
-    def value_types(self) -> list[str]:
-        done = self._master.book.done.values()
-        return sorted({t for x in done if x.records for t in x.value_types})
 
 
 class _NoticeReporter:
@@ -247,7 +208,8 @@ class Master:
             self.summary.elapsed_s = time.monotonic() - started
             try:
                 self.heap.hold()
-                consume(JobRecords(self), self.summary)
+                consume(JobRecords(self.book, self.streams, self.program.order,
+                                   self.reporter.phase), self.summary)
             finally:
                 self.heap.release()
             self.summary.elapsed_s = time.monotonic() - started
@@ -840,37 +802,6 @@ class Master:
         link = self.links[self.book.partition_map[part]]
         self.nodes.send_on(link, p.encode(p.FetchPartition(
             job_id=self.job_id, partition=part, start=start, count=count, lines=lines)))
-
-    def _partition_records(self, lines: bool = False
-                           ) -> Iterator[tuple[int, Iterator[tuple[Any, Any]]]]:
-        """Each partition's sorted records, fetched one partition at a time (part files);
-        with ``lines``, (key, TSV line) records formatted by the reducers."""
-        self.reporter.phase("fetch")
-        for part in sorted(self.book.partition_map):
-            self.streams.open(part, lines)
-            if self.book.done[part].records:
-                yield part, self.streams.stream(part)
-            else:
-                yield part, iter(())
-
-    def _merged_records(self, lines: bool = False) -> Iterator[tuple[Any, Any]]:
-        """k-way merge of the sorted partitions, fetched on credit: flat memory. The order
-        is the job's, picked for the key and value types every reducer reported. With
-        ``lines`` (jobs ordered by key only), (key, TSV line) records."""
-        self.reporter.phase("merge")
-        streams = []
-        key_types: set[str] = set()
-        value_types: set[str] = set()
-        for part in sorted(self.book.partition_map):
-            self.streams.open(part, lines)
-            done = self.book.done[part]
-            if done.records:
-                streams.append(self.streams.stream(part))
-                key_types.update(done.key_types)
-                value_types.update(done.value_types)
-        order = self.program.order
-        return merge_sorted(streams, record_sort_key(order, key_types, value_types),
-                            lambda block: sort_records(block, order, key_types, value_types))
 
     # ---------------------------------------------------------------- end
     def _end_job(self, reason: str, error: str = "") -> None:

@@ -13,7 +13,8 @@ from .errors import UsageError
 from .inputs import InputFile
 from .jobs import JobSpec
 from .jobs.program import JobProgram, load_program
-from .master import JobRecords, JobSummary, Master, Reporter
+from .master import JobSummary, Master, Reporter
+from .results import JobRecords
 from .security import ClusterKey
 
 log = logging.getLogger(__name__)
