@@ -29,7 +29,7 @@ from .errors import (
 )
 from .fetch import PartitionStreams
 from .heap import JobHeap
-from .inputs import InputFile, iter_bytes_splits
+from .inputs import InputFile
 from .jobs import JobSpec, builtin_hashes
 from .jobs.program import JobProgram, load_program
 from .links import NodeLink, NodeLinks
@@ -38,7 +38,8 @@ from .partitions import Move, PartitionBook
 from .results import JobRecords
 from .scheduler import JobFailedError, Scheduler
 from .security import ClusterKey
-from .task_failures import SplitRef, TaskPlaces, code_failure, count_newlines
+from .task_failures import TaskPlaces, code_failure
+from .task_source import SplitRef, split_size, split_source
 from .transport import LogOnce, has_input, send_nowait
 from .wording import count_of
 
@@ -54,14 +55,6 @@ JOB_PROGRESS_INTERVAL_S = 0.5
 #: master counts lines to say where a task failed (past it: the line within the split).
 PROGRESS_INPUTS_MAX = 20
 WHERE_SCAN_MAX_BYTES = 64 << 20
-#: An input is cut into at least this many splits per slot ...
-SPLITS_PER_SLOT = 16
-#: ... unless they would be smaller than this.
-MIN_AUTO_SPLIT = 1 << 20
-#: Under a memory budget a split is at most an executor's share / this (see _split_size) ...
-SPLIT_MEMORY_RATIO = 32
-#: ... and at least this (smaller splits are all task overhead).
-MIN_BUDGET_SPLIT = 64 << 10
 
 
 class Reporter(Protocol):
@@ -426,52 +419,16 @@ class Master:
         self.sched = Scheduler({x.node_id: x.slots for x in self.links.values()},
                                prefetch=self.opts.prefetch, byte_budget=self.opts.byte_budget,
                                max_attempts=self.opts.max_attempts)
-        self.source = self._split_source()
+        self.source = split_source(
+            self.inputs, split_size(self.opts, [x.slots for x in self.links.values()],
+                                    self.inputs),
+            self.opts.max_token, lines=self.program.line_mode,
+            positions=self.program.map_takes_position)
         total = sum(f.size for f in self.inputs)
         self.reporter.start(total, [f"{x.name} ({count_of(x.slots, 'slot')})"
                                     for x in self.links.values()])
 
     # ---------------------------------------------------------------- map phase
-    def _split_source(self) -> Generator[SplitRef, None, None]:
-        from .splits import plan_file_splits
-
-        lines = self.program.line_mode
-        positions = self.program.map_takes_position
-        split_size = self._split_size()
-        for index, f in enumerate(self.inputs):
-            line = 1  # the number of the next split's first line, for map(line, pos)
-            if f.seekable_plain:
-                for s in plan_file_splits(f.path, split_size, self.opts.max_token,
-                                          lines=lines):
-                    ref = SplitRef(index, s.offset, s.length, first_line=line if positions
-                                   else 0)
-                    if positions:
-                        line += count_newlines(f, s.offset, s.length)
-                    yield ref
-            else:
-                for offset, length, data in iter_bytes_splits(
-                        f, split_size, self.opts.max_token, lines=lines):
-                    yield SplitRef(index, offset, length, data, line if positions else 0)
-                    if positions:
-                        line += data.count(b"\n") if isinstance(data, bytes) else \
-                            bytes(data).count(b"\n")
-
-    def _split_size(self) -> int:
-        """The job's split size, or smaller: an input that would give each slot only a few
-        splits is cut into ``SPLITS_PER_SLOT`` per slot (not below ``MIN_AUTO_SPLIT``), so
-        that the slots finish the map phase together; and under a memory budget, an
-        executor checks its share between splits, so one split's map output must fit in
-        the quarter of the share it may hold (measured up to about 8x the split's bytes)."""
-        size = self.opts.split_size
-        slots = sum(max(1, x.slots) for x in self.links.values()) or 1
-        total = sum(f.size for f in self.inputs)
-        size = min(size, max(MIN_AUTO_SPLIT, -(-total // (slots * SPLITS_PER_SLOT))))
-        if self.opts.memory:
-            node_slots = max((x.slots for x in self.links.values()), default=1) or 1
-            size = min(size, max(MIN_BUDGET_SPLIT,
-                                 self.opts.memory // node_slots // SPLIT_MEMORY_RATIO))
-        return size
-
     def _step(self) -> None:
         """Read input as credit allows, dispatch, back up stragglers, ask for flushes."""
         sched = self.sched

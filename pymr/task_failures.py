@@ -1,45 +1,17 @@
 """What the master says about a failed task: where in the input its record is, one line
 saying what failed, and the typed error the job fails with; no sockets.
 
-A task is a split of an input (``SplitRef``); a node reports the failing record's index
+A task is a split of an input (``task_source.SplitRef``); a node reports the failing record's index
 within it, and ``TaskPlaces`` turns that into ``file:line``, counting lines from the
 nearest split start already known (a failing job reports many attempts).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from . import protocol as p
 from .errors import JobCodeFailed, PymrError, TaskFailed
 from .inputs import InputFile
-
-
-@dataclass
-class SplitRef:
-    """Where a task's bytes are: re-readable by (input, offset, length)."""
-
-    input_index: int
-    offset: int
-    length: int
-    data: Any = None            # the bytes of a streamed split until first dispatch
-    first_line: int = 0         # 1-based number of its first line (position jobs; else 0)
-
-
-def count_newlines(f: InputFile, offset: int, length: int) -> int:
-    """Newlines in a byte range of an input (line numbers for positions and errors)."""
-    n = 0
-    with f.open() as stream:
-        stream.seek(offset)
-        left = length
-        while left > 0:
-            block = stream.read(min(left, 1 << 24))
-            if not block:
-                break
-            n += block.count(b"\n")
-            left -= len(block)
-    return n
+from .task_source import SplitRef, count_newlines
 
 
 class TaskPlaces:

@@ -8,13 +8,8 @@ from pathlib import Path
 from pymr import protocol as p
 from pymr.errors import JobCodeFailed, TaskFailed
 from pymr.inputs import InputFile
-from pymr.task_failures import (
-    SplitRef,
-    TaskPlaces,
-    code_failure,
-    count_newlines,
-    task_error_line,
-)
+from pymr.task_failures import TaskPlaces, code_failure, task_error_line
+from pymr.task_source import SplitRef, count_newlines
 
 
 def places(tmp_path: Path) -> TaskPlaces:
