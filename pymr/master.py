@@ -12,7 +12,6 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import protocol as p
@@ -30,6 +29,7 @@ from .errors import (
 from .fetch import PartitionStreams
 from .heap import JobHeap
 from .inputs import InputFile
+from .job_progress import JobProgressReport
 from .jobs import JobSpec, builtin_hashes
 from .jobs.program import JobProgram, load_program
 from .links import NodeLink, NodeLinks
@@ -38,6 +38,7 @@ from .partitions import Move, PartitionBook
 from .results import JobRecords
 from .scheduler import JobFailedError, Scheduler
 from .security import ClusterKey
+from .summary import JobSummary
 from .task_failures import TaskPlaces, code_failure
 from .task_source import SplitRef, split_size, split_source
 from .transport import LogOnce, has_input, send_nowait
@@ -49,11 +50,8 @@ log = logging.getLogger(__name__)
 HELLO_TIMEOUT_S = 10.0
 #: How long the master waits for JobEnd acks before giving up on a node.
 JOB_END_TIMEOUT_S = 3.0
-#: How often the master publishes ``JobProgress`` for dashboards (through every node).
-JOB_PROGRESS_INTERVAL_S = 0.5
-#: Inputs named in ``JobProgress`` (the rest are counted), and how far into an input the
-#: master counts lines to say where a task failed (past it: the line within the split).
-PROGRESS_INPUTS_MAX = 20
+#: How far into an input the master counts lines to say where a task failed (past it: the
+#: line within the split).
 WHERE_SCAN_MAX_BYTES = 64 << 20
 
 
@@ -71,27 +69,6 @@ class QuietReporter:
     def advance(self, nbytes: int) -> None: pass
     def phase(self, name: str) -> None: pass
     def event(self, text: str) -> None: pass
-
-
-@dataclass
-class JobSummary:
-    """What a job did: its output records, its counters (``pymr.api.count``, summed over
-    committed map outputs and over partitions), and how it ran."""
-
-    job_id: str
-    job_name: str = ""
-    records: int = 0
-    counters: dict[str, int] = field(default_factory=dict)
-    #: node name -> (bytes, runs) its reducers spilled under the memory budget
-    spilled: dict[str, tuple[int, int]] = field(default_factory=dict)
-    tasks: int = 0
-    nodes: list[str] = field(default_factory=list)
-    input_bytes: int = 0
-    elapsed_s: float = 0.0
-    retries: int = 0
-    backups: int = 0
-    cancelled: int = 0
-    nodes_lost: list[str] = field(default_factory=list)
 
 
 class _NoticeReporter:
@@ -158,11 +135,9 @@ class Master:
         self.last_lease = 0.0
         self.failure: PymrError | None = None
         self.started = time.monotonic()
-        self.executed: set[int] = set()       # tasks mapped at least once (progress)
         self.places = TaskPlaces(inputs, self.splits)  # where a failed task's record is
-        self.bytes_executed = 0
-        self.progress_number = 0
-        self.progress_at = 0.0
+        #: the JobProgress messages for dashboards, and the tasks mapped so far
+        self.progress = JobProgressReport(self.job_id, self.spec.name, inputs, self.splits)
         #: the fetched chunks are not scanned by the cyclic collector (this may be the
         #: process of a program calling pymr.run: its own frozen objects are left alone)
         self.heap = JobHeap(freeze=False)
@@ -274,44 +249,9 @@ class Master:
 
     def _publish_progress(self, state: str = "running", error: str = "") -> None:
         """How far the job is, for dashboards (``JobProgress`` through every live node)."""
-        self.progress_at = time.monotonic()
-        self.progress_number += 1
-        sched = self.sched
-        done = self.book.done
-        if state != "running":
-            phase = state
-        elif sched is None or not sched.all_executed():
-            phase = "map"
-        elif not sched.all_committed():
-            phase = "shuffle"
-        elif not self.book.all_done():
-            phase = "reduce"
-        else:
-            phase = "fetch"
-        input_done = sched is not None and sched.input_done or bool(self.summary.tasks)
-        known = input_done or all(f.seekable_plain for f in self.inputs)
-        inputs = [f.display for f in self.inputs[:PROGRESS_INPUTS_MAX]]
-        if len(self.inputs) > PROGRESS_INPUTS_MAX:
-            inputs.append(f"(and {len(self.inputs) - PROGRESS_INPUTS_MAX} more)")
-        self._publish(p.JobProgress(
-            job_id=self.job_id, job_name=self.spec.name, number=self.progress_number,
-            elapsed_s=round(time.monotonic() - self.started, 3), state=state, phase=phase,
-            inputs=inputs,
-            bytes_total=(self.summary.input_bytes if input_done
-                         else sum(f.size for f in self.inputs) if known else -1),
-            bytes_done=self.bytes_executed,
-            tasks_total=self.summary.tasks if input_done else -1,
-            tasks_done=len(self.executed),
-            tasks_committed=sched.committed_count if sched is not None else
-            (self.summary.tasks if state == "done" else 0),
-            partitions=len(self.book.partition_map), partitions_done=len(done),
-            chunks_total=sum(x.chunks for x in done.values()) if self.book.all_done() else 0,
-            chunks_fetched=sum(self.streams.received.values()),
-            records=sum(x.records for x in done.values()),
-            retries=self.summary.retries,
-            backups=sched.backups_started if sched is not None else self.summary.backups,
-            nodes=list(self.summary.nodes), nodes_lost=list(self.summary.nodes_lost),
-            error=error))
+        self._publish(self.progress.message(
+            time.monotonic(), self.started, self.sched, self.book, self.summary,
+            sum(self.streams.received.values()), state, error))
 
     # ---------------------------------------------------------------- control channel
     @property
@@ -337,7 +277,7 @@ class Master:
             self.control.resend(now)
             if self.discover is not None and self.sched is not None:
                 self._join_new_nodes()
-        if now - self.progress_at >= JOB_PROGRESS_INTERVAL_S and self.sched is not None:
+        if self.progress.due(now) and self.sched is not None:
             self._publish_progress()
         self._step()
         for sock in self.nodes.poller.poll(timeout_ms):
@@ -516,9 +456,7 @@ class Master:
             return
         self.sched.on_executed(msg.task_id, msg.attempt, link.node_id)
         self.reporter.advance(msg.nbytes)
-        if msg.task_id not in self.executed and 0 <= msg.task_id < len(self.splits):
-            self.executed.add(msg.task_id)
-            self.bytes_executed += self.splits[msg.task_id].length
+        self.progress.task_executed(msg.task_id)
 
     def _handle_task_failed(self, link: NodeLink, msg: p.TaskFailedReport,
                             payload: list[Any]) -> None:
