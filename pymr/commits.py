@@ -62,7 +62,8 @@ class Commits:
     def commit_to(self, node_id: str, output_id: str, tasks: list[int],
                   manifest: dict[int, list[int]]) -> None:
         """Queue a commit for a reducer node (its partitions' part of ``manifest``)."""
-        mine = {part: man for part, man in manifest.items() if self.book.owns(node_id, part)}
+        pmap = self.book.partition_map
+        mine = {part: man for part, man in manifest.items() if pmap.get(part) == node_id}
         if mine:
             self._buf.setdefault(node_id, []).append((output_id, tasks, mine))
 
