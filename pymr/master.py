@@ -1,9 +1,11 @@
 """The master (the ``pymr job`` process): plan, dispatch, commit, recover, fetch, merge.
 
 It binds nothing: one DEALER (control), one PUSH (tasks) and one SUB (events)
-per node, all connected. Decisions about tasks live in ``Scheduler``; this loop
-turns socket traffic into scheduler calls and scheduler answers into sends, and
-moves partitions when a reducer is lost.
+per node, all connected (``links.NodeLinks``). Decisions live in sans-I/O units: tasks
+in ``Scheduler``, the partition map and its moves in ``partitions.PartitionBook``,
+committed outputs and their Commit batches in ``commits.Commits``, acked sends in
+``control.ControlChannel``, silence in ``liveness.Liveness``. This loop turns socket
+traffic into their events and sends the messages they return.
 """
 
 from __future__ import annotations
