@@ -7,24 +7,24 @@ from __future__ import annotations
 from typing import Any
 
 from pymr import protocol as p
-from pymr.executor import MISSING_CHECK_S, Executor, ExecutorJob
+from pymr.executor import Executor
 from pymr.jobs import builtin_spec
 from pymr.jobs.program import load_program
 from pymr.ledger import Manifest, ReducerLedger, chained_crc32
+from pymr.reducehost import MISSING_CHECK_S, ReduceHost, ReduceJob
 from pymr.reduceside import ReduceSide
 from pymr.security import ClusterKey
 
 CHUNKS = [p.pack_chunk([b"a"], [1]), p.pack_chunk([b"b"], [2])]
 
 
-def reducer() -> tuple[Executor, ExecutorJob, list[p.Message]]:
+def reducer() -> tuple[ReduceHost, ReduceJob, list[p.Message]]:
     sent: list[p.Message] = []
-    ex = Executor(0, "n", "ipc://unused", ClusterKey.generate(), parent_pid=1)
-    ex._send = lambda msg, *payload: sent.append(msg)  # type: ignore[method-assign]
+    ex = ReduceHost("n", 0, lambda msg, *payload: sent.append(msg), lambda who, why: None)
     spec = p.ExecJob(job_id="j", job_name="wordcount", source="", sha256="",
                      num_partitions=1, partitions=[0], shuffle_endpoints={0: "tcp://x:1"})
     program = load_program(builtin_spec("wordcount"))
-    job = ExecutorJob(spec=spec, program=program)
+    job = ReduceJob(spec=spec, program=program)
     job.ledgers[0] = ReducerLedger([0])
     job.reducers[0] = ReduceSide(program)
     ex.jobs["j"] = job
@@ -78,7 +78,7 @@ def test_every_message_routed_to_an_executor_has_a_handler_and_others_are_droppe
     types = p.message_types()
     for cls in executor.HANDLERS:
         assert types[cls.TYPE] is cls and "job_id" in cls.__dataclass_fields__
-    ex, job, sent = reducer()
+    ex = Executor(0, "n", "ipc://unused", ClusterKey.generate(), parent_pid=1)
     dropped: list[str] = []
     ex.drop = lambda who, why: dropped.append(why)  # type: ignore[method-assign]
     ex.handle(p.StatusRequest(seq=1), [])
