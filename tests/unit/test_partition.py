@@ -8,7 +8,6 @@ test computes partitions under several seeds and compares them byte for byte.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -83,15 +82,6 @@ def test_deterministic_and_in_range(key: bytes, r: int) -> None:
     assert p == partition_of(bytes(key), r) and 0 <= p < r
 
 
-class _FakeSocket:
-    def __init__(self, endpoint: str, sent: list[tuple[str, list[Any]]]) -> None:
-        self.endpoint = endpoint
-        self.sent = sent
-
-    def send_multipart(self, frames: list[Any], *args: Any, **kwargs: Any) -> None:
-        self.sent.append((self.endpoint, list(frames)))
-
-
 ECHO_JOB = """
 from pymr.api import sum_values
 
@@ -105,19 +95,21 @@ combine = reduce = sum_values
 @pytest.mark.parametrize("r", [1, 3, 7])
 def test_map_side_sends_each_word_to_partition_of(r: int) -> None:
     """What the executor shuffles agrees with partition_of, which the reducers rely on."""
-    from pymr import executor
     from pymr import protocol as p
     from pymr.jobs import JobSpec
     from pymr.jobs.program import load_program
+    from pymr.maprunner import MapJob, MapRunner
     from pymr.mapside import MapSide
-    from pymr.security import ClusterKey
 
-    sent: list[tuple[str, list[Any]]] = []
-    ex = executor.Executor(0, "n0", "ipc:///nonexistent", ClusterKey(b"x" * 40, b"y" * 40),
-                           os.getpid())
-    ex._push = lambda endpoint: _FakeSocket(endpoint, sent)  # type: ignore[method-assign]
+    sent: list[tuple[str, int, list[tuple[int, bytes]]]] = []
+
+    def push(job_id: str, output_id: str, part: int, endpoint: str,
+             chunks: list[tuple[int, bytes]], epoch: int) -> bool:
+        sent.append((endpoint, part, chunks))
+        return True
+
     reports: list[p.Message] = []
-    ex._send = lambda msg, *payload: reports.append(msg)  # type: ignore[method-assign]
+    runner = MapRunner("n0", 0, lambda msg, *payload: reports.append(msg), push)
     spec = p.ExecJob(job_id="j", job_name="echo", source="", sha256="",
                      num_partitions=r, partitions=[],
                      shuffle_endpoints={i: f"ep{i}" for i in range(r)})
@@ -125,16 +117,15 @@ def test_map_side_sends_each_word_to_partition_of(r: int) -> None:
     words = [k for k in KEYS if b"\n" not in k and b"\r" not in k and k.isascii()]
     mapside = MapSide(program)
     mapside.add_split(b"".join(w + b"\n" for w in words))
-    job = executor.ExecutorJob(spec=spec, program=program, mapside=mapside, pending=[[0, 1]])
-    ex.flush(job)
+    job = MapJob(spec=spec, program=program, mapside=mapside, pending=[[0, 1]])
+    runner.flush(job)
     seen: dict[bytes, int] = {}
-    for endpoint, frames in sent:
-        msg, payload = p.decode(frames)
-        assert isinstance(msg, p.ShuffleChunk)
-        assert endpoint == f"ep{msg.partition}"
-        for key, count in zip(*p.unpack_chunk(payload[0]), strict=True):
-            assert partition_of(key, r) == msg.partition, key
-            seen[key] = seen.get(key, 0) + count
+    for endpoint, part, chunks in sent:
+        assert endpoint == f"ep{part}"
+        for _seq, chunk in chunks:
+            for key, count in zip(*p.unpack_chunk(chunk), strict=True):
+                assert partition_of(key, r) == part, key
+                seen[key] = seen.get(key, 0) + count
     from collections import Counter
     assert seen == Counter(words)
     assert any(isinstance(m, p.OutputDone) for m in reports)
@@ -146,7 +137,7 @@ MIXED_KEYS: list[Any] = [b"a", "a", 1, 1.5, -3, None, True, ("a", 1), ("a", (b"x
 
 @pytest.mark.parametrize("r", [1, 2, 5, 64])
 def test_split_by_partition_follows_partition_of_for_every_key_type(r: int) -> None:
-    from pymr.executor import split_by_partition
+    from pymr.maprunner import split_by_partition
 
     records = {k: i for i, k in enumerate(MIXED_KEYS)}
     parts = split_by_partition(records, r)
