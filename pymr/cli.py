@@ -21,6 +21,7 @@ from .wording import count_of
 if TYPE_CHECKING:  # the master (zmq, the protocol) loads after the embedded nodes launch
     from .cluster import LocalCluster
     from .master import JobSummary
+    from .placement import Placement, PlacementRequest
 
 log = logging.getLogger("pymr")
 
@@ -109,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--partitions", type=positive_int, metavar="R",
                      help="reduce partitions (default: one per slot)")
     job.add_argument("--local", type=positive_int, metavar="N",
-                     help="run on an embedded cluster of N local nodes (no discovery)")
+                     help="run on an embedded cluster of N local nodes (no discovery; "
+                     "wins over --nodes)")
     job.add_argument("--slots", type=positive_int, metavar="N",
                      help="executors per embedded node (default: cores / nodes)")
     job.add_argument("--max-attempts", type=positive_int, default=_DEFAULTS.max_attempts,
@@ -221,6 +223,14 @@ def _main(argv: list[str] | None) -> int:
         return EXIT_FAILED
 
 
+def _say(text: str) -> None:
+    print(f"pymr: {text}", file=sys.stderr, flush=True)
+
+
+def _silent(text: str) -> None:
+    pass
+
+
 def _names_as_bytes(stream: Any) -> None:
     """A file name that is not UTF-8 (held as PEP 383 surrogates, e.g. in a line of 'pymr
     events') is written as its own bytes, as ``ls`` does, instead of failing the print."""
@@ -319,10 +329,12 @@ def job_params(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _cmd_job(args: argparse.Namespace, inputs: list[Any]) -> int:
+    from .cli_discovery import job_discovery
     from .inputs import resolve_inputs
     from .jobs.program import load_program, resolve_job
     from .output import check_output_path
     from .partfiles import check_dir_output, is_dir_output
+    from .placement import place
 
     # Ctrl-C, SIGTERM and SIGHUP (the terminal closed) cancel the job cleanly, even when
     # started with SIGINT ignored (a background job of a non-interactive shell).
@@ -339,9 +351,12 @@ def _cmd_job(args: argparse.Namespace, inputs: list[Any]) -> int:
         check_output_path(args.output, args.force)
     _check_embedded_size(args)
     inputs.extend(resolve_inputs(args.paths, binary_ok=args.binary, quiet=args.quiet))
-    cluster = _launch_embedded(args, sum(f.size for f in inputs))
+    started = time.monotonic()
+    placement = place(job_placement(args), job_discovery(args.quiet),
+                      say=_silent if args.quiet else _say)
+    cluster = _launch_embedded(args, placement, sum(f.size for f in inputs))
     try:
-        return _run(args, inputs, program, cluster)
+        return _run(args, inputs, program, placement, cluster, started)
     finally:
         if cluster is not None:
             cluster.close()  # a no-op when the job ran: run_job closed it
@@ -362,33 +377,42 @@ def _check_embedded_size(args: argparse.Namespace) -> None:
                          f"({EMBEDDED_PROCESSES_PER_CORE} per core): use fewer nodes or slots")
 
 
-def _launch_embedded(args: argparse.Namespace, total_bytes: int) -> LocalCluster | None:
-    """Start the embedded nodes now when they will be used (``--local``, or no cluster
-    key and no ``--nodes``), so they boot while this process loads the rest of pymr.
-    Without ``--slots``, no more executors than the input has splits: a small job does not
-    pay for processes it cannot use."""
+def job_placement(args: argparse.Namespace) -> PlacementRequest:
+    """``pymr job``'s options for ``placement.place`` (``--local`` wins over ``--nodes``)."""
+    from .cli_common import interface_spec
+    from .placement import PlacementRequest
+
+    return PlacementRequest(local=args.local or 0, slots=args.slots or 0, nodes=args.nodes,
+                            discover_s=args.discover, min_nodes=args.min_nodes,
+                            interface=interface_spec(args), home=args.home,
+                            key_file=getattr(args, "key_file", None))
+
+
+def _launch_embedded(args: argparse.Namespace, placement: Placement,
+                     total_bytes: int) -> LocalCluster | None:
+    """Start the embedded nodes the placement asks for, so they boot while this process
+    loads the rest of pymr. Unless discovery fell back to them, and without ``--slots``,
+    no more executors than the input has splits: a small job does not pay for processes
+    it cannot use."""
     from .cluster import LocalCluster
-    from .state import open_state
+    from .placement import Embedded
 
-    if not args.local:
-        if getattr(args, "nodes", None):
-            return None
-        if open_state(getattr(args, "home", None), getattr(args, "key_file", None)).has_key():
-            return None  # a member: discovery decides (it may still fall back)
-
-    cluster = LocalCluster(nodes=args.local or 1, slots=args.slots or 0)
-    if not args.slots:
+    if not isinstance(placement, Embedded):
+        return None
+    cluster = LocalCluster(nodes=placement.nodes, slots=placement.slots)
+    if not placement.slots and not placement.fallback:
         splits = -(-total_bytes // args.split_size)
         cluster.slots = max(1, min(cluster.slots, -(-splits // cluster.count)))
     cluster.launch()
     return cluster
 
 
-def _run(args: argparse.Namespace, inputs: list[Any], program: Any,
-         cluster: LocalCluster | None) -> int:
+def _run(args: argparse.Namespace, inputs: list[Any], program: Any, placement: Placement,
+         cluster: LocalCluster | None, started: float) -> int:
     from .keys import thaw
     from .output import atomic_output, line_value, write_json, write_lines, write_tsv
     from .partfiles import is_dir_output, write_parts
+    from .placement import OnNodes
     from .runner import run_job
 
     opts = JobOptions(params=program.params,
@@ -460,26 +484,22 @@ def _run(args: argparse.Namespace, inputs: list[Any], program: Any,
                 # `pymr job ... | head`: the reader has all it wants.
                 _discard_stdout()
 
-    started = progress.discovery_started = time.monotonic()
+    progress.discovery_started = started
     endpoints, key = None, None
-    if cluster is None and not args.local:
-        from .cli_cluster import discover_for_job
-
-        found = discover_for_job(args)
-        if found is not None:
-            endpoints, key = found
+    if isinstance(placement, OnNodes):
+        endpoints, key = placement.endpoints, placement.key
     watch = None
-    if endpoints and key is not None:
+    if isinstance(placement, OnNodes) and placement.watch:
         from .cli_cluster import start_job_watch
+        from .cli_common import interface_spec
 
-        watch = start_job_watch(args, key)
+        watch = start_job_watch(interface_spec(args), placement.key)
     dashboard = None
     reader = _ReaderWatch(enabled=not args.output and not stdout_tty)
     try:
         if args.dashboard:
-            cluster, dashboard = _job_dashboard(args, program, endpoints, key, cluster)
-        summary = run_job(program, inputs, opts, consume, local_nodes=args.local or 1,
-                          slots=args.slots or 0, endpoints=endpoints, key=key,
+            dashboard = _job_dashboard(program, endpoints, key, cluster)
+        summary = run_job(program, inputs, opts, consume, endpoints=endpoints, key=key,
                           reporter=progress, discover=watch.endpoints if watch else None,
                           shared_fs=args.shared_fs, cluster=cluster)
     except KeyboardInterrupt:
@@ -509,22 +529,17 @@ def _run(args: argparse.Namespace, inputs: list[Any], program: Any,
     return EXIT_OK
 
 
-def _job_dashboard(args: argparse.Namespace, program: Any, endpoints: list[str] | None,
-                   key: Any, cluster: LocalCluster | None) -> tuple[LocalCluster | None, Any]:
-    """``--dashboard``: the job's page over its nodes. An embedded cluster is started here
-    (if it was not yet) so that the page knows its nodes before the job begins."""
+def _job_dashboard(program: Any, endpoints: list[str] | None, key: Any,
+                   cluster: LocalCluster | None) -> Any:
+    """``--dashboard``: the job's page over its nodes. An embedded cluster's start is waited
+    for here, so that the page knows its nodes before the job begins."""
     from .cli_dashboard import start_job_dashboard
-    from .cluster import LocalCluster
 
-    if not endpoints:
-        if cluster is None:
-            cluster = LocalCluster(nodes=args.local or 1, slots=args.slots or 0)
-            cluster.start()
-        else:
-            cluster.wait_started()  # launched by _launch_embedded; now its endpoints
+    if cluster is not None:
+        cluster.wait_started()  # launched by _launch_embedded; now its endpoints
         endpoints, key = cluster.control_endpoints, cluster.key
     try:
-        return cluster, start_job_dashboard(key, list(endpoints), program.spec.name)
+        return start_job_dashboard(key, list(endpoints or []), program.spec.name)
     except BaseException:
         if cluster is not None:
             cluster.close()

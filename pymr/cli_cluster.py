@@ -472,21 +472,13 @@ def _ignored_note(res: Any) -> str:
         r if n == 1 else f"{r} (x{n})" for r, n in sorted(reasons.items()))
 
 
-def discover_for_job(args: argparse.Namespace) -> tuple[list[str], ClusterKey] | None:
-    """Nodes for ``pymr job`` (the discovery ladder); None: the embedded local cluster."""
-    from .cli_discovery import discover_for_job as climb_for_job
-
-    return climb_for_job(args)
-
-
-def start_job_watch(args: argparse.Namespace, key: ClusterKey) -> JobWatch | None:
-    """A browser kept open during a job whose nodes came from mDNS; None otherwise."""
-    if not hasattr(args, "watch_interfaces"):
-        return None
+def start_job_watch(interface: str | None, key: ClusterKey) -> JobWatch | None:
+    """A browser kept open during a job whose nodes came from discovery (``interface``:
+    the spec it browses on), so that nodes started meanwhile join the job."""
     try:
         from .discovery import select_addresses
 
-        return JobWatch(select_addresses(args.watch_interfaces), key.fingerprint)
+        return JobWatch(select_addresses(interface), key.fingerprint)
     except Exception as exc:  # joining mid-job is a bonus: never fail the job for it
         _say(f"warning: cannot watch for nodes joining during the job: {exc}")
         return None
