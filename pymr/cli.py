@@ -70,6 +70,28 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
+    _add_job_command(sub, common)
+    cat = sub.add_parser("cat", help="merge a job's part files back into one answer",
+                         description="Print the records of a part directory (-o DIR/) in "
+                         "the job's order: the same bytes as the job's single-file output. "
+                         "'cat DIR/part-*' gives every record too, but not in order: "
+                         "partitions are cut by a hash of the key.")
+    cat.add_argument("directory", metavar="DIR", help="a directory written by 'pymr job -o DIR/'")
+    cat.set_defaults(func=cmd_cat)
+    jobs = sub.add_parser("jobs", help="list the built-in jobs",
+                          description="The jobs that ship with pymr, one line each. A job "
+                          "file of your own runs the same way: 'pymr job ./myjob.py PATH'.")
+    jobs.set_defaults(func=cmd_jobs)
+    from .cli_cluster import add_commands
+    from .cli_dashboard import add_commands as add_dashboard
+
+    add_commands(sub)
+    add_dashboard(sub)
+    return parser
+
+
+def _add_job_command(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``pymr job`` and its options."""
     job = sub.add_parser("job", help="run a job (e.g. 'pymr job wordcount book.txt')",
                          parents=[common],
                          description="Run a job: a built-in ('pymr jobs' lists them) or a "
@@ -138,24 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--dashboard", action="store_true",
                      help="serve the job's live web page while it runs, on "
                      "http://127.0.0.1:7381/ (a free port if taken; the URL is printed)")
+    job.add_argument("--interface", metavar="ADDR|NAME,...",
+                     help="browse for nodes on these interfaces (default: every address "
+                     "except loopback, container bridges and link-local; or "
+                     "$PYMR_INTERFACE)")
+    job.add_argument("--key-file", metavar="PATH",
+                     help="cluster key file (default HOME/cluster.key)")
     job.set_defaults(func=cmd_job)
-    cat = sub.add_parser("cat", help="merge a job's part files back into one answer",
-                         description="Print the records of a part directory (-o DIR/) in "
-                         "the job's order: the same bytes as the job's single-file output. "
-                         "'cat DIR/part-*' gives every record too, but not in order: "
-                         "partitions are cut by a hash of the key.")
-    cat.add_argument("directory", metavar="DIR", help="a directory written by 'pymr job -o DIR/'")
-    cat.set_defaults(func=cmd_cat)
-    jobs = sub.add_parser("jobs", help="list the built-in jobs",
-                          description="The jobs that ship with pymr, one line each. A job "
-                          "file of your own runs the same way: 'pymr job ./myjob.py PATH'.")
-    jobs.set_defaults(func=cmd_jobs)
-    from .cli_cluster import add_commands
-    from .cli_dashboard import add_commands as add_dashboard
-
-    add_commands(sub)
-    add_dashboard(sub)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,7 @@
 """CLI glue for the discovery ladder (thin: the logic is in ladder.py and keeper.py).
 
 ``pymr status`` finds nodes with ``find``, ``pymr job`` with ``job_discovery`` (through
-``placement.place``); ``pymr node --join`` keeps its
-seeds with ``start_keeper``. Messages go to stderr, one line each.
+``placement.place``). Messages go to stderr, one line each.
 """
 
 from __future__ import annotations
@@ -122,17 +121,3 @@ def job_discovery(quiet: bool = False) -> Discover:
         return Found([f.endpoint for f in usable])
 
     return discover
-
-
-def start_keeper(args: argparse.Namespace, state: Any, key: ClusterKey, daemon: Any) -> Any:
-    """``pymr node``: the thread that redials ``--join`` seeds and keeps the members."""
-    from .config import parse_nodes
-    from .keeper import PeerKeeper
-    from .peerstore import PeerStore
-
-    assert daemon.endpoints is not None
-    join = getattr(args, "join", None)
-    me = {"node_id": daemon.node_id, "name": daemon.name, "endpoint": daemon.endpoints.control}
-    return PeerKeeper(daemon.members, key, me=me,
-                      seeds=parse_nodes(join, "--join") if join else [],
-                      store=PeerStore(state.home), say=_say)
