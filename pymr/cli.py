@@ -421,8 +421,6 @@ def _launch_embedded(args: argparse.Namespace, placement: Placement,
 def _run(args: argparse.Namespace, inputs: list[Any], program: Any, placement: Placement,
          cluster: LocalCluster | None, started: float) -> int:
     from .keys import thaw
-    from .output import atomic_output, line_value, write_json, write_lines, write_tsv
-    from .partfiles import is_dir_output, write_parts
     from .placement import OnNodes
     from .runner import run_job
 
@@ -435,66 +433,6 @@ def _run(args: argparse.Namespace, inputs: list[Any], program: Any, placement: P
     stdout_tty = sys.stdout.isatty()
     stderr_tty = sys.stderr.isatty()
     progress = _Progress(enabled=stderr_tty and not args.quiet)
-    top_n = args.top or 20
-    top: list[tuple[Any, Any]] = []
-
-    def writer(records: Iterator[tuple[Any, Any]], out: BinaryIO) -> int:
-        if args.format == "json":
-            return write_json(records, out, program.fields)
-        return write_tsv(records, out)
-
-    def keep_top(records: Iterator[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
-        for rec in records:
-            if len(top) < top_n:
-                top.append(rec)
-            yield rec
-
-    def keep_top_lines(records: Iterator[tuple[Any, bytes]]) -> Iterator[tuple[Any, bytes]]:
-        for key, line in records:
-            if len(top) < top_n:
-                top.append((key, line_value(line)))
-            yield key, line
-
-    def consume(records: Any, summary: JobSummary) -> None:
-        reader.disarm()  # from here a reader that leaves is a BrokenPipeError, below
-        progress.stop()
-        # TSV lines are formatted by the reducers, in parallel, when the master needs no
-        # value to order the records (part files; jobs ordered by key)
-        lines = args.format == "tsv"
-        if args.output and is_dir_output(args.output):
-            meta = {"job": program.spec.name, "order": program.order,
-                    "fields": list(program.fields), "format": args.format,
-                    "key_types": records.key_types, "value_types": records.value_types}
-            if lines:
-                write_parts(args.output, records.tsv_lines_by_partition(), write_lines, meta)
-            else:
-                write_parts(args.output, records.by_partition(), writer, meta)
-        elif args.output:
-            with atomic_output(args.output) as f:
-                if lines and records.order == "key":
-                    write_lines(keep_top_lines(records.tsv_lines()), f)
-                else:
-                    writer(keep_top(records), f)
-        elif stdout_tty:
-            for rec in records:
-                top.append(rec)
-                if len(top) >= top_n:
-                    break
-        else:
-            by_line = lines and records.order == "key"
-            source = records.tsv_lines() if by_line else records
-            limited = source if args.top is None else _first(source, args.top)
-            out: BinaryIO = sys.stdout.buffer
-            try:
-                if by_line:
-                    write_lines(limited, out)
-                else:
-                    writer(limited, out)
-                out.flush()
-            except BrokenPipeError:
-                # `pymr job ... | head`: the reader has all it wants.
-                _discard_stdout()
-
     progress.discovery_started = started
     endpoints, key = None, None
     if isinstance(placement, OnNodes):
@@ -507,10 +445,11 @@ def _run(args: argparse.Namespace, inputs: list[Any], program: Any, placement: P
         watch = start_job_watch(interface_spec(args), placement.key)
     dashboard = None
     reader = _ReaderWatch(enabled=not args.output and not stdout_tty)
+    answer = _Answer(args, program, progress, reader, stdout_tty)
     try:
         if args.dashboard:
             dashboard = _job_dashboard(program, endpoints, key, cluster)
-        summary = run_job(program, inputs, opts, consume, endpoints=endpoints, key=key,
+        summary = run_job(program, inputs, opts, answer.consume, endpoints=endpoints, key=key,
                           reporter=progress, discover=watch.endpoints if watch else None,
                           shared_fs=args.shared_fs, cluster=cluster)
     except KeyboardInterrupt:
@@ -535,9 +474,92 @@ def _run(args: argparse.Namespace, inputs: list[Any], program: Any, placement: P
         print(f"pymr: warning: invalid UTF-8: {bad} byte sequence(s) replaced by U+FFFD",
               file=sys.stderr)
     if not args.quiet:
-        _show_result(summary, [(thaw(k), thaw(v)) for k, v in top], program.fields,
+        _show_result(summary, [(thaw(k), thaw(v)) for k, v in answer.top], program.fields,
                      stdout_tty and not args.output, stdout_tty)
     return EXIT_OK
+
+
+class _Answer:
+    """Where the job's records go: ``-o FILE``, ``-o DIR/`` (part files), a pipe, or the
+    terminal table (its first ``--top`` records, also kept for the table after ``-o``)."""
+
+    def __init__(self, args: argparse.Namespace, program: Any, progress: _Progress,
+                 reader: _ReaderWatch, stdout_tty: bool) -> None:
+        self.args = args
+        self.program = program
+        self.progress = progress
+        self.reader = reader
+        self.stdout_tty = stdout_tty
+        self.top_n = args.top or 20
+        self.top: list[tuple[Any, Any]] = []
+
+    def writer(self, records: Iterator[tuple[Any, Any]], out: BinaryIO) -> int:
+        from .output import write_json, write_tsv
+
+        if self.args.format == "json":
+            return write_json(records, out, self.program.fields)
+        return write_tsv(records, out)
+
+    def keep_top(self, records: Iterator[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
+        top, top_n = self.top, self.top_n
+        for rec in records:
+            if len(top) < top_n:
+                top.append(rec)
+            yield rec
+
+    def keep_top_lines(self, records: Iterator[tuple[Any, bytes]]
+                       ) -> Iterator[tuple[Any, bytes]]:
+        from .output import line_value
+
+        top, top_n = self.top, self.top_n
+        for key, line in records:
+            if len(top) < top_n:
+                top.append((key, line_value(line)))
+            yield key, line
+
+    def consume(self, records: Any, summary: JobSummary) -> None:
+        from .output import atomic_output, write_lines
+        from .partfiles import is_dir_output, write_parts
+
+        args, program, top = self.args, self.program, self.top
+        self.reader.disarm()  # from here a reader that leaves is a BrokenPipeError, below
+        self.progress.stop()
+        # TSV lines are formatted by the reducers, in parallel, when the master needs no
+        # value to order the records (part files; jobs ordered by key)
+        lines = args.format == "tsv"
+        if args.output and is_dir_output(args.output):
+            meta = {"job": program.spec.name, "order": program.order,
+                    "fields": list(program.fields), "format": args.format,
+                    "key_types": records.key_types, "value_types": records.value_types}
+            if lines:
+                write_parts(args.output, records.tsv_lines_by_partition(), write_lines, meta)
+            else:
+                write_parts(args.output, records.by_partition(), self.writer, meta)
+        elif args.output:
+            with atomic_output(args.output) as f:
+                if lines and records.order == "key":
+                    write_lines(self.keep_top_lines(records.tsv_lines()), f)
+                else:
+                    self.writer(self.keep_top(records), f)
+        elif self.stdout_tty:
+            for rec in records:
+                top.append(rec)
+                if len(top) >= self.top_n:
+                    break
+        else:
+            by_line = lines and records.order == "key"
+            source = records.tsv_lines() if by_line else records
+            limited = source if args.top is None else _first(source, args.top)
+            out: BinaryIO = sys.stdout.buffer
+            try:
+                if by_line:
+                    write_lines(limited, out)
+                else:
+                    self.writer(limited, out)
+                out.flush()
+            except BrokenPipeError:
+                # `pymr job ... | head`: the reader has all it wants.
+                _discard_stdout()
 
 
 def _job_dashboard(program: Any, endpoints: list[str] | None, key: Any,

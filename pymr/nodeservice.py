@@ -69,6 +69,7 @@ class NodeService:
         self.restart = False            # the address went away: serve again on the new one
         self.event = threading.Event()  # wakes the address watch
         self.key: ClusterKey | None = None
+        self.node_id = ""
         self.addresses: list[str] = []
         self._daemon: Any = None
         self._lock_fd: int | None = None
