@@ -362,12 +362,13 @@ def _cmd_job(args: argparse.Namespace, inputs: list[Any]) -> int:
         check_output_path(args.output, args.force)
     _check_embedded_size(args)
     inputs.extend(resolve_inputs(args.paths, binary_ok=args.binary, quiet=args.quiet))
-    started = time.monotonic()
+    placing = time.monotonic()
     placement = place(job_placement(args), job_discovery(args.quiet),
                       say=_silent if args.quiet else _say)
+    placing_s = time.monotonic() - placing  # discovery's time counts in the job's
     cluster = _launch_embedded(args, placement, sum(f.size for f in inputs))
     try:
-        return _run(args, inputs, program, placement, cluster, started)
+        return _run(args, inputs, program, placement, cluster, placing_s)
     finally:
         if cluster is not None:
             cluster.close()  # a no-op when the job ran: run_job closed it
@@ -419,7 +420,7 @@ def _launch_embedded(args: argparse.Namespace, placement: Placement,
 
 
 def _run(args: argparse.Namespace, inputs: list[Any], program: Any, placement: Placement,
-         cluster: LocalCluster | None, started: float) -> int:
+         cluster: LocalCluster | None, placing_s: float) -> int:
     from .keys import thaw
     from .placement import OnNodes
     from .runner import run_job
@@ -433,7 +434,7 @@ def _run(args: argparse.Namespace, inputs: list[Any], program: Any, placement: P
     stdout_tty = sys.stdout.isatty()
     stderr_tty = sys.stderr.isatty()
     progress = _Progress(enabled=stderr_tty and not args.quiet)
-    progress.discovery_started = started
+    started = progress.discovery_started = time.monotonic() - placing_s
     endpoints, key = None, None
     if isinstance(placement, OnNodes):
         endpoints, key = placement.endpoints, placement.key
