@@ -21,6 +21,7 @@ from .wording import count_of
 if TYPE_CHECKING:  # the master (zmq, the protocol) loads after the embedded nodes launch
     from .cluster import LocalCluster
     from .master import JobSummary
+    from .placement import Placement, PlacementRequest
 
 log = logging.getLogger("pymr")
 
@@ -69,6 +70,28 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
+    _add_job_command(sub, common)
+    cat = sub.add_parser("cat", help="merge a job's part files back into one answer",
+                         description="Print the records of a part directory (-o DIR/) in "
+                         "the job's order: the same bytes as the job's single-file output. "
+                         "'cat DIR/part-*' gives every record too, but not in order: "
+                         "partitions are cut by a hash of the key.")
+    cat.add_argument("directory", metavar="DIR", help="a directory written by 'pymr job -o DIR/'")
+    cat.set_defaults(func=cmd_cat)
+    jobs = sub.add_parser("jobs", help="list the built-in jobs",
+                          description="The jobs that ship with pymr, one line each. A job "
+                          "file of your own runs the same way: 'pymr job ./myjob.py PATH'.")
+    jobs.set_defaults(func=cmd_jobs)
+    from .cli_cluster import add_commands
+    from .cli_dashboard import add_commands as add_dashboard
+
+    add_commands(sub)
+    add_dashboard(sub)
+    return parser
+
+
+def _add_job_command(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``pymr job`` and its options."""
     job = sub.add_parser("job", help="run a job (e.g. 'pymr job wordcount book.txt')",
                          parents=[common],
                          description="Run a job: a built-in ('pymr jobs' lists them) or a "
@@ -109,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--partitions", type=positive_int, metavar="R",
                      help="reduce partitions (default: one per slot)")
     job.add_argument("--local", type=positive_int, metavar="N",
-                     help="run on an embedded cluster of N local nodes (no discovery)")
+                     help="run on an embedded cluster of N local nodes (no discovery; "
+                     "wins over --nodes)")
     job.add_argument("--slots", type=positive_int, metavar="N",
                      help="executors per embedded node (default: cores / nodes)")
     job.add_argument("--max-attempts", type=positive_int, default=_DEFAULTS.max_attempts,
@@ -136,24 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--dashboard", action="store_true",
                      help="serve the job's live web page while it runs, on "
                      "http://127.0.0.1:7381/ (a free port if taken; the URL is printed)")
+    job.add_argument("--interface", metavar="ADDR|NAME,...",
+                     help="browse for nodes on these interfaces (default: every address "
+                     "except loopback, container bridges and link-local; or "
+                     "$PYMR_INTERFACE)")
+    job.add_argument("--key-file", metavar="PATH",
+                     help="cluster key file (default HOME/cluster.key)")
     job.set_defaults(func=cmd_job)
-    cat = sub.add_parser("cat", help="merge a job's part files back into one answer",
-                         description="Print the records of a part directory (-o DIR/) in "
-                         "the job's order: the same bytes as the job's single-file output. "
-                         "'cat DIR/part-*' gives every record too, but not in order: "
-                         "partitions are cut by a hash of the key.")
-    cat.add_argument("directory", metavar="DIR", help="a directory written by 'pymr job -o DIR/'")
-    cat.set_defaults(func=cmd_cat)
-    jobs = sub.add_parser("jobs", help="list the built-in jobs",
-                          description="The jobs that ship with pymr, one line each. A job "
-                          "file of your own runs the same way: 'pymr job ./myjob.py PATH'.")
-    jobs.set_defaults(func=cmd_jobs)
-    from .cli_cluster import add_commands
-    from .cli_dashboard import add_commands as add_dashboard
-
-    add_commands(sub)
-    add_dashboard(sub)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,6 +232,14 @@ def _main(argv: list[str] | None) -> int:
         print(f"pymr: error: internal error: {type(exc).__name__}: {exc} (run again with "
               "--debug for the traceback, and please report it)", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _say(text: str) -> None:
+    print(f"pymr: {text}", file=sys.stderr, flush=True)
+
+
+def _silent(text: str) -> None:
+    pass
 
 
 def _names_as_bytes(stream: Any) -> None:
@@ -319,10 +340,12 @@ def job_params(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _cmd_job(args: argparse.Namespace, inputs: list[Any]) -> int:
+    from .cli_discovery import job_discovery
     from .inputs import resolve_inputs
     from .jobs.program import load_program, resolve_job
     from .output import check_output_path
     from .partfiles import check_dir_output, is_dir_output
+    from .placement import place
 
     # Ctrl-C, SIGTERM and SIGHUP (the terminal closed) cancel the job cleanly, even when
     # started with SIGINT ignored (a background job of a non-interactive shell).
@@ -339,9 +362,13 @@ def _cmd_job(args: argparse.Namespace, inputs: list[Any]) -> int:
         check_output_path(args.output, args.force)
     _check_embedded_size(args)
     inputs.extend(resolve_inputs(args.paths, binary_ok=args.binary, quiet=args.quiet))
-    cluster = _launch_embedded(args, sum(f.size for f in inputs))
+    placing = time.monotonic()
+    placement = place(job_placement(args), job_discovery(args.quiet),
+                      say=_silent if args.quiet else _say)
+    placing_s = time.monotonic() - placing  # discovery's time counts in the job's
+    cluster = _launch_embedded(args, placement, sum(f.size for f in inputs))
     try:
-        return _run(args, inputs, program, cluster)
+        return _run(args, inputs, program, placement, cluster, placing_s)
     finally:
         if cluster is not None:
             cluster.close()  # a no-op when the job ran: run_job closed it
@@ -362,33 +389,40 @@ def _check_embedded_size(args: argparse.Namespace) -> None:
                          f"({EMBEDDED_PROCESSES_PER_CORE} per core): use fewer nodes or slots")
 
 
-def _launch_embedded(args: argparse.Namespace, total_bytes: int) -> LocalCluster | None:
-    """Start the embedded nodes now when they will be used (``--local``, or no cluster
-    key and no ``--nodes``), so they boot while this process loads the rest of pymr.
-    Without ``--slots``, no more executors than the input has splits: a small job does not
-    pay for processes it cannot use."""
+def job_placement(args: argparse.Namespace) -> PlacementRequest:
+    """``pymr job``'s options for ``placement.place`` (``--local`` wins over ``--nodes``)."""
+    from .cli_common import interface_spec
+    from .placement import PlacementRequest
+
+    return PlacementRequest(local=args.local or 0, slots=args.slots or 0, nodes=args.nodes,
+                            discover_s=args.discover, min_nodes=args.min_nodes,
+                            interface=interface_spec(args), home=args.home,
+                            key_file=getattr(args, "key_file", None))
+
+
+def _launch_embedded(args: argparse.Namespace, placement: Placement,
+                     total_bytes: int) -> LocalCluster | None:
+    """Start the embedded nodes the placement asks for, so they boot while this process
+    loads the rest of pymr. Unless discovery fell back to them, and without ``--slots``,
+    no more executors than the input has splits: a small job does not pay for processes
+    it cannot use."""
     from .cluster import LocalCluster
-    from .state import open_state
+    from .placement import Embedded
 
-    if not args.local:
-        if getattr(args, "nodes", None):
-            return None
-        if open_state(getattr(args, "home", None), getattr(args, "key_file", None)).has_key():
-            return None  # a member: discovery decides (it may still fall back)
-
-    cluster = LocalCluster(nodes=args.local or 1, slots=args.slots or 0)
-    if not args.slots:
+    if not isinstance(placement, Embedded):
+        return None
+    cluster = LocalCluster(nodes=placement.nodes, slots=placement.slots)
+    if not placement.slots and not placement.fallback:
         splits = -(-total_bytes // args.split_size)
         cluster.slots = max(1, min(cluster.slots, -(-splits // cluster.count)))
     cluster.launch()
     return cluster
 
 
-def _run(args: argparse.Namespace, inputs: list[Any], program: Any,
-         cluster: LocalCluster | None) -> int:
+def _run(args: argparse.Namespace, inputs: list[Any], program: Any, placement: Placement,
+         cluster: LocalCluster | None, placing_s: float) -> int:
     from .keys import thaw
-    from .output import atomic_output, line_value, write_json, write_lines, write_tsv
-    from .partfiles import is_dir_output, write_parts
+    from .placement import OnNodes
     from .runner import run_job
 
     opts = JobOptions(params=program.params,
@@ -400,86 +434,23 @@ def _run(args: argparse.Namespace, inputs: list[Any], program: Any,
     stdout_tty = sys.stdout.isatty()
     stderr_tty = sys.stderr.isatty()
     progress = _Progress(enabled=stderr_tty and not args.quiet)
-    top_n = args.top or 20
-    top: list[tuple[Any, Any]] = []
-
-    def writer(records: Iterator[tuple[Any, Any]], out: BinaryIO) -> int:
-        if args.format == "json":
-            return write_json(records, out, program.fields)
-        return write_tsv(records, out)
-
-    def keep_top(records: Iterator[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
-        for rec in records:
-            if len(top) < top_n:
-                top.append(rec)
-            yield rec
-
-    def keep_top_lines(records: Iterator[tuple[Any, bytes]]) -> Iterator[tuple[Any, bytes]]:
-        for key, line in records:
-            if len(top) < top_n:
-                top.append((key, line_value(line)))
-            yield key, line
-
-    def consume(records: Any, summary: JobSummary) -> None:
-        reader.disarm()  # from here a reader that leaves is a BrokenPipeError, below
-        progress.stop()
-        # TSV lines are formatted by the reducers, in parallel, when the master needs no
-        # value to order the records (part files; jobs ordered by key)
-        lines = args.format == "tsv"
-        if args.output and is_dir_output(args.output):
-            meta = {"job": program.spec.name, "order": program.order,
-                    "fields": list(program.fields), "format": args.format,
-                    "key_types": records.key_types, "value_types": records.value_types}
-            if lines:
-                write_parts(args.output, records.tsv_lines_by_partition(), write_lines, meta)
-            else:
-                write_parts(args.output, records.by_partition(), writer, meta)
-        elif args.output:
-            with atomic_output(args.output) as f:
-                if lines and records.order == "key":
-                    write_lines(keep_top_lines(records.tsv_lines()), f)
-                else:
-                    writer(keep_top(records), f)
-        elif stdout_tty:
-            for rec in records:
-                top.append(rec)
-                if len(top) >= top_n:
-                    break
-        else:
-            by_line = lines and records.order == "key"
-            source = records.tsv_lines() if by_line else records
-            limited = source if args.top is None else _first(source, args.top)
-            out: BinaryIO = sys.stdout.buffer
-            try:
-                if by_line:
-                    write_lines(limited, out)
-                else:
-                    writer(limited, out)
-                out.flush()
-            except BrokenPipeError:
-                # `pymr job ... | head`: the reader has all it wants.
-                _discard_stdout()
-
-    started = progress.discovery_started = time.monotonic()
+    started = progress.discovery_started = time.monotonic() - placing_s
     endpoints, key = None, None
-    if cluster is None and not args.local:
-        from .cli_cluster import discover_for_job
-
-        found = discover_for_job(args)
-        if found is not None:
-            endpoints, key = found
+    if isinstance(placement, OnNodes):
+        endpoints, key = placement.endpoints, placement.key
     watch = None
-    if endpoints and key is not None:
+    if isinstance(placement, OnNodes) and placement.watch:
         from .cli_cluster import start_job_watch
+        from .cli_common import interface_spec
 
-        watch = start_job_watch(args, key)
+        watch = start_job_watch(interface_spec(args), placement.key)
     dashboard = None
     reader = _ReaderWatch(enabled=not args.output and not stdout_tty)
+    answer = _Answer(args, program, progress, reader, stdout_tty)
     try:
         if args.dashboard:
-            cluster, dashboard = _job_dashboard(args, program, endpoints, key, cluster)
-        summary = run_job(program, inputs, opts, consume, local_nodes=args.local or 1,
-                          slots=args.slots or 0, endpoints=endpoints, key=key,
+            dashboard = _job_dashboard(program, endpoints, key, cluster)
+        summary = run_job(program, inputs, opts, answer.consume, endpoints=endpoints, key=key,
                           reporter=progress, discover=watch.endpoints if watch else None,
                           shared_fs=args.shared_fs, cluster=cluster)
     except KeyboardInterrupt:
@@ -504,27 +475,105 @@ def _run(args: argparse.Namespace, inputs: list[Any], program: Any,
         print(f"pymr: warning: invalid UTF-8: {bad} byte sequence(s) replaced by U+FFFD",
               file=sys.stderr)
     if not args.quiet:
-        _show_result(summary, [(thaw(k), thaw(v)) for k, v in top], program.fields,
+        _show_result(summary, [(thaw(k), thaw(v)) for k, v in answer.top], program.fields,
                      stdout_tty and not args.output, stdout_tty)
     return EXIT_OK
 
 
-def _job_dashboard(args: argparse.Namespace, program: Any, endpoints: list[str] | None,
-                   key: Any, cluster: LocalCluster | None) -> tuple[LocalCluster | None, Any]:
-    """``--dashboard``: the job's page over its nodes. An embedded cluster is started here
-    (if it was not yet) so that the page knows its nodes before the job begins."""
-    from .cli_dashboard import start_job_dashboard
-    from .cluster import LocalCluster
+class _Answer:
+    """Where the job's records go: ``-o FILE``, ``-o DIR/`` (part files), a pipe, or the
+    terminal table (its first ``--top`` records, also kept for the table after ``-o``)."""
 
-    if not endpoints:
-        if cluster is None:
-            cluster = LocalCluster(nodes=args.local or 1, slots=args.slots or 0)
-            cluster.start()
+    def __init__(self, args: argparse.Namespace, program: Any, progress: _Progress,
+                 reader: _ReaderWatch, stdout_tty: bool) -> None:
+        self.args = args
+        self.program = program
+        self.progress = progress
+        self.reader = reader
+        self.stdout_tty = stdout_tty
+        self.top_n = args.top or 20
+        self.top: list[tuple[Any, Any]] = []
+
+    def writer(self, records: Iterator[tuple[Any, Any]], out: BinaryIO) -> int:
+        from .output import write_json, write_tsv
+
+        if self.args.format == "json":
+            return write_json(records, out, self.program.fields)
+        return write_tsv(records, out)
+
+    def keep_top(self, records: Iterator[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
+        top, top_n = self.top, self.top_n
+        for rec in records:
+            if len(top) < top_n:
+                top.append(rec)
+            yield rec
+
+    def keep_top_lines(self, records: Iterator[tuple[Any, bytes]]
+                       ) -> Iterator[tuple[Any, bytes]]:
+        from .output import line_value
+
+        top, top_n = self.top, self.top_n
+        for key, line in records:
+            if len(top) < top_n:
+                top.append((key, line_value(line)))
+            yield key, line
+
+    def consume(self, records: Any, summary: JobSummary) -> None:
+        from .output import atomic_output, write_lines
+        from .partfiles import is_dir_output, write_parts
+
+        args, program, top = self.args, self.program, self.top
+        self.reader.disarm()  # from here a reader that leaves is a BrokenPipeError, below
+        self.progress.stop()
+        # TSV lines are formatted by the reducers, in parallel, when the master needs no
+        # value to order the records (part files; jobs ordered by key)
+        lines = args.format == "tsv"
+        if args.output and is_dir_output(args.output):
+            meta = {"job": program.spec.name, "order": program.order,
+                    "fields": list(program.fields), "format": args.format,
+                    "key_types": records.key_types, "value_types": records.value_types}
+            if lines:
+                write_parts(args.output, records.tsv_lines_by_partition(), write_lines, meta)
+            else:
+                write_parts(args.output, records.by_partition(), self.writer, meta)
+        elif args.output:
+            with atomic_output(args.output) as f:
+                if lines and records.order == "key":
+                    write_lines(self.keep_top_lines(records.tsv_lines()), f)
+                else:
+                    self.writer(self.keep_top(records), f)
+        elif self.stdout_tty:
+            for rec in records:
+                top.append(rec)
+                if len(top) >= self.top_n:
+                    break
         else:
-            cluster.wait_started()  # launched by _launch_embedded; now its endpoints
+            by_line = lines and records.order == "key"
+            source = records.tsv_lines() if by_line else records
+            limited = source if args.top is None else _first(source, args.top)
+            out: BinaryIO = sys.stdout.buffer
+            try:
+                if by_line:
+                    write_lines(limited, out)
+                else:
+                    self.writer(limited, out)
+                out.flush()
+            except BrokenPipeError:
+                # `pymr job ... | head`: the reader has all it wants.
+                _discard_stdout()
+
+
+def _job_dashboard(program: Any, endpoints: list[str] | None, key: Any,
+                   cluster: LocalCluster | None) -> Any:
+    """``--dashboard``: the job's page over its nodes. An embedded cluster's start is waited
+    for here, so that the page knows its nodes before the job begins."""
+    from .cli_dashboard import start_job_dashboard
+
+    if cluster is not None:
+        cluster.wait_started()  # launched by _launch_embedded; now its endpoints
         endpoints, key = cluster.control_endpoints, cluster.key
     try:
-        return cluster, start_job_dashboard(key, list(endpoints), program.spec.name)
+        return start_job_dashboard(key, list(endpoints or []), program.spec.name)
     except BaseException:
         if cluster is not None:
             cluster.close()

@@ -8,9 +8,7 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
-from dataclasses import replace
 from typing import Any
 
 from .cli_common import (
@@ -30,8 +28,6 @@ from .wording import count_of
 log = logging.getLogger("pymr")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-#: How often ``pymr node`` checks that its address is still there.
-ADDRESS_CHECK_INTERVAL_S = 3.0
 #: ``pymr status --watch`` refresh period.
 WATCH_INTERVAL_S = 2.0
 
@@ -59,6 +55,16 @@ def _port(text: str) -> int:
 
 def add_commands(sub: Any) -> None:
     """Register the cluster subcommands on the ``pymr`` parser."""
+    from .cli_doctor import add_command as add_doctor
+
+    _add_node_command(sub)
+    _add_key_commands(sub)
+    _add_observer_commands(sub)
+    add_doctor(sub)
+
+
+def _add_node_command(sub: Any) -> None:
+    """``pymr node`` and its options."""
     from .config import DEFAULT_BASE_PORT, FOUND_DISCOVER_S
 
     node = sub.add_parser(
@@ -101,6 +107,9 @@ def add_commands(sub: Any) -> None:
     add_state_args(node)
     node.set_defaults(func=cmd_node)
 
+
+def _add_key_commands(sub: Any) -> None:
+    """``pymr keygen`` and ``pymr key export|import|fingerprint``."""
     keygen = sub.add_parser("keygen", help="create a new cluster key on this machine",
                             description="Create a new cluster key (founds a new cluster).")
     keygen.add_argument("--force", action="store_true", help="replace an existing key")
@@ -127,6 +136,9 @@ def add_commands(sub: Any) -> None:
     fp.set_defaults(func=cmd_key_fingerprint)
     key.set_defaults(func=lambda args: _usage(key))
 
+
+def _add_observer_commands(sub: Any) -> None:
+    """``pymr status`` and ``pymr events``."""
     status = sub.add_parser("status", help="the nodes of this cluster and what they do",
                             description="Find the nodes (mDNS or --nodes), ask each over its "
                             "control socket, and show them.")
@@ -147,19 +159,6 @@ def add_commands(sub: Any) -> None:
     add_discovery_args(events, "follow")
     add_state_args(events)
     events.set_defaults(func=cmd_events)
-
-    from .cli_doctor import add_command as add_doctor
-
-    add_doctor(sub)
-
-    job = sub.choices.get("job")
-    if job is not None and not any("--interface" in a.option_strings for a in job._actions):
-        job.add_argument("--interface", metavar="ADDR|NAME,...",
-                         help="browse for nodes on these interfaces (default: every address "
-                         "except loopback, container bridges and link-local; or "
-                         "$PYMR_INTERFACE)")
-        job.add_argument("--key-file", metavar="PATH",
-                         help="cluster key file (default HOME/cluster.key)")
 
 
 def _usage(parser: Any) -> int:
@@ -218,237 +217,25 @@ def cmd_key_fingerprint(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- node
 
 
-class _Stop:
-    """Signal state of ``pymr node``."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.restart = False
-        self.daemon: Any = None
-        self.event = threading.Event()
-
-    def on_signal(self, signum: int, frame: Any) -> None:
-        self.requested = True
-        self.event.set()
-        if self.daemon is not None:
-            self.daemon.stop()
-
-
 def cmd_node(args: argparse.Namespace) -> int:
-    if getattr(args, "join", None):
-        parse_nodes_arg(args.join, "--join")       # bad input: one line, before anything starts
-    state = cli_state(args)
-    state.ensure()
-    lock = _lock_home(state.home)
-    try:
-        return _run_node(args, state)
-    finally:
-        os.close(lock)
+    from .nodeservice import NodeConfig, NodeService
 
-
-def _lock_home(home: Any) -> int:
-    """One node per pymr home. A second one would share the node id (masters refuse the
-    pair as a copied identity) and the data directory: refuse it at start instead. The
-    lock is ``flock``, so a killed node leaves none behind."""
-    import fcntl
-
-    from .errors import ConfigError
-
-    fd = os.open(os.path.join(home, "node.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
-        os.close(fd)
-        raise ConfigError(f"another 'pymr node' already runs from {home} (pid {holder}): "
-                          "stop it first, or give this one its own --home") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
-def _run_node(args: argparse.Namespace, state: Any) -> int:
-    from .config import FOUND_DISCOVER_S
-    from .discovery import browse, select_addresses
-
-    node_id = state.node_id()
-    spec = interface_spec(args)
-    addresses = select_addresses(spec)
-    if not state.has_key():
-        window = FOUND_DISCOVER_S if args.discover is None else args.discover
-        if window > 0:
-            _say(f"no cluster key in {state.home}; looking for a pymr cluster on this "
-                 f"network for {window:g} s ({', '.join(addresses)})")
-            seen = browse(addresses, window)
-            others = seen.nodes + [i for i in seen.ignored if i.fingerprint]
-            if others:
-                names = ", ".join(sorted({getattr(o, "name", "") or o.instance
-                                          for o in others}))
-                fps = sorted({o.fingerprint for o in others if o.fingerprint})
-                _say(f"found a pymr cluster on this network ({names}; key fingerprint "
-                     f"{', '.join(fps)}). To join it: run 'pymr key export' on one of its "
-                     "machines, then 'pymr key import TOKEN' here and start 'pymr node' "
-                     "again. To found a separate cluster instead: 'pymr keygen'")
-                return EXIT_USAGE
-        key = ClusterKey.generate()
-        path = state.save_key(key)
-        _say(f"founded a new pymr cluster (key fingerprint {key.fingerprint}); its key is in "
-             f"{path} (mode 0600)")
-        _say("to add another machine, import this join token there (it is the cluster's "
-             "secret; 'pymr key export' prints it again):")
-        _say(f"  pymr key import {key.export_token()}")
-    key = state.load_key()
-
-    stop = _Stop()
-    old_int = signal.signal(signal.SIGINT, stop.on_signal)
-    old_term = signal.signal(signal.SIGTERM, stop.on_signal)
-    try:
-        while not stop.requested:
-            _serve(args, state, key, node_id, addresses, stop)
-            if stop.requested or not stop.restart:
-                break
-            addresses = _wait_for_addresses(spec, stop)
-    finally:
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
-    return EXIT_OK
-
-
-def _wait_for_addresses(spec: str | None, stop: _Stop) -> list[str]:
-    from .discovery import select_addresses
-    from .errors import PymrError
-
-    told = False
-    while not stop.requested:
+    join = parse_nodes_arg(args.join, "--join") if args.join else []  # bad: one line, first
+    config = NodeConfig(base_port=args.port, name=args.name or "", slots=args.slots or 0,
+                        interface=interface_spec(args), builtin_only=args.builtin_only,
+                        shared_fs=args.shared_fs, memory=args.memory,
+                        retain_memory=args.retain_memory, discover_s=args.discover, join=join)
+    with NodeService(config, cli_state(args), say=_say) as service:
+        if not service.prepare():
+            return EXIT_USAGE
+        old_int = signal.signal(signal.SIGINT, lambda signum, frame: service.stop())
+        old_term = signal.signal(signal.SIGTERM, lambda signum, frame: service.stop())
         try:
-            return select_addresses(spec)
-        except PymrError as exc:
-            if not told:
-                _say(f"{exc}; waiting for an address (Ctrl-C to stop)")
-                told = True
-            stop.event.wait(ADDRESS_CHECK_INTERVAL_S)
-    return []
-
-
-def _ports_free(host: str, base: int) -> bool:
-    import socket
-
-    socks = []
-    try:
-        for offset in range(4):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(s)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, base + offset))
-        return True
-    except OSError:
-        return False
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _start_daemon(opts: Any, key: ClusterKey, node_id: str) -> Any:
-    """Start a daemon on the fixed ports, or on free ports if one is taken."""
-    from .errors import TransportError
-    from .node import NodeDaemon
-
-    if opts.base_port and not _ports_free(opts.host, opts.base_port):
-        _say(f"ports {opts.base_port}-{opts.base_port + 3} on {opts.host} are taken; using "
-             "free ports (they are advertised)")
-        opts = replace(opts, base_port=0)
-    daemon = NodeDaemon(opts, key, node_id=node_id)
-    try:
-        daemon.start()
-        return daemon
-    except TransportError as exc:
-        daemon.close()
-        if not opts.base_port:
-            raise
-        _say(f"{exc}; using free ports (they are advertised)")
-    daemon = NodeDaemon(replace(opts, base_port=0), key, node_id=node_id)
-    try:
-        daemon.start()
-    except BaseException:
-        daemon.close()
-        raise
-    return daemon
-
-
-def _serve(args: argparse.Namespace, state: Any, key: ClusterKey, node_id: str,
-           addresses: list[str], stop: _Stop) -> None:
-    from ._version import __version__
-    from .config import NodeOptions
-    from .discovery import Advert, Advertiser, select_addresses
-
-    host = addresses[0]
-    if len(addresses) > 1:
-        _say(f"several addresses ({', '.join(addresses)}): the node serves on {host} only "
-             "(pass --interface to choose); mDNS runs on all of them")
-    opts = NodeOptions(name=args.name or "", slots=args.slots or 0, host=host,
-                       base_port=args.port, home=state.home, builtin_only=args.builtin_only,
-                       read_paths=args.shared_fs, memory=args.memory, **(
-                           {} if args.retain_memory is None
-                           else {"retain_memory": args.retain_memory}))
-    stop.restart = False
-    daemon = _start_daemon(opts, key, node_id)
-    stop.daemon = daemon
-    advertiser = None
-    watcher = None
-    keeper = None
-    try:
-        control = daemon.endpoints.control
-        port = int(control.rsplit(":", 1)[1])
-        from .cli_discovery import start_keeper
-
-        keeper = start_keeper(args, state, key, daemon)   # --join seeds, peer exchange
-        advertiser = Advertiser(Advert(name=daemon.name, node_id=node_id,
-                                       incarnation=daemon.incarnation, slots=daemon.slots,
-                                       control_port=port, address=host,
-                                       fingerprint=key.fingerprint, pymr_version=__version__),
-                                addresses, warn=lambda text: _say(f"warning: {text}"),
-                                on_record=keeper.heard)
-        instance = advertiser.start()
-        print(f"pymr node {daemon.name} (id {node_id}, {count_of(daemon.slots, 'slot')}) "
-              f"serving cluster {key.fingerprint} on {host}: control port {port}; "
-              f"advertised as {instance!r}"
-              f"{' (built-in jobs only)' if args.builtin_only else ''}. Stop with Ctrl-C.",
-              flush=True)
-        spec = interface_spec(args)
-
-        def watch() -> None:
-            while not stop.event.wait(ADDRESS_CHECK_INTERVAL_S):
-                try:
-                    now = select_addresses(spec)
-                except Exception:
-                    now = []
-                if host not in now:
-                    _say(f"address {host} is gone; restarting the node on the new address")
-                    stop.restart = True
-                    daemon.stop()
-                    return
-
-        watcher = threading.Thread(target=watch, name="pymr-address-watch", daemon=True)
-        watcher.start()
-        keeper.start()
-        if not stop.requested:
-            daemon.run()
-    finally:
-        if keeper is not None:
-            keeper.stop()
-        if advertiser is not None:
-            # Withdraw first: nobody should pick a closing node. (An address that is gone
-            # cannot send goodbyes; its record expires by TTL.)
-            advertiser.close(withdraw=not stop.restart)
-        stop.daemon = None
-        daemon.close()
-        if watcher is not None:
-            stop.event.set()
-            watcher.join(timeout=5)
-            if not stop.requested:
-                stop.event.clear()
-    if stop.requested:
-        print(f"pymr node {daemon.name} stopped; its advertisement was withdrawn", flush=True)
+            service.run()
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------- discovery for clients
@@ -472,21 +259,13 @@ def _ignored_note(res: Any) -> str:
         r if n == 1 else f"{r} (x{n})" for r, n in sorted(reasons.items()))
 
 
-def discover_for_job(args: argparse.Namespace) -> tuple[list[str], ClusterKey] | None:
-    """Nodes for ``pymr job`` (the discovery ladder); None: the embedded local cluster."""
-    from .cli_discovery import discover_for_job as climb_for_job
-
-    return climb_for_job(args)
-
-
-def start_job_watch(args: argparse.Namespace, key: ClusterKey) -> JobWatch | None:
-    """A browser kept open during a job whose nodes came from mDNS; None otherwise."""
-    if not hasattr(args, "watch_interfaces"):
-        return None
+def start_job_watch(interface: str | None, key: ClusterKey) -> JobWatch | None:
+    """A browser kept open during a job whose nodes came from discovery (``interface``:
+    the spec it browses on), so that nodes started meanwhile join the job."""
     try:
         from .discovery import select_addresses
 
-        return JobWatch(select_addresses(args.watch_interfaces), key.fingerprint)
+        return JobWatch(select_addresses(interface), key.fingerprint)
     except Exception as exc:  # joining mid-job is a bonus: never fail the job for it
         _say(f"warning: cannot watch for nodes joining during the job: {exc}")
         return None

@@ -71,13 +71,7 @@ def parse_nodes_arg(text: str, option: str = "--nodes") -> list[str]:
 
 def need_key(state: Any, why: str) -> ClusterKey:
     """The cluster key, or a ConfigError that says how to get one."""
-    from .errors import ConfigError
-
-    if not state.has_key():
-        raise ConfigError(f"{why} needs this machine to hold the cluster key ({state.key_file} "
-                          "is missing): run 'pymr key export' on a member and 'pymr key import "
-                          "TOKEN' here, or 'pymr keygen' to start a new cluster")
-    key: ClusterKey = state.load_key()
+    key: ClusterKey = state.require_key(why)
     return key
 
 

@@ -1,7 +1,7 @@
 """CLI glue for the discovery ladder (thin: the logic is in ladder.py and keeper.py).
 
-``pymr job`` and ``pymr status`` find nodes with ``find``; ``pymr node --join`` keeps its
-seeds with ``start_keeper``. Messages go to stderr, one line each.
+``pymr status`` finds nodes with ``find``, ``pymr job`` with ``job_discovery`` (through
+``placement.place``). Messages go to stderr, one line each.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from .ladder import LadderOptions, LadderResult, climb
+from .placement import Discover, Found, PlacementRequest
 from .security import ClusterKey
 from .wording import count_of
 
@@ -33,21 +34,30 @@ def find(args: argparse.Namespace, key: ClusterKey, *, want_status: bool,
     """Climb the ladder for this command: ``--nodes`` are seeds and skip mDNS and memory;
     without them, mDNS, then the members this machine remembers, then peer exchange."""
     from .cli_common import cli_state, interface_spec
+
+    return climb_from(key, seeds_of(args), interface_spec(args), getattr(args, "discover", None),
+                      cli_state(args).home, want_status=want_status, early_stop=early_stop,
+                      min_nodes=min_nodes, timeout_s=timeout_s)
+
+
+def climb_from(key: ClusterKey, seeds: list[str], interface: str | None,
+               discover_s: float | None, home: Any, *, want_status: bool,
+               early_stop: bool = False, min_nodes: int | None = None,
+               timeout_s: float | None = None) -> LadderResult:
+    """``find`` with typed options (``discover_s``/``timeout_s`` None: the defaults)."""
     from .config import DEFAULT_DISCOVER_S
     from .discovery import select_addresses
     from .peerstore import PeerStore
     from .status import PROBE_TIMEOUT_S
 
-    seeds = seeds_of(args)
-    discover = getattr(args, "discover", None)
     opts = LadderOptions(
-        interfaces=None if seeds else select_addresses(interface_spec(args)),
-        window_s=DEFAULT_DISCOVER_S if discover is None else discover, seeds=seeds,
+        interfaces=None if seeds else select_addresses(interface),
+        window_s=DEFAULT_DISCOVER_S if discover_s is None else discover_s, seeds=seeds,
         use_memory=not seeds, min_nodes=min_nodes, early_stop=early_stop,
         want_status=want_status,
         probe_timeout_s=PROBE_TIMEOUT_S if timeout_s is None else timeout_s,
         dial_timeout_s=min(PROBE_TIMEOUT_S if timeout_s is None else timeout_s, 1.5))
-    return climb(key, opts, PeerStore(cli_state(args).home))
+    return climb(key, opts, PeerStore(home))
 
 
 def ignored_note(res: LadderResult | None) -> str:
@@ -79,65 +89,35 @@ def no_node_text(res: LadderResult) -> str:
                    "member is enough: it names the others)")
 
 
-def discover_for_job(args: argparse.Namespace) -> tuple[list[str], ClusterKey] | None:
-    """Nodes for ``pymr job``: the ladder, when this machine has a cluster key.
-
-    None means: run on the embedded local cluster.
-    """
-    from .cli_common import cli_state, interface_spec, need_key
-    from .errors import DiscoveryError
-
-    quiet = getattr(args, "quiet", False)
+def job_discovery(quiet: bool = False) -> Discover:
+    """``pymr job``'s ``discover`` for ``placement.place``: the ladder, each rung reported
+    on stderr (nothing with ``quiet``)."""
     say = (lambda text: None) if quiet else _say
-    state = cli_state(args)
-    seeds = seeds_of(args)
-    if seeds:
-        key = need_key(state, "--nodes")
-    elif not state.has_key():
-        return None                     # never joined a cluster: embedded, at once
-    else:
-        key = state.load_key()
-    try:
-        res = find(args, key, want_status=False, early_stop=True,
-                   min_nodes=getattr(args, "min_nodes", None))
-    except DiscoveryError as exc:       # no usable interface for mDNS
-        say(f"{exc}; running on the embedded local cluster")
-        return None
-    say(f"discovery: {res.summary()}")
-    note = ignored_note(res)
-    if note:
-        say(note)
-    for w in res.warnings:
-        say(f"warning: {w}")
-    for f in res.failed:
-        if f.status.hello is not None and f.status.error:
-            say(f"node {f.status.name}: {f.status.error}")
-        elif f.origin == "seeds":
-            say(f"--nodes {f.endpoint.removeprefix('tcp://')}: {f.status.error}")
-    usable = res.members
-    if not usable:
-        if seeds:
-            raise DiscoveryError(no_node_text(res))
-        say(no_node_text(res) + "; running on the embedded local cluster (this machine only)")
-        return None
-    min_nodes = getattr(args, "min_nodes", None)
-    if min_nodes and len(usable) < min_nodes:
-        say(f"warning: only {len(usable)} of the {min_nodes} nodes asked for answered")
-    say(f"using {len(usable)} node(s): " + ", ".join(node_line(f) for f in usable))
-    if not seeds:
-        args.watch_interfaces = interface_spec(args)  # cmd_job keeps browsing during the job
-    return [f.endpoint for f in usable], key
 
+    def discover(request: PlacementRequest, seeds: list[str], key: ClusterKey) -> Found:
+        from .state import open_state
 
-def start_keeper(args: argparse.Namespace, state: Any, key: ClusterKey, daemon: Any) -> Any:
-    """``pymr node``: the thread that redials ``--join`` seeds and keeps the members."""
-    from .config import parse_nodes
-    from .keeper import PeerKeeper
-    from .peerstore import PeerStore
+        home = open_state(request.home, request.key_file).home
+        res = climb_from(key, seeds, request.interface, request.discover_s, home,
+                         want_status=False, early_stop=True, min_nodes=request.min_nodes)
+        say(f"discovery: {res.summary()}")
+        note = ignored_note(res)
+        if note:
+            say(note)
+        for w in res.warnings:
+            say(f"warning: {w}")
+        for f in res.failed:
+            if f.status.hello is not None and f.status.error:
+                say(f"node {f.status.name}: {f.status.error}")
+            elif f.origin == "seeds":
+                say(f"--nodes {f.endpoint.removeprefix('tcp://')}: {f.status.error}")
+        usable = res.members
+        if not usable:
+            return Found(why_none=no_node_text(res))
+        if request.min_nodes and len(usable) < request.min_nodes:
+            say(f"warning: only {len(usable)} of the {request.min_nodes} nodes asked for "
+                "answered")
+        say(f"using {len(usable)} node(s): " + ", ".join(node_line(f) for f in usable))
+        return Found([f.endpoint for f in usable])
 
-    assert daemon.endpoints is not None
-    join = getattr(args, "join", None)
-    me = {"node_id": daemon.node_id, "name": daemon.name, "endpoint": daemon.endpoints.control}
-    return PeerKeeper(daemon.members, key, me=me,
-                      seeds=parse_nodes(join, "--join") if join else [],
-                      store=PeerStore(state.home), say=_say)
+    return discover

@@ -87,24 +87,26 @@ def input_paths(paths: PathArg | Iterable[PathArg]) -> list[str]:
 
 def run(job: Any, paths: PathArg | Iterable[PathArg], *, params: dict[str, Any] | None = None,
         nodes: str | list[str] | None = None, home: str | None = None,
-        local: int = 1, slots: int = 0, split_size: int | None = None,
+        local: int | None = None, slots: int = 0, split_size: int | None = None,
         partitions: int = 0, max_attempts: int | None = None, binary: bool = False,
         tokenizer: str | None = None, memory: int = 0) -> Result:
     """Run a job and return its records: ``pymr.run("bigrams.py", ["book.txt"])``.
 
     ``job`` is a built-in name, the path of a job file, or a module object defined in a
     file. ``paths`` is one input path or a list of them (str, bytes or ``os.PathLike``).
-    By default the job runs on an embedded cluster of ``local`` nodes on this machine
-    (``slots`` executors each; default: one per core); ``nodes`` (``"HOST:PORT,..."`` or a
-    list) runs it on those nodes, with the cluster key of this machine's pymr ``home``.
+    By default the job runs on an embedded cluster of one node on this machine; ``local``
+    asks for that many embedded nodes (``slots`` executors each; default: one per core).
+    ``nodes`` (``"HOST:PORT,..."`` or a list) runs it on those nodes, with the cluster key
+    of this machine's pymr ``home``, unless ``local`` is given: as with ``pymr job``,
+    ``local`` wins over ``nodes`` (``placement.place`` decides for both).
     ``params`` are the job's parameters (``-p NAME=VALUE``); ``memory`` the budget per node
     in bytes (``--memory``). Errors are ``PymrError``
     subclasses whose ``str()`` is the one-line message the CLI prints.
     """
-    from .config import parse_nodes
     from .inputs import release_inputs, resolve_inputs
     from .jobs.program import resolve_job
     from .keys import thaw
+    from .placement import OnNodes, PlacementRequest, place
 
     given = {k: str(v) for k, v in (params or {}).items()}
     if tokenizer is not None:
@@ -122,16 +124,14 @@ def run(job: Any, paths: PathArg | Iterable[PathArg], *, params: dict[str, Any] 
 
     inputs = resolve_inputs(input_paths(paths), binary_ok=binary)
     try:
-        if nodes:
-            from .state import open_state
-
-            state = open_state(home)
-            endpoints = parse_nodes(nodes)
-            result.summary = run_job(program, inputs, opts, consume, endpoints=endpoints,
-                                     key=state.load_key())
+        placement = place(PlacementRequest(local=local or 0, slots=slots,
+                                           nodes=nodes or None, home=home))
+        if isinstance(placement, OnNodes):
+            result.summary = run_job(program, inputs, opts, consume,
+                                     endpoints=placement.endpoints, key=placement.key)
         else:
-            result.summary = run_job(program, inputs, opts, consume, local_nodes=local,
-                                     slots=slots)
+            result.summary = run_job(program, inputs, opts, consume,
+                                     local_nodes=placement.nodes, slots=placement.slots)
     finally:
         release_inputs(inputs)
     return result

@@ -62,6 +62,16 @@ class StateDir:
     def load_key(self) -> ClusterKey:
         return load_key(self.key_file)
 
+    def require_key(self, why: str) -> ClusterKey:
+        """The cluster key, or a ConfigError that says how to get one (``why``: what needs
+        it, e.g. ``"pymr status"``)."""
+        if not self.has_key():
+            raise ConfigError(f"{why} needs this machine to hold the cluster key "
+                              f"({self.key_file} is missing): run 'pymr key export' on a "
+                              "member and 'pymr key import TOKEN' here, or 'pymr keygen' to "
+                              "start a new cluster")
+        return self.load_key()
+
     def save_key(self, key: ClusterKey, *, replace: bool = False) -> Path:
         """Store the cluster key (mode 0600); refuses to overwrite one unless ``replace``."""
         if self.has_key() and not replace:

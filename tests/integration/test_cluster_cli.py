@@ -6,7 +6,6 @@ nothing is sent on the machine's real interfaces.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -25,7 +24,8 @@ from typing import Any
 import pytest
 
 from pymr import cli
-from pymr.cli_cluster import WATCH_INTERVAL_S, discover_for_job
+from pymr.cli_cluster import WATCH_INTERVAL_S
+from pymr.cli_discovery import job_discovery
 from pymr.discovery import (
     Advert,
     Advertiser,
@@ -36,6 +36,7 @@ from pymr.discovery import (
     usable_by_default,
 )
 from pymr.errors import ConfigError
+from pymr.placement import Embedded, OnNodes, Placement, PlacementRequest, place
 from pymr.security import ClusterKey
 from pymr.state import open_state
 from tests import helpers
@@ -137,11 +138,12 @@ def status_json(home: Path, *args: str) -> tuple[int, dict[str, Any], str]:
     return r.returncode, json.loads(r.stdout) if r.stdout.strip() else {}, r.stderr
 
 
-def job_args(home: Path, **kw: Any) -> argparse.Namespace:
-    base: dict[str, Any] = dict(home=str(home), nodes=None, discover=None, min_nodes=None,
-                                local=None, interface=LOOPBACK, key_file=None, quiet=False)
-    base.update(kw)
-    return argparse.Namespace(**base)
+def place_job(home: Path, **kw: Any) -> Placement:
+    """Where ``pymr job --home HOME`` would run, with the discovery ladder of the CLI (mDNS
+    on loopback); ``kw``: more ``PlacementRequest`` fields."""
+    request = PlacementRequest(home=str(home), interface=LOOPBACK, **kw)
+    return place(request, job_discovery(), say=lambda text: print(f"pymr: {text}",
+                                                                   file=sys.stderr))
 
 
 # ---------------------------------------------------------------- names, addresses, state
@@ -270,7 +272,7 @@ def test_job_uses_discovered_nodes_and_equals_reference(cluster: dict[str, Any],
 def test_job_without_key_runs_embedded_at_once(tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     started = time.monotonic()
-    assert discover_for_job(job_args(tmp_path / "fresh")) is None
+    assert place_job(tmp_path / "fresh") == Embedded(nodes=1, slots=0)
     assert time.monotonic() - started < 0.5            # no browsing, no delay
     assert capsys.readouterr().err == ""
 
@@ -279,7 +281,7 @@ def test_job_with_key_but_no_node_of_its_cluster(cluster: dict[str, Any], tmp_pa
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     home = tmp_path / "other"
     open_state(home).save_key(ClusterKey.generate())
-    assert discover_for_job(job_args(home, discover=3.0)) is None
+    assert place_job(home, discover_s=3.0) == Embedded(nodes=1, slots=0, fallback=True)
     err = capsys.readouterr().err
     assert "embedded local cluster" in err
     assert "another cluster" in err            # the two nodes seen were ignored, and why
@@ -289,11 +291,11 @@ def test_nodes_option(cluster: dict[str, Any], tmp_path: Path,
                       capsys: pytest.CaptureFixture[str]) -> None:
     _, doc, _ = status_json(cluster["client"])
     nodes = ",".join(n["endpoint"].removeprefix("tcp://") for n in doc["nodes"])
-    found = discover_for_job(job_args(cluster["client"], nodes=nodes))
-    assert found is not None and len(found[0]) == 2
+    found = place_job(cluster["client"], nodes=nodes)
+    assert isinstance(found, OnNodes) and len(found.endpoints) == 2 and not found.watch
     assert "mDNS: skipped (--nodes)" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="pymr key import"):
-        discover_for_job(job_args(tmp_path / "nokey", nodes=nodes))
+        place_job(tmp_path / "nokey", nodes=nodes)
     code, doc, err = status_json(cluster["client"], "--nodes", nodes)
     assert code == 0 and doc["answered"] == 2
     assert cli.main(["job", "wordcount", str(SAMPLE), "--nodes", "localhost:notaport",
@@ -416,7 +418,7 @@ def test_copied_identity_is_detected(cluster: dict[str, Any], tmp_path: Path) ->
             lambda: "state directory was copied" in twin.output() + cluster["a"].output(), 10,
             lambda: f"a warning about the copied identity; the twin's log: {twin.output()}")
         # and a job uses only one of them (one node id, one node).
-        found = discover_for_job(job_args(cluster["client"]))
-        assert found is not None and len(found[0]) == 2
+        found = place_job(cluster["client"])
+        assert isinstance(found, OnNodes) and len(found.endpoints) == 2 and found.watch
     finally:
         nodes.close()
