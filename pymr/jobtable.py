@@ -20,9 +20,11 @@ from typing import Any
 from . import protocol as p
 from .config import NodeOptions, executor_share
 from .jobs import bundle_sha256
-from .supervisor import TaskKey
 
 log = logging.getLogger(__name__)
+
+#: A task attempt as the node tracks it: (job id, task id, attempt).
+TaskKey = tuple[str, int, int]
 
 #: A message and where it goes: an executor's index, or a master's identity (its peer on
 #: the control socket).

@@ -17,15 +17,13 @@ from typing import Any
 
 from ._exec_entry import spawn_executors
 from .config import EXECUTOR_STOPPED_S
+from .jobtable import TaskKey
 from .security import ClusterKey
 
 log = logging.getLogger(__name__)
 
 #: Map tasks an executor holds at once (one running, one waiting in its socket).
 EXECUTOR_TASK_DEPTH = 2
-
-#: A task attempt as the node tracks it: (job id, task id, attempt).
-TaskKey = tuple[str, int, int]
 
 
 def is_stopped(pid: int) -> bool:
