@@ -8,7 +8,7 @@
   ``Counter.update``; keys encoded to UTF-8 at the end.
 * ``pool``: ``multiprocessing.Pool`` over the same blocks, given to the workers as
   ``(offset, length)`` so that they read the file themselves (``os.pread``), each worker
-  running pymr's per-byte algorithm (``pymr.tokenize.Combiner``) over all the blocks it gets
+  running pymr's per-byte algorithm (``pymr.wordtokens.Combiner``) over all the blocks it gets
   and returning its final dict once, in a flush task that every worker runs exactly once.
 
 Both write ``word<TAB>count<LF>`` sorted by count descending, then word ascending (bytewise
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:            # run as a script from a checkout: use its pymr
     sys.path.insert(0, str(ROOT))
 
-from pymr.fileio import pread_exact  # noqa: E402
+from pymr.engine.fileio import pread_exact  # noqa: E402
 
 MiB = 1 << 20
 BLOCK = 16 * MiB
@@ -134,7 +134,7 @@ _worker: dict[str, Any] = {}
 
 
 def _pool_init(path: str, tokenizer: str, barrier: Any) -> None:
-    from pymr.tokenize import Combiner
+    from pymr.wordtokens import Combiner
 
     _worker["fd"] = os.open(path, os.O_RDONLY)
     _worker["combiner"] = Combiner(tokenizer)
@@ -158,9 +158,9 @@ def _pool_flush(_: int) -> tuple[dict[bytes, int], int, int]:
 
 def pool_count(path: str | os.PathLike[str], processes: int = 2, block: int = BLOCK,
                tokenizer: str = "words") -> tuple[dict[bytes, int], int]:
-    """``multiprocessing.Pool`` + ``pymr.tokenize.Combiner``; returns (counts, bad sequences)."""
+    """``multiprocessing.Pool`` + ``pymr.wordtokens.Combiner``; returns (counts, bad sequences)."""
     _check(tokenizer)
-    from pymr.tokenize import Combiner
+    from pymr.wordtokens import Combiner
 
     Combiner(tokenizer)      # fail here, not in an initializer that Pool would re-run forever
     ranges = block_ranges(path, block)

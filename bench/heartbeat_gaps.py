@@ -41,10 +41,10 @@ import gen_text  # noqa: E402
 import run_core  # noqa: E402
 from _public import scrub  # noqa: E402  (local folders out of committed results)
 
-from pymr import protocol as p  # noqa: E402
-from pymr.cluster import LocalCluster  # noqa: E402
 from pymr.config import DEATH_TIMEOUT_S, HEARTBEAT_INTERVAL_S  # noqa: E402
-from pymr.status import EventStream  # noqa: E402
+from pymr.net.status import EventStream  # noqa: E402
+from pymr.runtime.cluster import LocalCluster  # noqa: E402
+from pymr.wire import protocol as p  # noqa: E402
 from tests.faults_helpers import HeartbeatWatch, Outcome, RunDirSweeper, run_master  # noqa: E402
 
 SCENARIOS = ("idle", "job", "job+hogs")

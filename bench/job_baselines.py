@@ -17,14 +17,14 @@ never spans a newline, so this is the same as line by line).
   ``pymr.api.sum_values`` (a counting job), else a list of values per key; then ``reduce``
   per key (not for a sum job, whose summed values are the answer).
 * ``pool``: ``multiprocessing.Pool`` (fork) over the line-aligned splits of
-  ``pymr.splits.plan_file_splits(FILE, split, lines=True)`` (pymr's own planner; the parent
+  ``pymr.engine.splits.plan_file_splits(FILE, split, lines=True)`` (pymr's own planner; the parent
   counts each split's first line number as pymr's master does); each worker reads its splits
   by offset, maps them into its own dict as ``single`` does and returns the dict once, in a
   flush task every worker runs exactly once; the parent merges the dicts and reduces.
 
-Both write the records sorted in the job's order (``pymr.keys.record_sort_key``) with
-``pymr.output.write_tsv`` through ``pymr.output.atomic_output`` (temp file, fsync, rename),
-as ``pymr job JOB FILE -o OUT`` does, so the outputs compare byte for byte.
+Both write the records sorted in the job's order (``pymr.wire.keys.record_sort_key``) with
+``pymr.engine.output.write_tsv`` through ``pymr.engine.output.atomic_output`` (temp file,
+fsync, rename), as ``pymr job JOB FILE -o OUT`` does, so the outputs compare byte for byte.
 """
 
 from __future__ import annotations
@@ -44,11 +44,11 @@ if importlib.util.find_spec("pymr") is None:   # not installed nor on PYTHONPATH
     sys.path.insert(0, str(ROOT))
 
 from pymr import api  # noqa: E402
-from pymr.fileio import pread_exact  # noqa: E402
+from pymr.engine.fileio import pread_exact  # noqa: E402
+from pymr.engine.output import atomic_output, write_tsv  # noqa: E402
+from pymr.engine.splits import plan_file_splits  # noqa: E402
 from pymr.jobs.program import JobProgram, load_program, resolve_job  # noqa: E402
-from pymr.keys import record_sort_key, type_names  # noqa: E402
-from pymr.output import atomic_output, write_tsv  # noqa: E402
-from pymr.splits import plan_file_splits  # noqa: E402
+from pymr.wire.keys import record_sort_key, type_names  # noqa: E402
 
 MiB = 1 << 20
 BLOCK = 16 * MiB

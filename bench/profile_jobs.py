@@ -9,18 +9,18 @@ numbers counted as the master counts them), for each job:
 
 1. timings (best of ``--repeat``), reported as ns per map call (= per line) and per emitted
    pair:
-   * ``decode``: ``pymr.mapside.split_lines`` of every split (UTF-8 decode, split at \\n);
+   * ``decode``: ``pymr.engine.mapside.split_lines`` of every split (UTF-8 decode, split at \\n);
    * ``bare map``: the job's ``map`` called on every line and its pairs iterated, nothing
      kept (the job's own cost);
-   * ``MapSide``: ``pymr.mapside.MapSide`` (one per executor: the splits dealt to two
+   * ``MapSide``: ``pymr.engine.mapside.MapSide`` (one per executor: the splits dealt to two
      sides, as two executors get them) ``add_split`` + ``finish``, decode included;
    * ``single-process loop``: the single-process baseline's own loop
      (``job_baselines.Mapper``: map into one dict), decode included, and what MapSide
      costs beyond it;
-   * ``pack`` / ``unpack``: ``pymr.protocol.pack_chunk`` / ``unpack_chunk`` of the two
+   * ``pack`` / ``unpack``: ``pymr.wire.protocol.pack_chunk`` / ``unpack_chunk`` of the two
      map outputs (one partition here; the engine packs one chunk list per partition);
    * ``ReduceSide``: ``add_chunk`` of both unpacked chunks + ``finish`` (reduce, sort);
-   * ``write``: ``pymr.output.write_tsv`` of the sorted records into memory.
+   * ``write``: ``pymr.engine.output.write_tsv`` of the sorted records into memory.
 2. a cProfile of the map path (MapSide over every split + finish) and of the reduce path
    (unpack + ReduceSide + write_tsv), the top functions by tottime.
 
@@ -52,13 +52,13 @@ from job_baselines import Mapper, lines_of  # noqa: E402
 from run_core import _csv, ensure_input  # noqa: E402
 
 from pymr import api  # noqa: E402
+from pymr.engine.mapside import MapSide, split_lines  # noqa: E402
+from pymr.engine.output import write_tsv  # noqa: E402
+from pymr.engine.reduceside import ReduceSide  # noqa: E402
+from pymr.engine.splits import plan_file_splits  # noqa: E402
 from pymr.jobs import builtin_spec  # noqa: E402
 from pymr.jobs.program import JobProgram, load_program  # noqa: E402
-from pymr.mapside import MapSide, split_lines  # noqa: E402
-from pymr.output import write_tsv  # noqa: E402
-from pymr.protocol import pack_chunk, unpack_chunk  # noqa: E402
-from pymr.reduceside import ReduceSide  # noqa: E402
-from pymr.splits import plan_file_splits  # noqa: E402
+from pymr.wire.protocol import pack_chunk, unpack_chunk  # noqa: E402
 
 SPLIT = 16 << 20
 

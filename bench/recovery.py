@@ -50,8 +50,8 @@ sys.path.insert(0, str(ROOT))
 import gen_text  # noqa: E402  (bench/ is not a package on sys.path when run as a script)
 from _public import scrub  # noqa: E402  (local folders out of committed results)
 
-from pymr.cluster import LocalCluster  # noqa: E402
 from pymr.config import DEATH_TIMEOUT_S  # noqa: E402
+from pymr.runtime.cluster import LocalCluster  # noqa: E402
 from tests.faults_helpers import (  # noqa: E402
     HeartbeatWatch,
     Hooks,

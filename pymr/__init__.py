@@ -21,7 +21,7 @@ def __getattr__(name: str) -> object:
     if module is None:
         raise AttributeError(f"module 'pymr' has no attribute {name!r}")
     if module == "runner":
-        from . import runner as mod
+        from .runtime import runner as mod
     elif module == "config":
         from . import config as mod  # type: ignore[no-redef]
     else:

@@ -47,12 +47,12 @@ def master_main() -> int:
     import logging
 
     from pymr.config import JobOptions
+    from pymr.engine.inputs import resolve_inputs
+    from pymr.engine.output import write_tsv
     from pymr.errors import PymrError
-    from pymr.inputs import resolve_inputs
     from pymr.jobs import JobSpec, builtin_spec
-    from pymr.output import write_tsv
-    from pymr.runner import run_job
-    from pymr.security import ClusterKey
+    from pymr.net.security import ClusterKey
+    from pymr.runtime.runner import run_job
 
     faulthandler.register(signal.SIGUSR1)  # a hung master shows where it waits
     cfg = json.loads(sys.stdin.readline())
@@ -410,7 +410,7 @@ class HeartbeatWatch:
     """Follows the nodes' heartbeats (their events PUB), as an observer does."""
 
     def __init__(self, cluster: Any) -> None:
-        from pymr.status import probe
+        from pymr.net.status import probe
 
         found = probe([(ep, None) for ep in cluster.control_endpoints], cluster.key,
                       timeout_s=5.0, want_status=False)
@@ -424,8 +424,8 @@ class HeartbeatWatch:
     def wait_beats(self, count: int, timeout_s: float) -> None:
         """Wait until every node has published ``count`` heartbeats from now on (a fresh
         subscription each time: heartbeats queued earlier do not count)."""
-        from pymr import protocol as p
-        from pymr.status import EventStream
+        from pymr.net.status import EventStream
+        from pymr.wire import protocol as p
 
         stream = EventStream(self.key, topics=(p.TOPIC_HEARTBEAT,))
         try:
@@ -463,7 +463,7 @@ class RunDirSweeper:
     its own. Learn the node ids while every node is alive, sweep after the cluster closed."""
 
     def __init__(self, cluster: Any) -> None:
-        from pymr.status import probe
+        from pymr.net.status import probe
 
         found = probe([(ep, None) for ep in cluster.control_endpoints], cluster.key,
                       timeout_s=5.0, want_status=False)

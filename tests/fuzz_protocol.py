@@ -1,4 +1,5 @@
-"""Long-running fuzz of ``pymr.protocol.decode`` (not collected by pytest: no ``test_`` prefix).
+"""Long-running fuzz of ``pymr.wire.protocol.decode`` (not collected by pytest: no ``test_``
+prefix).
 
     python tests/fuzz_protocol.py --count 1000000              # atheris if installed
     python tests/fuzz_protocol.py --engine random --seconds 60
@@ -12,7 +13,7 @@ Every input is a list of frames handed to ``decode``. The oracle:
 * an accepted message re-encodes to a header that decodes to the same encoding (what a
   node accepts it can also send), and its field values have the annotated wire types.
 
-Engines: ``atheris`` (coverage-guided libFuzzer over ``pymr.protocol``, seeded with a
+Engines: ``atheris`` (coverage-guided libFuzzer over ``pymr.wire.protocol``, seeded with a
 valid encoding of every message type and known bombs) or ``random`` (a seeded mix of
 random bytes, mutated valid encodings, structured maps with real field names and random
 nested values, and bomb prefixes). ``auto`` picks atheris when it imports. The summary
@@ -74,8 +75,8 @@ class Oracle:
     """Runs one input through ``decode`` and records what happened."""
 
     def __init__(self, slow_ms: float, max_failures: int = 20) -> None:
-        from pymr import protocol as p
         from pymr.errors import ProtocolError
+        from pymr.wire import protocol as p
 
         self.p = p
         self.ProtocolError = ProtocolError
@@ -191,7 +192,7 @@ def sample_value(hint: Any, rng: random.Random) -> Any:
 
 
 def valid_headers(rng: random.Random, per_type: int = 3) -> list[bytes]:
-    from pymr import protocol as p
+    from pymr.wire import protocol as p
 
     out = []
     for _name, cls in sorted(p.message_types().items()):
@@ -213,7 +214,7 @@ class RandomInputs:
     """A seeded stream of hostile inputs (lists of frames)."""
 
     def __init__(self, seed: int) -> None:
-        from pymr import protocol as p
+        from pymr.wire import protocol as p
 
         self.rng = random.Random(seed)
         self.p = p
@@ -439,9 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     if engine == "atheris":
         import atheris
 
-        # instrument pymr.protocol for coverage before anything imports it
+        # instrument pymr.wire.protocol for coverage before anything imports it
         with atheris.instrument_imports(include=["pymr"]):
-            import pymr.protocol  # noqa: F401
+            import pymr.wire.protocol  # noqa: F401
     oracle = Oracle(args.slow_ms)
 
     def report() -> None:

@@ -156,7 +156,7 @@ def parse_tsv(out: bytes) -> list[tuple[bytes, int]]:
 def wordcount_counts(*datas: bytes, tokenizer: str = "words") -> collections.Counter[bytes]:
     """The single-process word count of several inputs' bytes, each counted on its own
     (inputs are never joined into one token)."""
-    from pymr.tokenize import reference_count
+    from pymr.wordtokens import reference_count
 
     total: collections.Counter[bytes] = collections.Counter()
     for data in datas:
@@ -311,7 +311,7 @@ def cmdline(pid: int) -> str:
 #: process, running the job file JOB_FILE where the arguments name ``wordcount``.
 CLI_WITH_JOB = (
     "import sys\n"
-    "from pymr.cli import main\n"
+    "from pymr.cli.main import main\n"
     "args = sys.argv[2:]\n"
     "args[args.index('wordcount')] = sys.argv[1]\n"
     "sys.exit(main(args))\n")

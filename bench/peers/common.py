@@ -1,10 +1,10 @@
 """What every peer-engine script shares: the word rule, the blocks, the output, the timings.
 
 Engine scripts run under ``bench/.venv-peers/bin/python`` with ``PYTHONPATH`` holding the
-checkout (for ``pymr.tokenize``) and ``bench/`` (for ``baselines``); they import nothing of
+checkout (for ``pymr.wordtokens``) and ``bench/`` (for ``baselines``); they import nothing of
 pymr but the tokenizer.
 
-Two tokenizers, the ones of ``pymr job wordcount --tokenizer`` (see pymr/tokenize.py):
+Two tokenizers, the ones of ``pymr job wordcount --tokenizer`` (see pymr/wordtokens.py):
 
 * ``words`` (default): decode UTF-8 with replacement, ``lower()``, the matches of
   ``WORD_PATTERN``.
@@ -41,7 +41,7 @@ for _p in (str(ROOT), str(BENCH)):
 
 import baselines  # noqa: E402  (bench/baselines.py: block ranges and the TSV writer)
 
-from pymr.fileio import pread_exact  # noqa: E402
+from pymr.engine.fileio import pread_exact  # noqa: E402
 
 T0 = time.perf_counter()
 WORD_PATTERN = r"\w+(?:['’]\w+)*"
@@ -121,7 +121,7 @@ def read_range(path: str, offset: int, length: int) -> bytes:
 def pymr_count_ranges(path: str, rngs: Iterable[tuple[int, int]],
                       tokenizer: str = "words") -> dict[bytes, int]:
     """pymr's per-byte algorithm over some blocks: one Combiner, one finish."""
-    from pymr.tokenize import Combiner
+    from pymr.wordtokens import Combiner
 
     comb = Combiner(tokenizer)
     for off, n in rngs:

@@ -12,7 +12,7 @@
   Dask's msgpack path, which costs several times the counting itself on ~100k-key dicts
   (measured: 35-50 s of CPU instead of ~9 s at 100 MiB).
 * ``pymr`` (pymr's per-byte algorithm inside): 2 x workers futures, each running
-  ``pymr.tokenize.Combiner`` over its share of the 16 MiB blocks (pread by offset) and
+  ``pymr.wordtokens.Combiner`` over its share of the 16 MiB blocks (pread by offset) and
   returning one dict; merged in the driver.
 """
 

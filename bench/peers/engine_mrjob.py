@@ -6,7 +6,7 @@
 * ``words`` (idiomatic): ``mrjob_words.MRWords``, mapper = the word rule per line, combiner
   and reducer sum.
 * ``pymr``: ``mrjob_pymr.MRPymrWords``, the mapper batches lines into
-  ``pymr.tokenize.Combiner`` and emits its dict once, in ``mapper_final``.
+  ``pymr.wordtokens.Combiner`` and emits its dict once, in ``mapper_final``.
 
 Small files only: the local runner sorts every intermediate record on disk.
 """

@@ -7,7 +7,7 @@
   of ``bytes.split()``, distinct tokens decoded once); the driver merges the Counters as they
   finish (``ray.wait``).
 * ``pymr`` (pymr's per-byte algorithm inside): 2 x N tasks, each running one
-  ``pymr.tokenize.Combiner`` over its share of the blocks and returning one dict.
+  ``pymr.wordtokens.Combiner`` over its share of the blocks and returning one dict.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@
   Whitespace: ``explode(split(value, "[ \\t\\n\\r\\x0B\\f]+"))`` without the empty
   strings (the RDD: ``common.tokens_of_text`` per line).
 * ``pymr`` (pymr's per-byte algorithm inside): ``parallelize`` the 16 MiB block ranges into
-  2 x N slices, ``mapPartitions`` runs one ``pymr.tokenize.Combiner`` per slice (pread by
+  2 x N slices, ``mapPartitions`` runs one ``pymr.wordtokens.Combiner`` per slice (pread by
   offset) and yields its dict once; the dicts are merged in the driver.
 
 Spark runs with its defaults otherwise (UI on, driver memory 1g) unless SPARK_CONF_EXTRA

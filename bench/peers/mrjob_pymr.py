@@ -19,7 +19,7 @@ class MRPymrWords(MRJob):
         self.add_passthru_arg("--tokenizer", choices=("words", "whitespace"), default="words")
 
     def mapper_init(self):
-        from pymr.tokenize import Combiner
+        from pymr.wordtokens import Combiner
         self.comb = Combiner(self.options.tokenizer)
         self.buf = []
         self.size = 0

@@ -14,7 +14,7 @@ Every run is a fresh process started as a user would start it (its cluster start
 | pool          | pymr      | ``bench/baselines.py pool`` (``multiprocessing.Pool`` + Combiner) |
 | dask-bag      | idiomatic | ``read_text .map(lower).map(findall).flatten().frequencies()``    |
 | dask-fast     | idiomatic | ``read_bytes`` blocks, one Counter task per block                 |
-| dask-pymr     | pymr      | futures running ``pymr.tokenize.Combiner`` over block groups      |
+| dask-pymr     | pymr      | futures running ``pymr.wordtokens.Combiner`` over block groups      |
 | spark-rdd     | idiomatic | ``textFile.flatMap(findall(lower)).map((w,1)).reduceByKey``       |
 | spark-df      | idiomatic | ``read.text`` + ``explode(regexp_extract_all(lower))`` + groupBy   |
 | spark-pymr    | pymr      | ``parallelize(blocks).mapPartitions(Combiner)``                   |
@@ -221,7 +221,8 @@ def stray_pymr() -> list[int]:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if any(a in (b"pymr", b"pymr._embedded_node") or a.endswith(b"/pymr") for a in argv):
+        if any(a in (b"pymr", b"pymr.runtime._embedded_node") or a.endswith(b"/pymr")
+               for a in argv):
             out.append(int(name))
     return out
 
@@ -395,7 +396,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], sizes: list[int])
         "median over rounds, MiB.  MB/s = 10^6 bytes / median wall.  CPU/GiB = median CPU "
         "scaled to 1 GiB; vs pool = CPU / the pool baseline's.  vs pymr = engine wall / pymr wall "
         "(> 1: pymr is faster).  algorithm: idiomatic = what the engine's users write; pymr = "
-        "`pymr.tokenize.Combiner` inside the engine.",
+        "`pymr.wordtokens.Combiner` inside the engine.",
         "",
     ]
     for size in sizes:

@@ -1,4 +1,4 @@
-"""The real pymr master (``pymr.master.Master``), driven against simulated nodes.
+"""The real pymr master (``pymr.runtime.master.Master``), driven against simulated nodes.
 
 Started by ``run_scale.py`` with a JSON config line on stdin (cluster key, the simulated
 nodes' control endpoints, the input file, options).  It runs one word-count job exactly as
@@ -35,10 +35,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from pymr.config import JobOptions  # noqa: E402
-from pymr.inputs import resolve_inputs  # noqa: E402
+from pymr.engine.inputs import resolve_inputs  # noqa: E402
 from pymr.jobs import builtin_spec  # noqa: E402
-from pymr.master import Master  # noqa: E402
-from pymr.security import ClusterKey  # noqa: E402
+from pymr.net.security import ClusterKey  # noqa: E402
+from pymr.runtime.master import Master  # noqa: E402
 
 
 def rss_kib() -> tuple[int, int]:
@@ -76,7 +76,7 @@ def time_steps(master: Master) -> None:
     Decoding is counted per message type (an OutputDone carries a manifest of every
     partition); ``_on_output`` is the commit rule and the queueing of the output;
     ``_flush_commits`` cuts every node's manifest slices, encodes and sends the Commits."""
-    from pymr import protocol
+    from pymr.wire import protocol
 
     decode = protocol.decode
 

@@ -9,10 +9,10 @@
 For every (nodes, tasks, split size):
 
 1. ``--procs`` processes (default 2) of ``simnodes.py`` host the simulated nodes, each node
-   with its own CURVE sockets bound through ``pymr.security.secure_bind`` (one
+   with its own CURVE sockets bound through ``pymr.net.security.secure_bind`` (one
    ``Authenticator`` per process) and ``--slots`` simulated executors whose map tasks take
    ``task_fixed_us + length * cost_ns_per_byte`` of timer time (no CPU burnt).
-2. ``master_proc.py`` runs ``pymr.master.Master`` on them: one word-count job over a file
+2. ``master_proc.py`` runs ``pymr.runtime.master.Master`` on them: one word-count job over a file
    cut into ``tasks`` splits of ``split_size`` bytes (lines of 64 bytes, so the cuts are
    exact), MapTasks carrying (path, offset, length) as for the embedded cluster.
 3. The master's own CPU (rusage, all its threads) and memory per phase, the messages both
@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="the master reports where it stands and gives up after this long")
     args = ap.parse_args(argv)
     args.workdir = args.workdir.resolve()
-    from pymr.security import ClusterKey
+    from pymr.net.security import ClusterKey
 
     key = ClusterKey.generate()
     env = dict(os.environ)

@@ -1,7 +1,7 @@
 """Many simulated pymr nodes in one process, speaking the real protocol to a real master.
 
 Started by ``run_scale.py`` (``python simnodes.py`` with a JSON config line on stdin).  Each
-simulated node binds, through ``pymr.security.secure_bind`` and the process's one
+simulated node binds, through ``pymr.net.security.secure_bind`` and the process's one
 ``Authenticator`` (CURVE, cluster key checked by ZAP), the sockets a real node daemon binds
 and the master connects to:
 
@@ -9,7 +9,7 @@ and the master connects to:
   JobUpdate, ResendChunks, JobEnd -> Ack (every acked message is acked); Lease (counted);
   FetchPartition -> PartitionData.  Node -> master reports (TaskExecuted, OutputDone,
   PartitionComplete, PartitionData) go on this socket, as from a real daemon.
-* task PULL (rcvhwm 4, as a real node): MapTask frames, decoded with ``pymr.protocol``.
+* task PULL (rcvhwm 4, as a real node): MapTask frames, decoded with ``pymr.wire.protocol``.
 * events PUB: a Heartbeat every second per node (staggered), a Progress per task (the master
   does not subscribe to it: it is filtered at the PUB, as in a real node).
 
@@ -50,10 +50,10 @@ if str(ROOT) not in sys.path:
 import zmq  # noqa: E402
 
 from pymr import __version__  # noqa: E402
-from pymr import protocol as p  # noqa: E402
 from pymr.config import UNICODE_VERSION  # noqa: E402
-from pymr.security import Authenticator, ClusterKey, secure_bind  # noqa: E402
-from pymr.transport import make_socket, send_nowait  # noqa: E402
+from pymr.net.security import Authenticator, ClusterKey, secure_bind  # noqa: E402
+from pymr.net.transport import make_socket, send_nowait  # noqa: E402
+from pymr.wire import protocol as p  # noqa: E402
 
 ACKED = (p.JobStart, p.Flush, p.Commit, p.DropOutput, p.InputComplete, p.JobUpdate,
          p.ResendChunks, p.JobEnd)

@@ -13,7 +13,7 @@ cli). ``Dashboard`` puts the three together for the CLI and for ``pymr job --das
 from __future__ import annotations
 
 from ..config import DEFAULT_DISCOVER_S
-from ..security import ClusterKey
+from ..net.security import ClusterKey
 from .collector import Collector
 from .server import DEFAULT_PORT, JOB_PORT, DashboardServer
 from .state import DashboardState

@@ -14,10 +14,10 @@ import logging
 import threading
 from typing import Any
 
-from .. import protocol as p
 from ..config import DEFAULT_DISCOVER_S
-from ..security import ClusterKey
-from ..status import EventStream, probe
+from ..net.security import ClusterKey
+from ..net.status import EventStream, probe
+from ..wire import protocol as p
 from .state import DashboardState
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class Collector:
                                                p.TOPIC_ERROR, p.TOPIC_JOB))
         try:
             if self.endpoints is None:
-                from ..discovery import Browser
+                from ..net.discovery import Browser
 
                 browser = Browser(list(self.interfaces or [])).start()
             next_probe = 0.0

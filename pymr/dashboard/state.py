@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import protocol as p
 from ..config import DEATH_TIMEOUT_S
-from ..status import Event, NodeStatus
+from ..net.status import Event, NodeStatus
+from ..wire import protocol as p
 
 #: Latest events kept (task done, notices, job start and end), and latest task errors
 #: (kept apart, so that a flood of progress events never pushes an error out).

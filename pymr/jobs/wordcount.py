@@ -10,7 +10,7 @@ function per line, and normalises each distinct word once.
 """
 
 from pymr.api import count, sum_values
-from pymr.tokenize import TOKENIZERS, Combiner
+from pymr.wordtokens import TOKENIZERS, Combiner
 
 PARAMS = {"tokenizer": "words"}
 ORDER = "value"

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from pymr.cluster import LocalCluster
 from pymr.config import JobOptions
-from pymr.inputs import resolve_inputs
+from pymr.engine.inputs import resolve_inputs
 from pymr.jobs import builtin_spec
-from pymr.master import JobSummary
-from pymr.runner import run_job
+from pymr.runtime.cluster import LocalCluster
+from pymr.runtime.master import JobSummary
+from pymr.runtime.runner import run_job
 from tests import helpers
 
 JOBS = 20

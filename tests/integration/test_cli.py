@@ -1,9 +1,9 @@
 """``pymr job wordcount`` end to end: inputs, outputs, formats and errors.
 
-Most tests call ``pymr.cli.main`` in this process (each run still starts a real embedded
+Most tests call ``pymr.cli.main.main`` in this process (each run still starts a real embedded
 cluster: node and executor processes on loopback); one test runs ``python -m pymr`` as a
 real subprocess with stdout a pipe. Every answer is compared byte for byte with the
-reference rule (``pymr.tokenize.reference_count``).
+reference rule (``pymr.wordtokens.reference_count``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from pymr import cli
-from pymr.tokenize import count_bad_sequences, reference_count
+from pymr.cli import main as cli
+from pymr.wordtokens import count_bad_sequences, reference_count
 from tests import helpers
 
 #: One small embedded node: most CLI behaviour does not depend on the cluster's shape.
@@ -216,7 +216,7 @@ def test_missing_input_in_a_real_process(tmp_path) -> None:
 # KeyboardInterrupt escaping code run by exec() of a string; this stands in for that moment.
 _INTERRUPTED_IN_EXEC = """
 import sys
-from pymr import cli
+from pymr.cli import main as cli
 def cmd_job(args):
     exec("raise KeyboardInterrupt")
 cli.cmd_job = cmd_job

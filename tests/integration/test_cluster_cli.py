@@ -23,10 +23,11 @@ from typing import Any
 
 import pytest
 
-from pymr import cli
-from pymr.cli_cluster import WATCH_INTERVAL_S
-from pymr.cli_discovery import job_discovery
-from pymr.discovery import (
+from pymr.cli import main as cli
+from pymr.cli.cluster import WATCH_INTERVAL_S
+from pymr.cli.discovery import job_discovery
+from pymr.errors import ConfigError
+from pymr.net.discovery import (
     Advert,
     Advertiser,
     browse,
@@ -35,10 +36,9 @@ from pymr.discovery import (
     select_addresses,
     usable_by_default,
 )
-from pymr.errors import ConfigError
-from pymr.placement import Embedded, OnNodes, Placement, PlacementRequest, place
-from pymr.security import ClusterKey
-from pymr.state import open_state
+from pymr.net.security import ClusterKey
+from pymr.runtime.placement import Embedded, OnNodes, Placement, PlacementRequest, place
+from pymr.runtime.state import open_state
 from tests import helpers
 
 REPO = Path(__file__).resolve().parents[2]

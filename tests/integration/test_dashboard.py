@@ -23,17 +23,17 @@ from typing import Any
 
 import pytest
 
-from pymr import cli
-from pymr.cluster import LocalCluster
+from pymr.cli import main as cli
 from pymr.config import JobOptions
 from pymr.dashboard import Dashboard, DashboardServer, DashboardState
+from pymr.engine.inputs import resolve_inputs
+from pymr.engine.splits import plan_file_splits
 from pymr.errors import TaskFailed
-from pymr.inputs import resolve_inputs
 from pymr.jobs import JobSpec
-from pymr.runner import run_job
-from pymr.security import ClusterKey
-from pymr.splits import plan_file_splits
-from pymr.state import open_state
+from pymr.net.security import ClusterKey
+from pymr.runtime.cluster import LocalCluster
+from pymr.runtime.runner import run_job
+from pymr.runtime.state import open_state
 from tests import helpers
 from tests.browser import Chromium, chromium_or_skip
 from tests.integration.test_security import PACED_JOB

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from pymr import cli
-from pymr.cluster import LocalCluster
-from pymr.protocol import PROTOCOL_VERSION
-from pymr.security import ClusterKey
-from pymr.state import open_state
-from pymr.status import probe
+from pymr.cli import main as cli
+from pymr.net.security import ClusterKey
+from pymr.net.status import probe
+from pymr.runtime.cluster import LocalCluster
+from pymr.runtime.state import open_state
+from pymr.wire.protocol import PROTOCOL_VERSION
 from tests import helpers
 
 LOOPBACK = "127.0.0.1"

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from pymr import cli
+from pymr.cli import main as cli
 from pymr.config import JobOptions
+from pymr.engine.inputs import resolve_inputs
 from pymr.errors import JobError, TaskFailed
-from pymr.inputs import resolve_inputs
 from pymr.jobs import JobSpec, builtin_spec
-from pymr.master import JobSummary
-from pymr.runner import run_job
+from pymr.runtime.master import JobSummary
+from pymr.runtime.runner import run_job
 from tests import helpers
 
 K = 1 << 10
@@ -91,7 +91,7 @@ def test_library_api_streams_the_sorted_records_once(text_files) -> None:
 
 def test_persistent_cluster_runs_jobs_with_bytes_shipped(text_files) -> None:
     """Nodes that did not start with this job receive the split bytes (no offset reads)."""
-    from pymr.cluster import LocalCluster
+    from pymr.runtime.cluster import LocalCluster
 
     text = text_files(512 * K, seed=22)
     got: list[bytes] = []
@@ -201,10 +201,10 @@ def test_task_reports_arriving_while_the_job_ends_are_not_warnings(
     unexpected task_failed" warnings under the job's real error."""
     import logging
 
-    from pymr import protocol as p
-    from pymr.links import NodeLink
-    from pymr.master import Master
-    from pymr.security import ClusterKey
+    from pymr.net.security import ClusterKey
+    from pymr.runtime.links import NodeLink
+    from pymr.runtime.master import Master
+    from pymr.wire import protocol as p
 
     master = Master(ClusterKey.generate(), [], builtin_spec("wordcount"), [], JobOptions(),
                     local_reads=True)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from pymr import protocol as p
-from pymr.cluster import LocalCluster
 from pymr.config import JobOptions
+from pymr.engine.inputs import resolve_inputs
 from pymr.errors import TaskFailed
-from pymr.inputs import resolve_inputs
 from pymr.jobs import JobSpec
-from pymr.runner import run_job
-from pymr.status import EventStream, probe
+from pymr.net.status import EventStream, probe
+from pymr.runtime.cluster import LocalCluster
+from pymr.runtime.runner import run_job
+from pymr.wire import protocol as p
 from tests import helpers
 
 

@@ -30,9 +30,9 @@ from typing import Any
 
 import pytest
 
-from pymr.cluster import LocalCluster
 from pymr.config import HEARTBEAT_INTERVAL_S
-from pymr.status import probe
+from pymr.net.status import probe
+from pymr.runtime.cluster import LocalCluster
 from tests import helpers
 from tests.faults_helpers import (
     Freezer,
@@ -232,7 +232,7 @@ def user_job_reference(job: str, text: Path) -> bytes:
     """The job's answer from a plain loop over the lines, as TSV."""
     import io
 
-    from pymr.output import write_tsv
+    from pymr.engine.output import write_tsv
 
     lines = [x.decode("utf-8", "replace") for x in text.read_bytes().split(b"\n")]
     if lines and lines[-1] == "":

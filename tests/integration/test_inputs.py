@@ -6,7 +6,7 @@ explicitly (and ``--binary``), a binary file and a symlink inside a directory, .
 .bz2, a corrupt .gz, invalid UTF-8 with its warning, an existing output without
 ``--force``, a missing output directory (test_cli.py); Ctrl-C (test_engine.py).
 
-Most cases call ``pymr.cli.main`` in this process (each run still starts a real embedded
+Most cases call ``pymr.cli.main.main`` in this process (each run still starts a real embedded
 cluster); the permission cases and the 200 MiB line run ``python -m pymr`` as a real
 process. No case may print a Python traceback (nothing here passes ``--debug``).
 """
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from pymr import cli
-from pymr.tokenize import count_bad_sequences, reference_count
+from pymr.cli import main as cli
+from pymr.wordtokens import count_bad_sequences, reference_count
 from tests import helpers
 
 SMALL = ["--local", "1", "--slots", "1"]
@@ -518,7 +518,7 @@ def test_input_changed_while_the_job_reads_it(capsysbinary, tmp_path: Path,
                                               change: str) -> None:
     # Given a job whose input is changed by another writer while the maps run (right
     # after the master has planned the last split)
-    from pymr.master import Master
+    from pymr.runtime.master import Master
 
     path = helpers.generate_text(tmp_path / "in.txt", 256 << 10, seed=61)
     target = tmp_path / "out.tsv"
@@ -611,8 +611,8 @@ def test_ctrl_c_cancels_the_job_on_persistent_nodes_and_frees_their_slots(
 
     import zmq
 
-    from pymr.cluster import LocalCluster
-    from pymr.state import open_state
+    from pymr.runtime.cluster import LocalCluster
+    from pymr.runtime.state import open_state
     from tests.integration.test_security import PACED_JOB, Member, view_nodes
 
     gate = tmp_path / "gate"

@@ -22,15 +22,15 @@ from typing import Any
 import pytest
 
 import pymr
-from pymr import cli
-from pymr.cluster import LocalCluster
+from pymr.cli import main as cli
 from pymr.config import JobOptions
+from pymr.engine.inputs import resolve_inputs
 from pymr.errors import JobError, PymrError, TaskFailed
-from pymr.inputs import resolve_inputs
 from pymr.jobs import JobSpec
 from pymr.jobs.program import resolve_job
-from pymr.keys import thaw
-from pymr.runner import run_job
+from pymr.runtime.cluster import LocalCluster
+from pymr.runtime.runner import run_job
+from pymr.wire.keys import thaw
 from tests import helpers
 
 K = 1024
@@ -309,7 +309,7 @@ def run_cli(capsysbinary: pytest.CaptureFixture[bytes], *args: str) -> tuple[int
 def test_syntax_error_and_missing_reduce_exit_2_before_any_node(
         tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from pymr import cluster as cluster_mod
+    from pymr.runtime import cluster as cluster_mod
 
     started: list[object] = []
     monkeypatch.setattr(cluster_mod.LocalCluster, "launch",
@@ -387,7 +387,7 @@ def test_missing_third_party_module_on_a_node_names_module_and_node(
     text.write_text("abc\n")
     home = tmp_path / "home"
     with LocalCluster(nodes=1, slots=1) as cluster:
-        from pymr.state import open_state
+        from pymr.runtime.state import open_state
 
         open_state(home).save_key(cluster.key)
         nodes = ",".join(e.removeprefix("tcp://") for e in cluster.control_endpoints)

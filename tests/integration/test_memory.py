@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 
 import pymr
-from pymr import cli, partfiles
+from pymr.cli import main as cli
 from pymr.config import PROCESS_OVERHEAD, MiB
+from pymr.engine import partfiles
 from tests import helpers
 
 K = 1024

@@ -6,7 +6,7 @@ node's ``HelloReply`` names them) is attacked by strangers: a CURVE client holdi
 valid key of another cluster, a NULL-mechanism ZeroMQ client, raw TCP garbage and
 half-open connections. Then a member of the cluster sends malformed messages to the
 control, task and shuffle sockets. Each time the job's answer must be exactly
-``pymr.tokenize.reference_count``'s, nothing the attackers sent may be delivered, and the
+``pymr.wordtokens.reference_count``'s, nothing the attackers sent may be delivered, and the
 nodes (and their executors) must serve another job.
 
 The job under attack is the built-in word count paced while a gate file exists (each
@@ -37,17 +37,17 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from pymr import cli
-from pymr import protocol as p
-from pymr.cluster import LocalCluster
+from pymr.cli import main as cli
 from pymr.config import HANDSHAKE_IVL_MS, JobOptions
+from pymr.engine.inputs import resolve_inputs
 from pymr.errors import JobError
-from pymr.inputs import resolve_inputs
 from pymr.jobs import JobSpec, builtin_spec
-from pymr.master import JobSummary
-from pymr.runner import run_job
-from pymr.security import ClusterKey, load_key, secure_connect
-from pymr.state import open_state
+from pymr.net.security import ClusterKey, load_key, secure_connect
+from pymr.runtime.cluster import LocalCluster
+from pymr.runtime.master import JobSummary
+from pymr.runtime.runner import run_job
+from pymr.runtime.state import open_state
+from pymr.wire import protocol as p
 from tests import helpers
 
 K = 1 << 10

@@ -2,7 +2,7 @@
 parameter given twice, ``-q`` with skipped files, links inside an input directory,
 ``-o LINK --force``, file names that are not UTF-8, and a reader that leaves early.
 
-Most cases call ``pymr.cli.main`` or ``pymr.run`` in this process (each run starts a real
+Most cases call ``pymr.cli.main.main`` or ``pymr.run`` in this process (each run starts a real
 embedded cluster); what depends on a real stderr or stdout pipe runs ``python -m pymr``.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import pymr
-from pymr import cli
+from pymr.cli import main as cli
 from pymr.errors import UsageError
 from tests import helpers
 
@@ -210,7 +210,7 @@ def test_names_that_are_not_utf8_stay_distinct_and_faithful(tmp_path: Path) -> N
 
 
 def test_a_tsv_field_holding_such_a_name_is_the_name_on_disk() -> None:
-    from pymr.output import tsv_field
+    from pymr.engine.output import tsv_field
 
     name = os.fsdecode(b"dir/a\xff.txt")
     assert tsv_field(name) == b"dir/a\xff.txt"

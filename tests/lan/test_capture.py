@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pymr.tokenize import reference_count
+from pymr.wordtokens import reference_count
 from tests import helpers
 
 from .lab import REPO, Lab, run_private_job

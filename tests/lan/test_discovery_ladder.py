@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from pymr.protocol import PROTOCOL_VERSION
+from pymr.wire.protocol import PROTOCOL_VERSION
 from tests import helpers
 
 from .lab import Host, Lab, run_private_job

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from pymr.config import DEFAULT_DISCOVER_S
-from pymr.discovery import dns_label
+from pymr.net.discovery import dns_label
 from tests import helpers
 
 from .lab import REPO, Lab, _env, run_private_job
@@ -363,7 +363,7 @@ def test_jobs_of_the_api_on_the_lan(lab: Lab, job: str) -> None:
     the three nodes; each answer against a single-process reference."""
     import io
 
-    from pymr.output import write_tsv
+    from pymr.engine.output import write_tsv
     from tests.integration import test_jobs as ref
 
     src = lab.dir / "input-jobs.txt"

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pymr import __version__
-from pymr import protocol as p
 from pymr.config import UNICODE_VERSION
-from pymr.status import NodeStatus
+from pymr.net.status import NodeStatus
+from pymr.wire import protocol as p
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Only the CLI modules (``pymr/cli*.py`` and ``__main__``) parse arguments: no other
+"""Only the CLI modules (``pymr/cli/`` and ``__main__``) parse arguments: no other
 module imports ``argparse`` or a CLI module, so the library never sees a Namespace."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ ROOT = Path(pymr.__file__).parent
 
 
 def is_cli(path: Path) -> bool:
-    return path.parent == ROOT and (path.name.startswith("cli") or path.name == "__main__.py")
+    return path.parent == ROOT / "cli" or path == ROOT / "__main__.py"
 
 
 def is_cli_module(name: str) -> bool:
@@ -20,7 +20,7 @@ def is_cli_module(name: str) -> bool:
 
 
 def forbidden_imports(path: Path) -> list[str]:
-    """``argparse`` and ``pymr.cli*`` imports anywhere in ``path`` (functions included),
+    """``argparse`` and ``pymr.cli.main*`` imports anywhere in ``path`` (functions included),
     as ``file:line: module``."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):

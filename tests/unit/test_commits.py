@@ -1,13 +1,13 @@
-"""pymr.commits.Commits: committed outputs queued and cut into one Commit per reducer node,
+"""pymr.engine.commits.Commits: committed outputs queued and cut into one Commit per reducer node,
 refilled after a partition moves, lost with their mapper; scripts of events, no sockets."""
 
 from __future__ import annotations
 
 import itertools
 
-from pymr import protocol as p
-from pymr.commits import COMMIT_BATCH, Commits
-from pymr.partitions import PartitionBook
+from pymr.engine.commits import COMMIT_BATCH, Commits
+from pymr.engine.partitions import PartitionBook
+from pymr.wire import protocol as p
 
 
 def make(slots: dict[str, int]) -> tuple[Commits, PartitionBook]:

@@ -1,12 +1,12 @@
-"""pymr.control.ControlChannel: acked control messages as scripts of sends, acks and
+"""pymr.engine.control.ControlChannel: acked control messages as scripts of sends, acks and
 times, with a list for a socket."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pymr import protocol as p
-from pymr.control import ControlChannel, Refusal
+from pymr.engine.control import ControlChannel, Refusal
+from pymr.wire import protocol as p
 
 RESEND = 1.0
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 
-from pymr import protocol as p
 from pymr.dashboard import state as st
 from pymr.dashboard.state import DashboardState
-from pymr.status import Event, NodeStatus
+from pymr.net.status import Event, NodeStatus
+from pymr.wire import protocol as p
 
 
 class Clock:

@@ -1,4 +1,4 @@
-"""pymr.firewall: walking nftables and iptables rules for the packets pymr needs.
+"""pymr.net.firewall: walking nftables and iptables rules for the packets pymr needs.
 
 The nftables document is what ``nft -j list ruleset`` (nftables 1.0.6) printed for:
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymr.firewall import Packet, pymr_packets, scan_iptables, scan_nft
+from pymr.net.firewall import Packet, pymr_packets, scan_iptables, scan_nft
 
 
 def match(proto: str, field: str, right: Any, op: str = "==") -> dict[str, Any]:

@@ -13,12 +13,12 @@ from typing import Any
 
 import zmq
 
-from pymr import master, node
-from pymr import protocol as p
 from pymr.config import JobOptions, NodeOptions
 from pymr.jobs import builtin_spec
-from pymr.links import NodeLink
-from pymr.security import ClusterKey
+from pymr.net.security import ClusterKey
+from pymr.runtime import master, node
+from pymr.runtime.links import NodeLink
+from pymr.wire import protocol as p
 
 ALL_TYPES = set(p.message_types().values())
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from pymr import heap
+from pymr.engine import heap
 
 
 class Node:

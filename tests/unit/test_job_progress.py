@@ -1,17 +1,17 @@
-"""pymr.job_progress.JobProgressReport: the JobProgress a dashboard sees through a job's
+"""pymr.engine.job_progress.JobProgressReport: the JobProgress a dashboard sees through a job's
 phases, built from a scheduler, a partition book and a summary driven by hand."""
 
 from __future__ import annotations
 
 import itertools
 
-from pymr import protocol as p
-from pymr.inputs import InputFile
-from pymr.job_progress import JOB_PROGRESS_INTERVAL_S, PROGRESS_INPUTS_MAX, JobProgressReport
-from pymr.partitions import PartitionBook
-from pymr.scheduler import Scheduler
-from pymr.summary import JobSummary
-from pymr.task_source import SplitRef
+from pymr.engine.inputs import InputFile
+from pymr.engine.job_progress import JOB_PROGRESS_INTERVAL_S, PROGRESS_INPUTS_MAX, JobProgressReport
+from pymr.engine.partitions import PartitionBook
+from pymr.engine.scheduler import Scheduler
+from pymr.engine.summary import JobSummary
+from pymr.engine.task_source import SplitRef
+from pymr.wire import protocol as p
 
 
 def test_progress_through_the_phases() -> None:

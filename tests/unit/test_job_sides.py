@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pymr import protocol as p
+from pymr.engine.mapside import Cancelled, MapFailed, MapSide, split_lines
+from pymr.engine.reduceside import ReduceError, ReduceSide
 from pymr.jobs import JobSpec
 from pymr.jobs.program import load_program
-from pymr.keys import ListKey, freeze_key, order_key, partition_of, record_sort_key, thaw
-from pymr.mapside import Cancelled, MapFailed, MapSide, split_lines
-from pymr.reduceside import ReduceError, ReduceSide
+from pymr.wire import protocol as p
+from pymr.wire.keys import ListKey, freeze_key, order_key, partition_of, record_sort_key, thaw
 from tests import helpers
 
 BIGRAMS = helpers.SMALLEST_JOB
@@ -251,7 +251,7 @@ def test_the_block_merge_is_a_sort_of_the_runs(
     """keys.merge_sorted (a block at a time, sorted in C) gives one sort of every run's
     records, in every order, for any mix of types; runs of a spill may repeat a key
     across runs (and, after a merge of merges, within one): equal keys come out together."""
-    from pymr import keys
+    from pymr.wire import keys
 
     saved, keys.MERGE_BLOCK = keys.MERGE_BLOCK, block
     try:
@@ -261,7 +261,7 @@ def test_the_block_merge_is_a_sort_of_the_runs(
 
 
 def _check_block_merge(records: list[tuple[Any, Any]], parts: int, order: str) -> None:
-    from pymr import keys
+    from pymr.wire import keys
 
     kt, vt = keys.type_names(k for k, _ in records), keys.type_names(v for _, v in records)
     if order == "runs":  # a spilled partition: by key only, a key in several runs

@@ -6,10 +6,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from pymr import protocol as p
 from pymr.config import NodeOptions
+from pymr.engine.jobtable import PATH_REFUSED, JobTable, NodeJob
 from pymr.jobs import builtin_hashes, builtin_spec, bundle_sha256
-from pymr.jobtable import PATH_REFUSED, JobTable, NodeJob
+from pymr.wire import protocol as p
 
 MASTER = b"master"
 ENDPOINTS = {"me": "tcp://10.0.0.1:7371", "other": "tcp://10.0.0.2:7371"}

@@ -1,14 +1,14 @@
-"""pymr.keeper: a node redials its seeds with backoff and keeps what answers."""
+"""pymr.net.keeper: a node redials its seeds with backoff and keeps what answers."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from pymr.keeper import SEED_BACKOFF_MAX_S, PeerKeeper, backoff_s
-from pymr.members import MemberBook
-from pymr.peerstore import PeerStore, Remembered
-from pymr.security import ClusterKey
+from pymr.net.keeper import SEED_BACKOFF_MAX_S, PeerKeeper, backoff_s
+from pymr.net.members import MemberBook
+from pymr.net.peerstore import PeerStore, Remembered
+from pymr.net.security import ClusterKey
 from tests import helpers
 
 from .fake_members import FakeNet, FakeNode

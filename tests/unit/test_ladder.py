@@ -1,15 +1,15 @@
-"""pymr.ladder: the discovery ladder with a scripted network (no sockets, no mDNS)."""
+"""pymr.net.ladder: the discovery ladder with a scripted network (no sockets, no mDNS)."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from pymr.discovery import BrowseResult, NodeRecord
-from pymr.ladder import LadderOptions, climb
-from pymr.peerstore import PeerStore, Remembered
-from pymr.protocol import PROTOCOL_VERSION
-from pymr.security import ClusterKey
+from pymr.net.discovery import BrowseResult, NodeRecord
+from pymr.net.ladder import LadderOptions, climb
+from pymr.net.peerstore import PeerStore, Remembered
+from pymr.net.security import ClusterKey
+from pymr.wire.protocol import PROTOCOL_VERSION
 
 from .fake_members import FakeNet, FakeNode
 
@@ -113,7 +113,7 @@ def test_copied_identity_and_other_versions(tmp_path: Path) -> None:
 
 
 def test_nothing_found_says_what_was_tried(tmp_path: Path) -> None:
-    from pymr.cli_discovery import no_node_text
+    from pymr.cli.discovery import no_node_text
 
     store = PeerStore(tmp_path)
     store.record([remembered("a", A)])

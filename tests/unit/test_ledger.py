@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from pymr.ledger import Manifest, Ready, ReducerLedger, chained_crc32
+from pymr.engine.ledger import Manifest, Ready, ReducerLedger, chained_crc32
 
 FUZZ_EXAMPLES = int(os.environ.get("PYMR_FUZZ_EXAMPLES", "100"))
 

@@ -1,4 +1,4 @@
-"""pymr.links.NodeLinks: hellos accepted, refused or duplicated, endpoints joined once,
+"""pymr.runtime.links.NodeLinks: hellos accepted, refused or duplicated, endpoints joined once,
 links forgotten; real sockets that connect to nothing (a connect does not wait for a peer),
 so no node runs."""
 
@@ -10,14 +10,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from pymr import protocol as p
 from pymr._version import __version__
 from pymr.config import UNICODE_VERSION
+from pymr.engine.liveness import Liveness
 from pymr.errors import ClusterLost, JobError
-from pymr.links import NodeLinks
-from pymr.liveness import Liveness
-from pymr.security import ClusterKey
-from pymr.transport import LogOnce
+from pymr.net.security import ClusterKey
+from pymr.net.transport import LogOnce
+from pymr.runtime.links import NodeLinks
+from pymr.wire import protocol as p
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
-"""pymr.liveness.Liveness: which node is dead and when, with explicit times, no sockets."""
+"""pymr.engine.liveness.Liveness: which node is dead and when, with explicit times, no sockets."""
 
 from __future__ import annotations
 
-from pymr.liveness import Liveness
+from pymr.engine.liveness import Liveness
 
 TIMEOUT = 4.0
 

@@ -1,14 +1,14 @@
-"""pymr.maprunner.MapRunner: batches, flushes, cancels and re-sends, with explicit map
+"""pymr.runtime.maprunner.MapRunner: batches, flushes, cancels and re-sends, with explicit map
 tasks, a list for the reports and a function for the shuffle (no sockets)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pymr import protocol as p
 from pymr.jobs import builtin_spec
 from pymr.jobs.program import load_program
-from pymr.maprunner import MapRunner
+from pymr.runtime.maprunner import MapRunner
+from pymr.wire import protocol as p
 
 SPLIT = b"the cat the dog\na cat\n"
 

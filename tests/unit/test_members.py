@@ -1,8 +1,8 @@
-"""pymr.members: what a node names to others in peer exchange."""
+"""pymr.net.members: what a node names to others in peer exchange."""
 
 from __future__ import annotations
 
-from pymr.members import FRESH_S, MAX_PEERS, MemberBook, peer_entries
+from pymr.net.members import FRESH_S, MAX_PEERS, MemberBook, peer_entries
 
 
 class Clock:

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymr import protocol as p
-from pymr.executor import Executor
+from pymr.engine.ledger import Manifest, ReducerLedger, chained_crc32
+from pymr.engine.reduceside import ReduceSide
 from pymr.jobs import builtin_spec
 from pymr.jobs.program import load_program
-from pymr.ledger import Manifest, ReducerLedger, chained_crc32
-from pymr.reducehost import MISSING_CHECK_S, ReduceHost, ReduceJob
-from pymr.reduceside import ReduceSide
-from pymr.security import ClusterKey
+from pymr.net.security import ClusterKey
+from pymr.runtime.executor import Executor
+from pymr.runtime.reducehost import MISSING_CHECK_S, ReduceHost, ReduceJob
+from pymr.wire import protocol as p
 
 CHUNKS = [p.pack_chunk([b"a"], [1]), p.pack_chunk([b"b"], [2])]
 
@@ -73,7 +73,7 @@ def test_repeated_requests_back_off_and_stop_when_complete() -> None:
 
 
 def test_every_message_routed_to_an_executor_has_a_handler_and_others_are_dropped() -> None:
-    from pymr import executor
+    from pymr.runtime import executor
 
     types = p.message_types()
     for cls in executor.HANDLERS:

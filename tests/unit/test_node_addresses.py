@@ -8,7 +8,7 @@ import pytest
 
 from pymr.config import DEFAULT_CONTROL_PORT, parse_nodes, split_endpoint
 from pymr.errors import UsageError
-from pymr.reach import OPEN, REFUSED, explain, tcp_reach
+from pymr.net.reach import OPEN, REFUSED, explain, tcp_reach
 
 
 def test_one_address_is_enough() -> None:

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from pymr import protocol as p
-from pymr.fetch import PartitionStreams
+from pymr.engine.fetch import PartitionStreams
+from pymr.engine.output import line_value, tsv_lines, write_lines, write_tsv
+from pymr.engine.reduceside import ReduceSide
 from pymr.jobs import JobSpec
 from pymr.jobs.program import load_program
-from pymr.output import line_value, tsv_lines, write_lines, write_tsv
-from pymr.reduceside import ReduceSide
+from pymr.wire import protocol as p
 
 
 def tsv(records: list[tuple[Any, Any]]) -> bytes:

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pymr.keys import partition_hashes, partition_of
+from pymr.wire.keys import partition_hashes, partition_of
 from tests import helpers
 
 KEYS = [b"", b"a", b"the", b"The", b"don't", "it\u2019s".encode(), "\u00e9".encode(),
@@ -28,7 +28,7 @@ PARTITION_COUNTS = [1, 2, 3, 7, 16, 64, 1000]
 
 CHILD = r"""
 import json, sys
-from pymr.keys import partition_of
+from pymr.wire.keys import partition_of
 keys = [bytes.fromhex(h) for h in json.loads(sys.stdin.read())]
 counts = json.loads(sys.argv[1])
 out = {str(r): [partition_of(k, r) for k in keys] for r in counts}
@@ -95,11 +95,11 @@ combine = reduce = sum_values
 @pytest.mark.parametrize("r", [1, 3, 7])
 def test_map_side_sends_each_word_to_partition_of(r: int) -> None:
     """What the executor shuffles agrees with partition_of, which the reducers rely on."""
-    from pymr import protocol as p
+    from pymr.engine.mapside import MapSide
     from pymr.jobs import JobSpec
     from pymr.jobs.program import load_program
-    from pymr.maprunner import MapJob, MapRunner
-    from pymr.mapside import MapSide
+    from pymr.runtime.maprunner import MapJob, MapRunner
+    from pymr.wire import protocol as p
 
     sent: list[tuple[str, int, list[tuple[int, bytes]]]] = []
 
@@ -137,7 +137,7 @@ MIXED_KEYS: list[Any] = [b"a", "a", 1, 1.5, -3, None, True, ("a", 1), ("a", (b"x
 
 @pytest.mark.parametrize("r", [1, 2, 5, 64])
 def test_split_by_partition_follows_partition_of_for_every_key_type(r: int) -> None:
-    from pymr.maprunner import split_by_partition
+    from pymr.runtime.maprunner import split_by_partition
 
     records = {k: i for i, k in enumerate(MIXED_KEYS)}
     parts = split_by_partition(records, r)
@@ -156,7 +156,7 @@ def test_equal_keys_share_a_partition() -> None:
 
 def test_str_and_bytes_keys_are_distinct_but_hash_alike() -> None:
     """A str key hashes as its UTF-8 bytes (cheap), and still comes back as a str."""
-    from pymr import protocol as p
+    from pymr.wire import protocol as p
 
     assert partition_of("word", 7) == partition_of(b"word", 7)
     back = p.unpack_records(p.pack_records({"word": 1, b"word": 2}))

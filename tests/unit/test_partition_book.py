@@ -1,4 +1,4 @@
-"""pymr.partitions.PartitionBook: the master's partition placement and moves, as scripts
+"""pymr.engine.partitions.PartitionBook: the master's partition placement and moves, as scripts
 of events (nodes lost, partitions lost, disks refusing, partitions complete, time
 passing) and acks, with explicit times and no sockets."""
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import itertools
 
-from pymr import protocol as p
-from pymr.partitions import REDUCE_LAG_MIN_S, Move, PartitionBook
+from pymr.engine.partitions import REDUCE_LAG_MIN_S, Move, PartitionBook
+from pymr.wire import protocol as p
 
 LIVE3 = {"a": "tcp://a:1", "b": "tcp://b:1", "c": "tcp://c:1"}
 

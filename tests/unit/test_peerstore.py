@@ -1,4 +1,4 @@
-"""pymr.peerstore: the members a machine remembers (second rung of discovery)."""
+"""pymr.net.peerstore: the members a machine remembers (second rung of discovery)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pymr.peerstore import MAX_AGE_S, MAX_ENTRIES, PEERS_FILE, PeerStore, Remembered
+from pymr.net.peerstore import MAX_AGE_S, MAX_ENTRIES, PEERS_FILE, PeerStore, Remembered
 
 FP = "0123456789abcdef"
 

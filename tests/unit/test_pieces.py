@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pymr.tokenize import Combiner, pieces
+from pymr.wordtokens import Combiner, pieces
 
 WS = b" \n\t\r\x0b\x0c"
 TEXT = st.lists(st.sampled_from([b"a", b"Bee", b"\xce\xa3", b"don't", b"\xff", b"x" * 40,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from pymr.errors import ConfigError, DiscoveryError
-from pymr.placement import Embedded, Found, OnNodes, PlacementRequest, place
-from pymr.security import ClusterKey
-from pymr.state import open_state
+from pymr.net.security import ClusterKey
+from pymr.runtime.placement import Embedded, Found, OnNodes, PlacementRequest, place
+from pymr.runtime.state import open_state
 
 NODE = "tcp://10.0.0.5:7372"
 

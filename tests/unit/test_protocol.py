@@ -1,4 +1,4 @@
-"""pymr.protocol: every message type round-trips; junk of every kind raises only ProtocolError.
+"""pymr.wire.protocol: every message type round-trips; junk of every kind raises only ProtocolError.
 
 Strategies are derived from each type's annotations, so a new message type or field is
 covered without touching this file.
@@ -19,8 +19,8 @@ import zmq
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from pymr import protocol as p
 from pymr.errors import ProtocolError
+from pymr.wire import protocol as p
 
 FUZZ_EXAMPLES = int(os.environ.get("PYMR_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None,

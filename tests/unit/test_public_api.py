@@ -6,8 +6,9 @@ import subprocess
 import sys
 
 import pymr
-from pymr import errors, runner
+from pymr import errors
 from pymr.config import JobOptions
+from pymr.runtime import runner
 
 
 def test_every_public_name_resolves() -> None:
@@ -29,7 +30,8 @@ def test_unknown_name_is_an_attribute_error() -> None:
 
 def test_import_pymr_loads_no_engine() -> None:
     code = ("import sys, pymr, pymr.api; "
-            "print(sorted(m for m in ('pymr.runner', 'pymr.master', 'zmq') if m in sys.modules))")
+            "print(sorted(m for m in ('pymr.runtime.runner', 'pymr.runtime.master', 'zmq')"
+            " if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"

@@ -1,4 +1,4 @@
-"""pymr.transport.ReadyPoller: epoll on ZMQ_FD never loses a wake-up.
+"""pymr.net.transport.ReadyPoller: epoll on ZMQ_FD never loses a wake-up.
 
 The hazard: ZMQ_FD signals when commands reach a socket, not while messages are queued; a
 send (or an EVENTS read) on the socket can consume the "input arrived" command, leaving a
@@ -18,7 +18,7 @@ import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pymr.transport import ReadyPoller, has_input
+from pymr.net.transport import ReadyPoller, has_input
 
 _ids = itertools.count()
 #: libzmq processes a socket's commands on send at most every ~1 ms (max_command_delay,

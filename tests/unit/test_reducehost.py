@@ -1,15 +1,15 @@
-"""pymr.reducehost.ReduceHost: chunks and commits in, each pair merged once, partitions
+"""pymr.runtime.reducehost.ReduceHost: chunks and commits in, each pair merged once, partitions
 finished, reported and served, with explicit messages and lists for what it sends."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pymr import protocol as p
+from pymr.engine.ledger import chained_crc32
 from pymr.jobs import builtin_spec
 from pymr.jobs.program import load_program
-from pymr.ledger import chained_crc32
-from pymr.reducehost import ReduceHost
+from pymr.runtime.reducehost import ReduceHost
+from pymr.wire import protocol as p
 
 A = [p.pack_chunk([b"a", b"b"], [1, 2]), p.pack_chunk([b"c"], [3])]
 B = [p.pack_chunk([b"a"], [10])]

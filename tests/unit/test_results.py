@@ -1,4 +1,4 @@
-"""pymr.results.JobRecords: partitions fetched through a fake reducer (requests answered
+"""pymr.engine.results.JobRecords: partitions fetched through a fake reducer (requests answered
 from a table of sorted chunks), merged in the job's order; no sockets."""
 
 from __future__ import annotations
@@ -6,10 +6,10 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from pymr import protocol as p
-from pymr.fetch import PartitionStreams
-from pymr.partitions import PartitionBook
-from pymr.results import JobRecords
+from pymr.engine.fetch import PartitionStreams
+from pymr.engine.partitions import PartitionBook
+from pymr.engine.results import JobRecords
+from pymr.wire import protocol as p
 
 #: partition -> its sorted chunks ([keys, values])
 CHUNKS: dict[int, list[tuple[list[Any], list[Any]]]] = {

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pymr import retained as retained_mod
-from pymr.retained import RetainedOutputs
+from pymr.engine import retained as retained_mod
+from pymr.engine.retained import RetainedOutputs
 
 Parts = dict[int, list[bytes]]
 
@@ -201,10 +201,10 @@ def test_uncreatable_dir_keeps_memory_one_warning(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "file").write_bytes(b"")
     r = RetainedOutputs(tmp_path / "file" / "spill", memory_limit=2)
-    with caplog.at_level(logging.WARNING, logger="pymr.retained"):
+    with caplog.at_level(logging.WARNING, logger="pymr.engine.retained"):
         for i in range(5):
             r.add(f"o{i}", sized(i + 3))
-    warnings = [rec for rec in caplog.records if rec.name == "pymr.retained"]
+    warnings = [rec for rec in caplog.records if rec.name == "pymr.engine.retained"]
     assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
     assert (r.memory_bytes, r.spilled_bytes) == (3 + 4 + 5 + 6 + 7, 0)
     for i in range(5):
@@ -235,10 +235,10 @@ def test_write_failure_removes_partial_file(
             os.close(self.fd)
 
     monkeypatch.setattr(retained_mod, "open", FullDisk, raising=False)
-    with caplog.at_level(logging.WARNING, logger="pymr.retained"):
+    with caplog.at_level(logging.WARNING, logger="pymr.engine.retained"):
         r.add("big", {0: [b"x" * 10, b"y"], 1: [b"z"]})
         r.add("more", {0: [b"m"]})
-    assert len([x for x in caplog.records if x.name == "pymr.retained"]) == 1
+    assert len([x for x in caplog.records if x.name == "pymr.engine.retained"]) == 1
     assert len(spill_files(tmp_path)) == 1  # only "ok"; the partial file is gone
     assert (r.memory_bytes, r.spilled_bytes) == (13, 5)
     assert r.chunks("big", 0) == [b"x" * 10, b"y"] and r.chunks("big", 1) == [b"z"]

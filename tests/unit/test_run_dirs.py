@@ -8,7 +8,7 @@ import stat
 import subprocess
 from pathlib import Path
 
-from pymr._exec_entry import OWNER_FILE, RUN_DIR_PREFIX, make_run_dir, sweep_stale_run_dirs
+from pymr.runtime._exec_entry import OWNER_FILE, RUN_DIR_PREFIX, make_run_dir, sweep_stale_run_dirs
 
 
 def dead_pid() -> int:

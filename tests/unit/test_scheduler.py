@@ -1,4 +1,4 @@
-"""pymr.scheduler.Scheduler: event scripts, no sockets.
+"""pymr.engine.scheduler.Scheduler: event scripts, no sockets.
 
 Each test is a script of events (tasks added, assignments, executed / failed / lost
 reports, map outputs, node loss) and the decisions expected back. ``check`` asserts the
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pymr.scheduler import Assignment, CommitDecision, JobFailedError, Scheduler
+from pymr.engine.scheduler import Assignment, CommitDecision, JobFailedError, Scheduler
 
 FUZZ_EXAMPLES = int(os.environ.get("PYMR_FUZZ_EXAMPLES", "100"))
 

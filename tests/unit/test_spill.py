@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 
-from pymr import protocol as p
-from pymr import reduceside
+from pymr.engine import reduceside
+from pymr.engine.output import write_tsv
+from pymr.engine.partfiles import atomic_dir, cat_parts, write_parts
+from pymr.engine.reduceside import ReduceSide
+from pymr.engine.runs import SpillError, chunk_ranges, write_blocks, write_run, write_sorted
 from pymr.errors import JobError, UsageError
 from pymr.jobs import JobSpec
 from pymr.jobs.program import load_program
-from pymr.output import write_tsv
-from pymr.partfiles import atomic_dir, cat_parts, write_parts
-from pymr.reduceside import ReduceSide
-from pymr.runs import SpillError, chunk_ranges, write_blocks, write_run, write_sorted
+from pymr.wire import protocol as p
 
 SUM = "from pymr.api import sum_values\ndef map(line):\n    yield line, 1\n" \
       "combine = reduce = sum_values\n"

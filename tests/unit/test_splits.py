@@ -1,4 +1,5 @@
-"""Tests for pymr.splits: the cutting rule, its two implementations, and the master's I/O bound.
+"""Tests for pymr.engine.splits: the cutting rule, its two implementations, and the master's
+I/O bound.
 
 Both implementations are compared with a deliberately naive reference of the rule written
 here, so a bug shared by the two would still show.
@@ -18,9 +19,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pymr import splits
+from pymr.engine import splits
+from pymr.engine.splits import (
+    BOUNDARY_WINDOW,
+    MiB,
+    Split,
+    TokenTooLong,
+    plan_file_splits,
+    stream_splits,
+)
 from pymr.errors import UsageError
-from pymr.splits import BOUNDARY_WINDOW, MiB, Split, TokenTooLong, plan_file_splits, stream_splits
 
 WS = b" \t\n\r\v\f"
 OTHER_WS = b" \t\r\v\f"

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from pymr import supervisor
 from pymr.config import EXECUTOR_STOPPED_S
-from pymr.security import ClusterKey
-from pymr.supervisor import ExecutorSlot, Supervisor
+from pymr.net.security import ClusterKey
+from pymr.runtime import supervisor
+from pymr.runtime.supervisor import ExecutorSlot, Supervisor
 
 
 class FakeProcess:

@@ -1,15 +1,15 @@
-"""pymr.task_failures: where a failed task's record is and how the failure is worded,
+"""pymr.engine.task_failures: where a failed task's record is and how the failure is worded,
 from explicit splits of a small file, no sockets."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pymr import protocol as p
+from pymr.engine.inputs import InputFile
+from pymr.engine.task_failures import TaskPlaces, code_failure, task_error_line
+from pymr.engine.task_source import SplitRef, count_newlines
 from pymr.errors import JobCodeFailed, TaskFailed
-from pymr.inputs import InputFile
-from pymr.task_failures import TaskPlaces, code_failure, task_error_line
-from pymr.task_source import SplitRef, count_newlines
+from pymr.wire import protocol as p
 
 
 def places(tmp_path: Path) -> TaskPlaces:

@@ -1,4 +1,4 @@
-"""pymr.task_source: the split size chosen for a job, and its inputs' splits with their
+"""pymr.engine.task_source: the split size chosen for a job, and its inputs' splits with their
 first lines, from small explicit files; no sockets."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import gzip
 from pathlib import Path
 
 from pymr.config import JobOptions
-from pymr.inputs import InputFile
-from pymr.task_source import (
+from pymr.engine.inputs import InputFile
+from pymr.engine.task_source import (
     MIN_AUTO_SPLIT,
     MIN_BUDGET_SPLIT,
     SPLIT_MEMORY_RATIO,

@@ -1,4 +1,4 @@
-"""Tests for pymr.tokenize: the word rule, and the fast Combiner that must match it exactly.
+"""Tests for pymr.wordtokens: the word rule, and the fast Combiner that must match it exactly.
 
 Set PYMR_FUZZ_EXAMPLES (default 300) to run the property tests longer.
 """
@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pymr import tokenize
-from pymr.tokenize import (
+from pymr import wordtokens as tokenize
+from pymr.wordtokens import (
     TOKENIZERS,
     WORD_PATTERN,
     Combiner,
@@ -463,7 +463,7 @@ FUZZ = settings(
 
 
 def oracle_count(text: bytes, tokenizer: str) -> collections.Counter[bytes]:
-    """The rule written again, independently of pymr.tokenize."""
+    """The rule written again, independently of pymr.wordtokens."""
     decoded = text.decode("utf-8", "replace")
     if tokenizer == "words":
         return C(*re.findall(r"\w+(?:['’]\w+)*", decoded.lower()))

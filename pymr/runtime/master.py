@@ -1,0 +1,764 @@
+"""The master (the ``pymr job`` process): plan, dispatch, commit, recover, fetch, merge.
+
+It binds nothing: one DEALER (control), one PUSH (tasks) and one SUB (events)
+per node, all connected (``links.NodeLinks``). Decisions live in sans-I/O units: tasks
+in ``Scheduler``, the partition map and its moves in ``partitions.PartitionBook``,
+committed outputs and their Commit batches in ``commits.Commits``, acked sends in
+``control.ControlChannel``, silence in ``liveness.Liveness``. This loop turns socket
+traffic into their events and sends the messages they return.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Generator
+from typing import Any, Protocol
+
+from ..config import HEARTBEAT_INTERVAL_S, JobOptions
+from ..engine.commits import Commits
+from ..engine.control import ControlChannel, PendingControl
+from ..engine.fetch import PartitionStreams
+from ..engine.heap import JobHeap
+from ..engine.inputs import InputFile
+from ..engine.job_progress import JobProgressReport
+from ..engine.liveness import Liveness
+from ..engine.partitions import Move, PartitionBook
+from ..engine.results import JobRecords
+from ..engine.scheduler import JobFailedError, Scheduler
+from ..engine.summary import JobSummary
+from ..engine.task_failures import TaskPlaces, code_failure
+from ..engine.task_source import SplitRef, split_size, split_source
+from ..errors import ClusterLost, JobCodeFailed, JobError, ProtocolError, PymrError, TaskFailed
+from ..jobs import JobSpec, builtin_hashes
+from ..jobs.program import JobProgram, load_program
+from ..net.security import ClusterKey
+from ..net.transport import LogOnce, has_input, send_nowait
+from ..wire import protocol as p
+from ..wording import count_of
+from .links import NodeLink, NodeLinks
+
+log = logging.getLogger(__name__)
+
+#: How long a node may take to answer the hello and the job start.
+HELLO_TIMEOUT_S = 10.0
+#: How long the master waits for JobEnd acks before giving up on a node.
+JOB_END_TIMEOUT_S = 3.0
+#: How far into an input the master counts lines to say where a task failed (past it: the
+#: line within the split).
+WHERE_SCAN_MAX_BYTES = 64 << 20
+
+
+class Reporter(Protocol):
+    """What the master tells the user about (the CLI draws it)."""
+
+    def start(self, total_bytes: int, nodes: list[str]) -> None: ...
+    def advance(self, nbytes: int) -> None: ...
+    def phase(self, name: str) -> None: ...
+    def event(self, text: str) -> None: ...
+
+
+class QuietReporter:
+    def start(self, total_bytes: int, nodes: list[str]) -> None: pass
+    def advance(self, nbytes: int) -> None: pass
+    def phase(self, name: str) -> None: pass
+    def event(self, text: str) -> None: pass
+
+
+class _NoticeReporter:
+    """Passes the master's events to the user's reporter and to the nodes' PUB sockets."""
+
+    def __init__(self, inner: Reporter, master: Master) -> None:
+        self.inner = inner
+        self.master = master
+
+    def start(self, total_bytes: int, nodes: list[str]) -> None:
+        self.inner.start(total_bytes, nodes)
+
+    def advance(self, nbytes: int) -> None:
+        self.inner.advance(nbytes)
+
+    def phase(self, name: str) -> None:
+        self.inner.phase(name)
+
+    def event(self, text: str) -> None:
+        self.inner.event(text)
+        self.master.notify(text)
+
+
+class Master:
+    """Runs one job on a set of nodes; ``run`` returns the summary or raises ``PymrError``."""
+
+    def __init__(self, key: ClusterKey, control_endpoints: list[str],
+                 program: JobProgram | JobSpec, inputs: list[InputFile], opts: JobOptions, *,
+                 local_reads: bool,
+                 reporter: Reporter | None = None,
+                 discover: Callable[[], list[str]] | None = None) -> None:
+        self.discover = discover        # polled for nodes that appear during the job
+        if not isinstance(program, JobProgram):  # checked here, before any node is contacted
+            program = load_program(program, opts.params)
+        self.program = program
+        self.spec = program.spec
+        self.inputs = inputs
+        # A path that is not UTF-8 (a file name in another encoding) cannot be a msgpack
+        # string: such a file's splits travel as bytes, even to nodes that could read it.
+        self._named_on_wire = [_utf8_encodable(f.path) for f in inputs]
+        self.opts = opts
+        self.user_reporter: Reporter = reporter or QuietReporter()
+        self.reporter: Reporter = _NoticeReporter(self.user_reporter, self)
+        self.job_id = secrets.token_hex(6)
+        self.task_token = secrets.token_hex(16)  # travels only on the acked control channel
+        self.drop = LogOnce(log)
+        self.liveness = Liveness(opts.death_timeout_s, time.monotonic())
+        #: the sockets to every node, the poller over them, and which node is alive
+        self.nodes = NodeLinks(key, self.job_id, list(control_endpoints),
+                               local_reads=local_reads, liveness=self.liveness,
+                               next_seq=self._next_seq, report=self.reporter.event,
+                               drop=self.drop)
+        self.links = self.nodes.links   # node id -> link (the same dict)
+        self.control = ControlChannel(self.nodes.send_to)
+        self.splits: list[SplitRef] = []
+        self.summary = JobSummary(job_id=self.job_id, job_name=self.spec.name)
+        #: the partition map, its epoch and moves (sends nothing: the master sends its moves)
+        self.book = PartitionBook(self.job_id, self._next_seq, self._refill)
+        #: committed map outputs, and the Commits still to send to their reducers
+        self.commits = Commits(self.job_id, self._next_seq, self.book)
+        self.sched: Scheduler | None = None
+        self.source: Generator[SplitRef, None, None] | None = None
+        self.flushed_at = -1
+        self.last_lease = 0.0
+        self.failure: PymrError | None = None
+        self.started = time.monotonic()
+        self.places = TaskPlaces(inputs, self.splits)  # where a failed task's record is
+        #: the JobProgress messages for dashboards, and the tasks mapped so far
+        self.progress = JobProgressReport(self.job_id, self.spec.name, inputs, self.splits)
+        #: the fetched chunks are not scanned by the cyclic collector (this may be the
+        #: process of a program calling pymr.run: its own frozen objects are left alone)
+        self.heap = JobHeap(freeze=False)
+        self.streams = PartitionStreams(opts.fetch_credit, self._request_chunks,
+                                        lambda: self._pump(100), self._chunks_of)
+
+    # ---------------------------------------------------------------- public
+    def run(self, consume: Callable[[JobRecords, JobSummary], None]
+            ) -> JobSummary:
+        started = self.started = time.monotonic()
+        self.nodes.open()
+        try:
+            self.nodes.connect_all(HELLO_TIMEOUT_S)
+            self._start_job()
+            assert self.sched is not None
+            while not self.sched.all_committed():
+                self._pump(200)
+            self.reporter.phase("reduce")
+            reduce_started = time.monotonic()
+            while not self.book.all_done():
+                self._pump(200)
+                self._back_up_lagging_reducers(reduce_started)
+            self.summary.records = sum(x.records for x in self.book.done.values())
+            for part, done in self.book.done.items():
+                _add_counters(self.summary.counters, done.counters)
+                if done.spilled_runs or done.spilled_bytes:
+                    name = self.links[self.book.partition_map[part]].name
+                    bytes_, runs = self.summary.spilled.get(name, (0, 0))
+                    self.summary.spilled[name] = (bytes_ + done.spilled_bytes,
+                                                  runs + done.spilled_runs)
+            for name, (bytes_, runs) in sorted(self.summary.spilled.items()):
+                self.reporter.event(f"node {name} spilled {bytes_ / (1 << 20):,.1f} MiB in "
+                                    f"{runs} run(s) under its memory budget")
+            for f in self.inputs:
+                f.check_unchanged()
+            self.summary.elapsed_s = time.monotonic() - started
+            try:
+                self.heap.hold()
+                consume(JobRecords(self.book, self.streams, self.program.order,
+                                   self.reporter.phase), self.summary)
+            finally:
+                self.heap.release()
+            self.summary.elapsed_s = time.monotonic() - started
+            self.summary.backups = self.sched.backups_started
+            self._end_job("done")
+            return self.summary
+        except BaseException as exc:
+            reason = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
+            try:
+                self._end_job(reason, error="" if isinstance(exc, KeyboardInterrupt)
+                              else str(exc) or type(exc).__name__)
+            except Exception:  # cleanup must not hide the real error
+                log.debug("job end after failure", exc_info=True)
+            raise
+        finally:
+            if self.source is not None:
+                self.source.close()  # closes the input file the split planner holds open
+            self.nodes.close_all()
+
+    # ---------------------------------------------------------------- connect
+    def _join_new_nodes(self) -> None:
+        """Nodes that appeared during the job: hello, then JobStart, then map tasks."""
+        assert self.discover is not None
+        self.nodes.connect_new(self.discover())
+
+    def _late_hello(self, link: NodeLink, msg: p.HelloReply) -> None:
+        if msg.node_id in self.links and self.links[msg.node_id].alive:
+            self.nodes.close(link)
+            return
+        try:
+            self.nodes.accept_hello(link, msg)
+            if link.builtin_only and not self._is_builtin():
+                raise JobError("it runs only built-in jobs (--builtin-only)")
+        except JobError as exc:
+            self.reporter.event(f"node {msg.name} not used: {exc}")
+            self.nodes.forget(link)
+            return
+        shuffle = {x.node_id: x.shuffle_endpoint for x in self.nodes.live()}
+
+        def joined() -> None:
+            if self.sched is not None and link.alive:
+                self.sched.add_node(link.node_id, link.slots)
+                self.summary.nodes.append(link.name)
+                self.reporter.event(
+                    f"node {link.name} joined the job ({count_of(link.slots, 'slot')})")
+
+        self._send_control(link.node_id, p.JobStart(
+            seq=self._next_seq(), job_id=self.job_id, job_name=self.spec.name,
+            source=self.spec.source, sha256=self.spec.sha256,
+            num_partitions=len(self.book.partition_map), partition_map=self.book.partition_map,
+            shuffle_endpoints=shuffle, epoch=self.book.epoch,
+            flush_key_limit=self.opts.flush_key_limit, task_token=self.task_token,
+            **self._program_fields()), then=joined)
+
+    def _program_fields(self) -> dict[str, Any]:
+        return {"filename": self.spec.filename, "modules": self.spec.modules,
+                "params": self.program.params, "memory": self.opts.memory}
+
+    def _is_builtin(self) -> bool:
+        return not self.spec.modules and self.spec.sha256 in builtin_hashes()
+
+    def notify(self, text: str, **failure: Any) -> None:
+        """Publish a job event through every live node (observers see it in pymr events);
+        ``failure``: the fields of ``JobNotice`` that describe a failed task."""
+        self._publish(p.JobNotice(job_id=self.job_id, text=text, **failure))
+
+    def _publish(self, msg: p.Message) -> None:
+        self.nodes.publish(msg)
+
+    def _publish_progress(self, state: str = "running", error: str = "") -> None:
+        """How far the job is, for dashboards (``JobProgress`` through every live node)."""
+        self._publish(self.progress.message(
+            time.monotonic(), self.started, self.sched, self.book, self.summary,
+            sum(self.streams.received.values()), state, error))
+
+    # ---------------------------------------------------------------- control channel
+    @property
+    def pending(self) -> dict[int, PendingControl]:
+        """Acked control messages not yet acked (seq -> message)."""
+        return self.control.pending
+
+    def _next_seq(self) -> int:
+        return self.control.next_seq()
+
+    def _send_control(self, node_id: str, msg: p.Message,
+                      then: Callable[[], None] | None = None) -> None:
+        """Acked: re-sent until the node acks ``msg.seq``; ``then`` runs on the ack."""
+        self.control.send(node_id, msg, then)
+
+    def _pump(self, timeout_ms: int) -> None:
+        """Drive the job one step: leases, resends, receive within ``timeout_ms``, dispatch."""
+        now = time.monotonic()
+        if now - self.last_lease >= HEARTBEAT_INTERVAL_S:
+            self.last_lease = now
+            for link in self.nodes.live():
+                self.nodes.send_on(link, p.encode(p.Lease(job_id=self.job_id)))
+            self.control.resend(now)
+            if self.discover is not None and self.sched is not None:
+                self._join_new_nodes()
+        if self.progress.due(now) and self.sched is not None:
+            self._publish_progress()
+        self._step()
+        for sock in self.nodes.poller.poll(timeout_ms):
+            for _ in range(10_000):
+                if sock not in self.nodes.by_socket or not has_input(sock):
+                    break
+                msg, payload = self.nodes.recv(sock)
+                link = self.nodes.by_socket[sock]
+                if msg is None or not link.alive:
+                    continue
+                self.liveness.heard(link.node_id, time.monotonic(),
+                                    heartbeat=isinstance(msg, p.Heartbeat))
+                self._handle(link, msg, payload)
+                if self.failure is not None:
+                    raise self.failure
+            else:  # not drained: the poller must look at it again
+                self.nodes.poller.touch(sock)
+        self._check_liveness()
+        if self.failure is not None:
+            raise self.failure
+        self._step()
+        self._flush_commits()
+
+    def _check_liveness(self) -> None:
+        """Nodes ``Liveness`` finds silent past the death timeout are lost; when every
+        node of several is, the job fails at once (no heir is left for their work)."""
+        dead = self.liveness.dead(time.monotonic())
+        if not dead:
+            return
+        overdue = [(link, dead[link.node_id]) for link in self.nodes.live() if link.node_id in dead]
+        if overdue and len(overdue) == len(self.nodes.live()) > 1:
+            self.summary.nodes_lost.extend(link.name for link, _ in overdue)
+            self.failure = ClusterLost(
+                f"nodes {', '.join(link.name for link, _ in overdue)} were lost ("
+                f"{overdue[0][1]}) and no live node is left; the job was cancelled")
+            for link, _ in overdue:
+                self.nodes.mark_dead(link)
+                self.nodes.close(link)
+            return
+        for link, _ in overdue:
+            self.nodes.mark_dead(link)  # nodes lost together are never named as each other's heirs
+        for link, reason in overdue:
+            self._node_lost(link, reason)
+            if self.failure is not None:
+                return
+
+    # ---------------------------------------------------------------- job start
+    def _start_job(self) -> None:
+        if not self.links:
+            raise ClusterLost("no node is available to run the job")
+        if not self._is_builtin():
+            refusing = [x for x in self.links.values() if x.builtin_only]
+            if len(refusing) == len(self.links):
+                raise JobError("no node accepts this job: refused by " + ", ".join(
+                    sorted(x.name for x in refusing)) + ", which run only built-in jobs "
+                    "(--builtin-only); run a built-in job, or start nodes without "
+                    "--builtin-only")
+            for link in refusing:
+                self.reporter.event(f"node {link.name} not used: it runs only built-in jobs "
+                                    "(--builtin-only)")
+                self.nodes.forget(link)
+        pmap = self.book.place({x.node_id: x.slots for x in self.links.values()},
+                               self.opts.num_partitions)
+        shuffle = {x.node_id: x.shuffle_endpoint for x in self.links.values()}
+        for link in self.links.values():
+            self._send_control(link.node_id, p.JobStart(
+                seq=self._next_seq(), job_id=self.job_id, job_name=self.spec.name,
+                source=self.spec.source, sha256=self.spec.sha256,
+                num_partitions=len(pmap), partition_map=pmap,
+                shuffle_endpoints=shuffle, flush_key_limit=self.opts.flush_key_limit,
+                task_token=self.task_token, **self._program_fields()))
+        deadline = time.monotonic() + HELLO_TIMEOUT_S
+        while self.pending and time.monotonic() < deadline:
+            self._pump(100)
+        if self.pending:
+            raise ClusterLost("nodes did not acknowledge the job start: " + ", ".join(
+                sorted({self.links[x].name for x in self.control.waiting_on()})))
+        self.summary.nodes = [x.name for x in self.links.values()]
+        self.sched = Scheduler({x.node_id: x.slots for x in self.links.values()},
+                               prefetch=self.opts.prefetch, byte_budget=self.opts.byte_budget,
+                               max_attempts=self.opts.max_attempts)
+        self.source = split_source(
+            self.inputs, split_size(self.opts, [x.slots for x in self.links.values()],
+                                    self.inputs),
+            self.opts.max_token, lines=self.program.line_mode,
+            positions=self.program.map_takes_position)
+        total = sum(f.size for f in self.inputs)
+        self.reporter.start(total, [f"{x.name} ({count_of(x.slots, 'slot')})"
+                                    for x in self.links.values()])
+
+    # ---------------------------------------------------------------- map phase
+    def _step(self) -> None:
+        """Read input as credit allows, dispatch, back up stragglers, ask for flushes."""
+        sched = self.sched
+        if sched is None or self.book.updating:
+            return
+        while sched.wants_input():
+            assert self.source is not None
+            ref = next(self.source, None)
+            if ref is None:
+                sched.finish_input()
+                self._input_complete()
+                break
+            self.splits.append(ref)
+            sched.add_task(ref.length)
+        for a in sched.assign():
+            self._dispatch(a.task_id, a.attempt, a.node_id, a.alone)
+        for a in sched.backups():
+            self.reporter.event(f"task {a.task_id} is slow; backup attempt on "
+                                f"{self.links[a.node_id].name}")
+            self._dispatch(a.task_id, a.attempt, a.node_id, True)
+        if sched.all_executed() and not sched.all_committed() \
+                and self.flushed_at != sched.committed_count:
+            self.flushed_at = sched.committed_count
+            for link in self.nodes.live():
+                self._send_control(link.node_id, p.Flush(seq=self._next_seq(),
+                                                         job_id=self.job_id))
+
+    def _input_complete(self) -> None:
+        assert self.sched is not None
+        self.summary.tasks = self.sched.num_tasks
+        self.summary.input_bytes = sum(s.length for s in self.splits)
+        for link in self.nodes.live():
+            self._send_control(link.node_id, p.InputComplete(
+                seq=self._next_seq(), job_id=self.job_id, num_tasks=self.sched.num_tasks))
+
+    def _dispatch(self, task_id: int, attempt: int, node_id: str, alone: bool) -> None:
+        ref = self.splits[task_id]
+        link = self.links[node_id]
+        assert link.alive and self.sched is not None
+        f = self.inputs[ref.input_index]
+        where: dict[str, Any] = ({"file": f.display, "first_line": ref.first_line}
+                                 if ref.first_line else {})
+        if link.local and f.seekable_plain and self._named_on_wire[ref.input_index]:
+            frames = p.encode(p.MapTask(job_id=self.job_id, task_id=task_id, attempt=attempt,
+                                        path=f.path, offset=ref.offset, length=ref.length,
+                                        alone=alone, token=self.task_token, **where))
+        else:
+            data = ref.data if ref.data is not None else f.read(ref.offset, ref.length)
+            ref.data = None
+            frames = p.encode(p.MapTask(job_id=self.job_id, task_id=task_id, attempt=attempt,
+                                        alone=alone, token=self.task_token, **where), data)
+        assert link.task is not None
+        # Credit from the scheduler bounds what is queued, so the PUSH is rarely full; when
+        # it stays full (the node is gone or frozen) the task is handed back, not blocked on.
+        if send_nowait(link.task, frames):
+            return
+        assert self.sched is not None
+        self.sched.on_failed(task_id, attempt, node_id, lost=True)
+        self.sched.pause(node_id, 1.0)  # never block the loop on one node's full socket
+
+    # ---------------------------------------------------------------- handlers
+    def _handle(self, link: NodeLink, msg: p.Message, payload: list[Any]) -> None:
+        """One message from a node, through ``MASTER_HANDLERS`` (type -> method), so that a
+        message type without a handler is visible in one table (and caught by a test)."""
+        # An Ack carries no job_id: it always passes this check.
+        if getattr(msg, "job_id", self.job_id) != self.job_id:
+            self.drop(link.endpoint, "message for another job")
+            return
+        handler = MASTER_HANDLERS.get(type(msg))
+        if handler is not None:
+            handler(self, link, msg, payload)
+        elif type(msg) not in MASTER_IGNORED and self.sched is not None:
+            # Once the job is ending (sched is None) stragglers are expected, not dropped.
+            self.drop(link.endpoint, f"unexpected {msg.TYPE}")
+
+    def _handle_ack(self, link: NodeLink, msg: p.Ack, payload: list[Any]) -> None:
+        """A node applied (or refused) an acked control message."""
+        if self.control.ack(msg.seq, msg.ok, msg.error) is not None:
+            self.failure = JobError(f"node {link.name} refused the job: {msg.error}")
+
+    def _handle_task_executed(self, link: NodeLink, msg: p.TaskExecuted,
+                              payload: list[Any]) -> None:
+        """A task ran (frees its credit); ignored once the job is ending."""
+        if self.sched is None:
+            return
+        self.sched.on_executed(msg.task_id, msg.attempt, link.node_id)
+        self.reporter.advance(msg.nbytes)
+        self.progress.task_executed(msg.task_id)
+
+    def _handle_task_failed(self, link: NodeLink, msg: p.TaskFailedReport,
+                            payload: list[Any]) -> None:
+        """A task raised or was lost; ignored once the job is ending."""
+        if self.sched is not None:
+            self._on_task_failed(link, msg)
+
+    def _handle_output_done(self, link: NodeLink, msg: p.OutputDone,
+                            payload: list[Any]) -> None:
+        """A map output reached the reducers; ignored once the job is ending."""
+        if self.sched is not None:
+            self._on_output(link, msg)
+
+    def _handle_reduce_failed(self, link: NodeLink, msg: p.ReduceFailed,
+                              payload: list[Any]) -> None:
+        """The job's reduce raised: the job fails (only if the sender owns the partition)."""
+        if self.book.owns(link.node_id, msg.partition):
+            what = f"reduce failed for key {msg.key}" if msg.key else \
+                "reducing a partition failed"
+            self.failure = JobCodeFailed(
+                f"{what} (node {link.name}, partition {msg.partition}): "
+                f"{msg.exc_type}: {msg.message}", msg.user_traceback, msg.traceback)
+
+    def _handle_partition_complete(self, link: NodeLink, msg: p.PartitionComplete,
+                                   payload: list[Any]) -> None:
+        """Every task is merged into a partition its owner reduces."""
+        self.book.complete(link.node_id, msg, time.monotonic())
+
+    def _handle_partition_data(self, link: NodeLink, msg: p.PartitionData,
+                               payload: list[Any]) -> None:
+        """One sorted chunk of a partition, from its owner, into the final merge."""
+        if not self.book.owns(link.node_id, msg.partition) or not payload:
+            return
+        frame = payload[0]
+        try:
+            records = p.unpack_chunk(frame.buffer if hasattr(frame, "buffer") else frame)
+        except ProtocolError:
+            self.drop(link.endpoint, "partition data is not [keys, values]")
+            return
+        self.streams.on_data(msg.partition, msg.seq, msg.last, records)
+        self.heap.settle()
+
+    def _handle_partition_lost(self, link: NodeLink, msg: p.PartitionLost,
+                               payload: list[Any]) -> None:
+        """The owner of a partition lost it (executor crash, or its disk refused it)."""
+        if not self.book.owns(link.node_id, msg.partition):
+            return
+        if msg.disk:
+            self._on_disk_failure(link, msg)
+            return
+        self.reporter.event(f"partition {msg.partition} lost on {link.name} "
+                            f"({msg.reason}); rebuilding it")
+        self._send_move(self.book.partition_lost(msg.partition, self.nodes.live_shuffle(),
+                                                 time.monotonic(), self._num_tasks()))
+
+    def _handle_chunks_missing(self, link: NodeLink, msg: p.ChunksMissing,
+                               payload: list[Any]) -> None:
+        """A reducer still misses chunks of a committed output."""
+        self._on_chunks_missing(msg)
+
+    def _handle_output_lost(self, link: NodeLink, msg: p.OutputLost,
+                            payload: list[Any]) -> None:
+        """A mapper no longer has an output it was asked to send again."""
+        if msg.output_id in self.commits.outputs:
+            self._lose_output(msg.output_id)
+
+    def _handle_hello_reply(self, link: NodeLink, msg: p.HelloReply,
+                            payload: list[Any]) -> None:
+        """A node that answered after the job started joins it (a repeat is ignored)."""
+        if not link.node_id and self.sched is not None:
+            self._late_hello(link, msg)
+
+    def _on_disk_failure(self, link: NodeLink, msg: p.PartitionLost) -> None:
+        """A node's disk refused a partition's spill: move the partition to a node that has
+        not failed it; when none is left, the job fails with the reason."""
+        move = self.book.disk_refused(msg.partition, link.node_id, self.nodes.live_shuffle(),
+                                      time.monotonic(), self._num_tasks())
+        if move is None:
+            self.failure = JobError(f"partition {msg.partition}: node {link.name} {msg.reason}"
+                                    "; no other node can take it: free disk space there "
+                                    "or give the job more memory (--memory)")
+            return
+        self.reporter.event(f"partition {msg.partition}: node {link.name} {msg.reason}; "
+                            "moving it to another node")
+        self._send_move(move)
+
+    def _on_task_failed(self, link: NodeLink, msg: p.TaskFailedReport) -> None:
+        assert self.sched is not None
+        lost = msg.exc_type in (p.LOST, p.CANCELLED)
+        if not lost:
+            text = (f"task {msg.task_id} attempt {msg.attempt} failed on {link.name}: "
+                    f"{msg.exc_type}: {msg.message}")
+            if not msg.fatal:
+                self.user_reporter.event(text)
+            self.notify(text, task_id=msg.task_id, attempt=msg.attempt, failed_on=link.name,
+                        where=self.places.where(msg, WHERE_SCAN_MAX_BYTES),
+                        exc_type=msg.exc_type, message=msg.message,
+                        traceback=msg.user_traceback or msg.traceback)
+        if msg.fatal:  # another attempt would fail the same way: fail the job now
+            self.failure = code_failure(link.name, msg, self.places)
+            return
+        if not lost:
+            self.summary.retries += 1
+        try:
+            self.sched.on_failed(msg.task_id, msg.attempt, link.node_id, lost=lost,
+                                 error=(link.name, msg.attempt, msg.exc_type, msg.message,
+                                        msg.traceback))
+        except JobFailedError as exc:
+            if msg.stage:  # the job's own code raised, on every attempt
+                self.failure = code_failure(link.name, msg, self.places)
+                return
+            name, attempt, exc_type, message, tb = exc.task.last_error or (
+                link.name, msg.attempt, msg.exc_type, msg.message, msg.traceback)
+            self.failure = TaskFailed(name, exc.task.task_id, attempt, exc_type, message, tb)
+
+    def _on_output(self, link: NodeLink, msg: p.OutputDone) -> None:
+        assert self.sched is not None
+        decision = self.sched.on_output(msg.output_id, [(t, a) for t, a in msg.tasks],
+                                        link.node_id)
+        if not decision.commit:
+            for x in self.nodes.live():
+                self._send_control(x.node_id, p.DropOutput(
+                    seq=self._next_seq(), job_id=self.job_id, output_id=msg.output_id))
+            return
+        for task_id, attempt, node_id in decision.cancel:
+            loser = self.links.get(node_id)
+            if loser is not None and loser.alive:
+                self.nodes.send_on(loser, p.encode(p.CancelTask(
+                    job_id=self.job_id, task_id=task_id, attempt=attempt)))
+                self.summary.cancelled += 1
+                self.reporter.event(f"task {task_id} done by another attempt; attempt "
+                                    f"{attempt} on {loser.name} cancelled")
+        _add_counters(self.summary.counters, msg.counters)
+        self.commits.add(msg.output_id, link.node_id, [t for t, _ in msg.tasks], msg.manifest,
+                         msg.counters)
+        # Chunks sent under an older partition map went to a partition's former owner:
+        # have them sent to the new one now rather than when it finds them missing (while
+        # a move is being acked, its refill covers this output).
+        for part in self.book.stale_parts(msg.manifest, msg.epoch):
+            target = self.links[self.book.partition_map[part]]
+            self._send_control(link.node_id, p.ResendChunks(
+                seq=self._next_seq(), job_id=self.job_id, output_id=msg.output_id,
+                partition=part, endpoint=target.shuffle_endpoint, epoch=self.book.epoch))
+
+    def _flush_commits(self) -> None:
+        """One acked Commit per reducer node for everything committed since the last turn."""
+        for send in self.commits.flush(lambda n: n in self.links and self.links[n].alive):
+            self._send_control(send.node_id, send.msg)
+
+    def _on_chunks_missing(self, msg: p.ChunksMissing) -> None:
+        out = self.commits.outputs.get(msg.output_id)
+        owner = self.links.get(self.book.owner(msg.partition) or "")
+        if out is None or owner is None:
+            return
+        mapper = self.links.get(out.node_id)
+        if mapper is None or not mapper.alive:
+            self._lose_output(msg.output_id)
+            return
+        self._send_control(out.node_id, p.ResendChunks(
+            seq=self._next_seq(), job_id=self.job_id, output_id=msg.output_id,
+            partition=msg.partition, endpoint=owner.shuffle_endpoint, epoch=self.book.epoch,
+            seqs=msg.seqs))
+
+    # ---------------------------------------------------------------- recovery
+    def _node_lost(self, link: NodeLink, reason: str) -> None:
+        """Re-run its tasks elsewhere, rebuild its partitions elsewhere (new epoch)."""
+        self.nodes.mark_dead(link)
+        self.summary.nodes_lost.append(link.name)
+        self.nodes.close(link)
+        self.control.drop_node(link.node_id)  # a JobUpdate waits for no ack from it
+        if self.sched is not None:
+            self.sched.remove_node(link.node_id)
+        live = self.nodes.live()
+        if not live:
+            self.failure = ClusterLost(f"node {link.name} was lost ({reason}) and no live node "
+                                       "is left; the job was cancelled")
+            return
+        self.reporter.event(f"node {link.name} lost ({reason}); its work moves to "
+                            f"{', '.join(x.name for x in live)}")
+        for output_id in self.commits.of_node(link.node_id):
+            self._lose_output(output_id)
+        move = self.book.node_lost(link.node_id, self.nodes.live_shuffle(), time.monotonic(),
+                                   self._num_tasks())
+        if move is not None:
+            self._send_move(move)
+
+    def _lose_output(self, output_id: str) -> None:
+        """A committed output whose data is gone: reducers drop what they have not
+        merged, and its tasks run again, each alone (reducers that merged it already
+        drop the re-run)."""
+        lost = self.commits.lose(output_id)
+        if lost is not None:  # its tasks run again and their new output counts instead
+            _add_counters(self.summary.counters, {k: -n for k, n in lost.counters.items()})
+        for x in self.nodes.live():
+            self._send_control(x.node_id, p.DropOutput(seq=self._next_seq(), job_id=self.job_id,
+                                                       output_id=output_id))
+        assert self.sched is not None
+        self.sched.uncommit(output_id)
+
+    def _back_up_lagging_reducers(self, started: float) -> None:
+        """Partitions still merging long after the others finished move, once, to the
+        nodes that finished theirs (``PartitionBook.back_up_lagging`` judges)."""
+        now = time.monotonic()
+        lag = self.book.back_up_lagging(
+            started, now, self.sched.slow_nodes if self.sched is not None else set(),
+            self.nodes.live_shuffle(), self._num_tasks())
+        if lag is None:
+            return
+        self.reporter.event(
+            f"partition(s) {', '.join(map(str, lag.move.parts))} still merging on "
+            f"{', '.join(sorted(self.links[n].name for n in lag.slow))} after "
+            f"{now - started:.1f} s; "
+            f"rebuilding them on {', '.join(self.links[n].name for n in lag.fast)}")
+        self._send_move(lag.move)
+
+    def _num_tasks(self) -> int:
+        """The job's task count once the input is read, else -1 (as JobUpdate has it)."""
+        return self.sched.num_tasks if self.sched and self.sched.input_done else -1
+
+    def _send_move(self, move: Move) -> None:
+        """Partitions got new owners: their fetches restart, every live node is told."""
+        for part in move.parts:
+            self.streams.restart(part)
+        for send in move.sends:
+            self._send_control(send.node_id, send.msg, then=send.then)
+
+    def _refill(self, parts: list[int]) -> None:
+        """Every live node runs the new epoch: re-send committed outputs to the new owners."""
+        for send in self.commits.refill(parts, lambda n: self.links[n].shuffle_endpoint):
+            self._send_control(send.node_id, send.msg)
+
+    # ---------------------------------------------------------------- fetch
+    def _chunks_of(self, part: int) -> int | None:
+        done = self.book.done.get(part)
+        return done.chunks if done is not None else None
+
+    def _request_chunks(self, part: int, start: int, count: int, lines: bool) -> None:
+        link = self.links[self.book.partition_map[part]]
+        self.nodes.send_on(link, p.encode(p.FetchPartition(
+            job_id=self.job_id, partition=part, start=start, count=count, lines=lines)))
+
+    # ---------------------------------------------------------------- end
+    def _end_job(self, reason: str, error: str = "") -> None:
+        live = self.nodes.live()
+        if not live:
+            return
+        self.control.clear()
+        if self.sched is not None or reason == "done":
+            # Before JobEnd on the same sockets: nodes relay it while they know the job.
+            self._publish_progress(reason if reason in ("done", "cancelled") else "failed",
+                                   error)
+        for link in live:
+            self._send_control(link.node_id, p.JobEnd(seq=self._next_seq(), job_id=self.job_id,
+                                                      reason=reason))
+        deadline = time.monotonic() + JOB_END_TIMEOUT_S
+        self.failure = None
+        self.sched = None  # no more dispatching
+        while self.pending and time.monotonic() < deadline:
+            try:
+                self._pump(100)
+            except Exception:
+                self.failure = None
+        if self.pending:
+            log.warning("%d node(s) did not confirm the end of the job; they will drop it "
+                        "when its lease expires", len(self.control.waiting_on()))
+        for link in live:
+            self.nodes.mark_dead(link)
+
+
+#: What the master does with each message type a node sends it (control replies and
+#: reports, and the events it subscribes to).
+MASTER_HANDLERS: dict[type[p.Message], Callable[[Master, NodeLink, Any, list[Any]], None]] = {
+    p.Ack: Master._handle_ack,
+    p.TaskExecuted: Master._handle_task_executed,
+    p.TaskFailedReport: Master._handle_task_failed,
+    p.OutputDone: Master._handle_output_done,
+    p.ReduceFailed: Master._handle_reduce_failed,
+    p.PartitionComplete: Master._handle_partition_complete,
+    p.PartitionData: Master._handle_partition_data,
+    p.PartitionLost: Master._handle_partition_lost,
+    p.ChunksMissing: Master._handle_chunks_missing,
+    p.OutputLost: Master._handle_output_lost,
+    p.HelloReply: Master._handle_hello_reply,
+}
+#: Received and ignored on purpose: liveness is tracked in ``_pump`` (any message counts),
+#: and a task's error comes in its ``TaskFailedReport``.
+MASTER_IGNORED: frozenset[type[p.Message]] = frozenset({p.Heartbeat, p.ErrorEvent})
+#: Never sent to a master (the master sends these, or they stay inside a node, or go to
+#: observers on topics the master does not subscribe to); dropped as unexpected if they come.
+MASTER_NEVER_RECEIVES: frozenset[type[p.Message]] = frozenset({
+    p.Hello, p.JobStart, p.MapTask, p.CancelTask, p.Flush, p.Commit, p.DropOutput,
+    p.InputComplete, p.JobUpdate, p.ResendChunks, p.FetchPartition, p.Lease, p.JobEnd,
+    p.StatusRequest, p.StatusReply, p.ShuffleChunk, p.ExecutorReady, p.ExecJob,
+    p.ExecJobEnd, p.ExecStop, p.Progress, p.JobNotice, p.JobProgress,
+})
+
+
+def _add_counters(total: dict[str, int], more: dict[str, int]) -> None:
+    for name, n in more.items():
+        total[name] = total.get(name, 0) + n
+        if not total[name]:
+            del total[name]
+
+
+def _utf8_encodable(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes kept as surrogates (PEP 383)
+        return False
+    return True
