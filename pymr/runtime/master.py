@@ -219,17 +219,19 @@ class Master:
                 self.reporter.event(
                     f"node {link.name} joined the job ({count_of(link.slots, 'slot')})")
 
-        self._send_control(link.node_id, p.JobStart(
+        self._send_control(link.node_id, self._job_start(shuffle), then=joined)
+
+    def _job_start(self, shuffle: dict[str, str]) -> p.JobStart:
+        """The JobStart every node gets, at the start or when it joins later: the
+        program, the current partition map and epoch, and the nodes' shuffle endpoints."""
+        return p.JobStart(
             seq=self._next_seq(), job_id=self.job_id, job_name=self.spec.name,
             source=self.spec.source, sha256=self.spec.sha256,
             num_partitions=len(self.book.partition_map), partition_map=self.book.partition_map,
             shuffle_endpoints=shuffle, epoch=self.book.epoch,
             flush_key_limit=self.opts.flush_key_limit, task_token=self.task_token,
-            **self._program_fields()), then=joined)
-
-    def _program_fields(self) -> dict[str, Any]:
-        return {"filename": self.spec.filename, "modules": self.spec.modules,
-                "params": self.program.params, "memory": self.opts.memory}
+            filename=self.spec.filename, modules=self.spec.modules,
+            params=self.program.params, memory=self.opts.memory)
 
     def _is_builtin(self) -> bool:
         return not self.spec.modules and self.spec.sha256 in builtin_hashes()
@@ -334,16 +336,11 @@ class Master:
                 self.reporter.event(f"node {link.name} not used: it runs only built-in jobs "
                                     "(--builtin-only)")
                 self.nodes.forget(link)
-        pmap = self.book.place({x.node_id: x.slots for x in self.links.values()},
-                               self.opts.num_partitions)
+        self.book.place({x.node_id: x.slots for x in self.links.values()},
+                        self.opts.num_partitions)
         shuffle = {x.node_id: x.shuffle_endpoint for x in self.links.values()}
         for link in self.links.values():
-            self._send_control(link.node_id, p.JobStart(
-                seq=self._next_seq(), job_id=self.job_id, job_name=self.spec.name,
-                source=self.spec.source, sha256=self.spec.sha256,
-                num_partitions=len(pmap), partition_map=pmap,
-                shuffle_endpoints=shuffle, flush_key_limit=self.opts.flush_key_limit,
-                task_token=self.task_token, **self._program_fields()))
+            self._send_control(link.node_id, self._job_start(shuffle))
         deadline = time.monotonic() + HELLO_TIMEOUT_S
         while self.pending and time.monotonic() < deadline:
             self._pump(100)
