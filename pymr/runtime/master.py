@@ -4,7 +4,8 @@ It binds nothing: one DEALER (control), one PUSH (tasks) and one SUB (events)
 per node, all connected (``links.NodeLinks``). Decisions live in sans-I/O units: tasks
 in ``Scheduler``, the partition map and its moves in ``partitions.PartitionBook``,
 committed outputs and their Commit batches in ``commits.Commits``, acked sends in
-``control.ControlChannel``, silence in ``liveness.Liveness``. This loop turns socket
+``control.ControlChannel``, silence in ``liveness.Liveness``; losses are turned into
+re-runs and moves by ``recovery.Recovery``. This loop turns socket
 traffic into their events and sends the messages they return.
 """
 
@@ -24,13 +25,13 @@ from ..engine.heap import JobHeap
 from ..engine.inputs import InputFile
 from ..engine.job_progress import JobProgressReport
 from ..engine.liveness import Liveness
-from ..engine.partitions import Move, PartitionBook
+from ..engine.partitions import PartitionBook
 from ..engine.results import JobRecords
-from ..engine.scheduler import JobFailedError, Scheduler
+from ..engine.scheduler import Scheduler
 from ..engine.summary import JobSummary
-from ..engine.task_failures import TaskPlaces, code_failure
+from ..engine.task_failures import TaskPlaces
 from ..engine.task_source import SplitRef, split_size, split_source
-from ..errors import ClusterLost, JobCodeFailed, JobError, ProtocolError, PymrError, TaskFailed
+from ..errors import ClusterLost, JobCodeFailed, JobError, ProtocolError, PymrError
 from ..jobs import JobSpec, builtin_hashes
 from ..jobs.program import JobProgram, load_program
 from ..net.security import ClusterKey
@@ -38,6 +39,7 @@ from ..net.transport import LogOnce, has_input, send_nowait
 from ..wire import protocol as p
 from ..wording import count_of
 from .links import NodeLink, NodeLinks
+from .recovery import Recovery, add_counters
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +47,6 @@ log = logging.getLogger(__name__)
 HELLO_TIMEOUT_S = 10.0
 #: How long the master waits for JobEnd acks before giving up on a node.
 JOB_END_TIMEOUT_S = 3.0
-#: How far into an input the master counts lines to say where a task failed (past it: the
-#: line within the split).
-WHERE_SCAN_MAX_BYTES = 64 << 20
 
 
 class Reporter(Protocol):
@@ -138,6 +137,11 @@ class Master:
         self.heap = JobHeap(freeze=False)
         self.streams = PartitionStreams(opts.fetch_credit, self._request_chunks,
                                         lambda: self._pump(100), self._chunks_of)
+        #: lost nodes, outputs, partitions and tasks: re-runs and moves
+        self.recovery = Recovery(self.job_id, self.nodes, self.control, self.book,
+                                 self.commits, self.streams, self.summary, self.places,
+                                 lambda: self.sched, self.reporter.event,
+                                 self.user_reporter.event, self.notify)
 
     # ---------------------------------------------------------------- public
     def run(self, consume: Callable[[JobRecords, JobSummary], None]
@@ -154,10 +158,10 @@ class Master:
             reduce_started = time.monotonic()
             while not self.book.all_done():
                 self._pump(200)
-                self._back_up_lagging_reducers(reduce_started)
+                self.recovery.back_up_lagging_reducers(reduce_started)
             self.summary.records = sum(x.records for x in self.book.done.values())
             for part, done in self.book.done.items():
-                _add_counters(self.summary.counters, done.counters)
+                add_counters(self.summary.counters, done.counters)
                 if done.spilled_runs or done.spilled_bytes:
                     name = self.links[self.book.partition_map[part]].name
                     bytes_, runs = self.summary.spilled.get(name, (0, 0))
@@ -219,17 +223,19 @@ class Master:
                 self.reporter.event(
                     f"node {link.name} joined the job ({count_of(link.slots, 'slot')})")
 
-        self._send_control(link.node_id, p.JobStart(
+        self._send_control(link.node_id, self._job_start(shuffle), then=joined)
+
+    def _job_start(self, shuffle: dict[str, str]) -> p.JobStart:
+        """The JobStart every node gets, at the start or when it joins later: the
+        program, the current partition map and epoch, and the nodes' shuffle endpoints."""
+        return p.JobStart(
             seq=self._next_seq(), job_id=self.job_id, job_name=self.spec.name,
             source=self.spec.source, sha256=self.spec.sha256,
             num_partitions=len(self.book.partition_map), partition_map=self.book.partition_map,
             shuffle_endpoints=shuffle, epoch=self.book.epoch,
             flush_key_limit=self.opts.flush_key_limit, task_token=self.task_token,
-            **self._program_fields()), then=joined)
-
-    def _program_fields(self) -> dict[str, Any]:
-        return {"filename": self.spec.filename, "modules": self.spec.modules,
-                "params": self.program.params, "memory": self.opts.memory}
+            filename=self.spec.filename, modules=self.spec.modules,
+            params=self.program.params, memory=self.opts.memory)
 
     def _is_builtin(self) -> bool:
         return not self.spec.modules and self.spec.sha256 in builtin_hashes()
@@ -315,7 +321,7 @@ class Master:
         for link, _ in overdue:
             self.nodes.mark_dead(link)  # nodes lost together are never named as each other's heirs
         for link, reason in overdue:
-            self._node_lost(link, reason)
+            self.failure = self.recovery.node_lost(link, reason) or self.failure
             if self.failure is not None:
                 return
 
@@ -334,16 +340,11 @@ class Master:
                 self.reporter.event(f"node {link.name} not used: it runs only built-in jobs "
                                     "(--builtin-only)")
                 self.nodes.forget(link)
-        pmap = self.book.place({x.node_id: x.slots for x in self.links.values()},
-                               self.opts.num_partitions)
+        self.book.place({x.node_id: x.slots for x in self.links.values()},
+                        self.opts.num_partitions)
         shuffle = {x.node_id: x.shuffle_endpoint for x in self.links.values()}
         for link in self.links.values():
-            self._send_control(link.node_id, p.JobStart(
-                seq=self._next_seq(), job_id=self.job_id, job_name=self.spec.name,
-                source=self.spec.source, sha256=self.spec.sha256,
-                num_partitions=len(pmap), partition_map=pmap,
-                shuffle_endpoints=shuffle, flush_key_limit=self.opts.flush_key_limit,
-                task_token=self.task_token, **self._program_fields()))
+            self._send_control(link.node_id, self._job_start(shuffle))
         deadline = time.monotonic() + HELLO_TIMEOUT_S
         while self.pending and time.monotonic() < deadline:
             self._pump(100)
@@ -457,7 +458,7 @@ class Master:
                             payload: list[Any]) -> None:
         """A task raised or was lost; ignored once the job is ending."""
         if self.sched is not None:
-            self._on_task_failed(link, msg)
+            self.failure = self.recovery.task_failed(link, msg) or self.failure
 
     def _handle_output_done(self, link: NodeLink, msg: p.OutputDone,
                             payload: list[Any]) -> None:
@@ -497,75 +498,23 @@ class Master:
     def _handle_partition_lost(self, link: NodeLink, msg: p.PartitionLost,
                                payload: list[Any]) -> None:
         """The owner of a partition lost it (executor crash, or its disk refused it)."""
-        if not self.book.owns(link.node_id, msg.partition):
-            return
-        if msg.disk:
-            self._on_disk_failure(link, msg)
-            return
-        self.reporter.event(f"partition {msg.partition} lost on {link.name} "
-                            f"({msg.reason}); rebuilding it")
-        self._send_move(self.book.partition_lost(msg.partition, self.nodes.live_shuffle(),
-                                                 time.monotonic(), self._num_tasks()))
+        self.failure = self.recovery.partition_lost(link, msg) or self.failure
 
     def _handle_chunks_missing(self, link: NodeLink, msg: p.ChunksMissing,
                                payload: list[Any]) -> None:
         """A reducer still misses chunks of a committed output."""
-        self._on_chunks_missing(msg)
+        self.recovery.chunks_missing(msg)
 
     def _handle_output_lost(self, link: NodeLink, msg: p.OutputLost,
                             payload: list[Any]) -> None:
         """A mapper no longer has an output it was asked to send again."""
-        if msg.output_id in self.commits.outputs:
-            self._lose_output(msg.output_id)
+        self.recovery.output_lost(msg)
 
     def _handle_hello_reply(self, link: NodeLink, msg: p.HelloReply,
                             payload: list[Any]) -> None:
         """A node that answered after the job started joins it (a repeat is ignored)."""
         if not link.node_id and self.sched is not None:
             self._late_hello(link, msg)
-
-    def _on_disk_failure(self, link: NodeLink, msg: p.PartitionLost) -> None:
-        """A node's disk refused a partition's spill: move the partition to a node that has
-        not failed it; when none is left, the job fails with the reason."""
-        move = self.book.disk_refused(msg.partition, link.node_id, self.nodes.live_shuffle(),
-                                      time.monotonic(), self._num_tasks())
-        if move is None:
-            self.failure = JobError(f"partition {msg.partition}: node {link.name} {msg.reason}"
-                                    "; no other node can take it: free disk space there "
-                                    "or give the job more memory (--memory)")
-            return
-        self.reporter.event(f"partition {msg.partition}: node {link.name} {msg.reason}; "
-                            "moving it to another node")
-        self._send_move(move)
-
-    def _on_task_failed(self, link: NodeLink, msg: p.TaskFailedReport) -> None:
-        assert self.sched is not None
-        lost = msg.exc_type in (p.LOST, p.CANCELLED)
-        if not lost:
-            text = (f"task {msg.task_id} attempt {msg.attempt} failed on {link.name}: "
-                    f"{msg.exc_type}: {msg.message}")
-            if not msg.fatal:
-                self.user_reporter.event(text)
-            self.notify(text, task_id=msg.task_id, attempt=msg.attempt, failed_on=link.name,
-                        where=self.places.where(msg, WHERE_SCAN_MAX_BYTES),
-                        exc_type=msg.exc_type, message=msg.message,
-                        traceback=msg.user_traceback or msg.traceback)
-        if msg.fatal:  # another attempt would fail the same way: fail the job now
-            self.failure = code_failure(link.name, msg, self.places)
-            return
-        if not lost:
-            self.summary.retries += 1
-        try:
-            self.sched.on_failed(msg.task_id, msg.attempt, link.node_id, lost=lost,
-                                 error=(link.name, msg.attempt, msg.exc_type, msg.message,
-                                        msg.traceback))
-        except JobFailedError as exc:
-            if msg.stage:  # the job's own code raised, on every attempt
-                self.failure = code_failure(link.name, msg, self.places)
-                return
-            name, attempt, exc_type, message, tb = exc.task.last_error or (
-                link.name, msg.attempt, msg.exc_type, msg.message, msg.traceback)
-            self.failure = TaskFailed(name, exc.task.task_id, attempt, exc_type, message, tb)
 
     def _on_output(self, link: NodeLink, msg: p.OutputDone) -> None:
         assert self.sched is not None
@@ -584,7 +533,7 @@ class Master:
                 self.summary.cancelled += 1
                 self.reporter.event(f"task {task_id} done by another attempt; attempt "
                                     f"{attempt} on {loser.name} cancelled")
-        _add_counters(self.summary.counters, msg.counters)
+        add_counters(self.summary.counters, msg.counters)
         self.commits.add(msg.output_id, link.node_id, [t for t, _ in msg.tasks], msg.manifest,
                          msg.counters)
         # Chunks sent under an older partition map went to a partition's former owner:
@@ -600,83 +549,6 @@ class Master:
         """One acked Commit per reducer node for everything committed since the last turn."""
         for send in self.commits.flush(lambda n: n in self.links and self.links[n].alive):
             self._send_control(send.node_id, send.msg)
-
-    def _on_chunks_missing(self, msg: p.ChunksMissing) -> None:
-        out = self.commits.outputs.get(msg.output_id)
-        owner = self.links.get(self.book.owner(msg.partition) or "")
-        if out is None or owner is None:
-            return
-        mapper = self.links.get(out.node_id)
-        if mapper is None or not mapper.alive:
-            self._lose_output(msg.output_id)
-            return
-        self._send_control(out.node_id, p.ResendChunks(
-            seq=self._next_seq(), job_id=self.job_id, output_id=msg.output_id,
-            partition=msg.partition, endpoint=owner.shuffle_endpoint, epoch=self.book.epoch,
-            seqs=msg.seqs))
-
-    # ---------------------------------------------------------------- recovery
-    def _node_lost(self, link: NodeLink, reason: str) -> None:
-        """Re-run its tasks elsewhere, rebuild its partitions elsewhere (new epoch)."""
-        self.nodes.mark_dead(link)
-        self.summary.nodes_lost.append(link.name)
-        self.nodes.close(link)
-        self.control.drop_node(link.node_id)  # a JobUpdate waits for no ack from it
-        if self.sched is not None:
-            self.sched.remove_node(link.node_id)
-        live = self.nodes.live()
-        if not live:
-            self.failure = ClusterLost(f"node {link.name} was lost ({reason}) and no live node "
-                                       "is left; the job was cancelled")
-            return
-        self.reporter.event(f"node {link.name} lost ({reason}); its work moves to "
-                            f"{', '.join(x.name for x in live)}")
-        for output_id in self.commits.of_node(link.node_id):
-            self._lose_output(output_id)
-        move = self.book.node_lost(link.node_id, self.nodes.live_shuffle(), time.monotonic(),
-                                   self._num_tasks())
-        if move is not None:
-            self._send_move(move)
-
-    def _lose_output(self, output_id: str) -> None:
-        """A committed output whose data is gone: reducers drop what they have not
-        merged, and its tasks run again, each alone (reducers that merged it already
-        drop the re-run)."""
-        lost = self.commits.lose(output_id)
-        if lost is not None:  # its tasks run again and their new output counts instead
-            _add_counters(self.summary.counters, {k: -n for k, n in lost.counters.items()})
-        for x in self.nodes.live():
-            self._send_control(x.node_id, p.DropOutput(seq=self._next_seq(), job_id=self.job_id,
-                                                       output_id=output_id))
-        assert self.sched is not None
-        self.sched.uncommit(output_id)
-
-    def _back_up_lagging_reducers(self, started: float) -> None:
-        """Partitions still merging long after the others finished move, once, to the
-        nodes that finished theirs (``PartitionBook.back_up_lagging`` judges)."""
-        now = time.monotonic()
-        lag = self.book.back_up_lagging(
-            started, now, self.sched.slow_nodes if self.sched is not None else set(),
-            self.nodes.live_shuffle(), self._num_tasks())
-        if lag is None:
-            return
-        self.reporter.event(
-            f"partition(s) {', '.join(map(str, lag.move.parts))} still merging on "
-            f"{', '.join(sorted(self.links[n].name for n in lag.slow))} after "
-            f"{now - started:.1f} s; "
-            f"rebuilding them on {', '.join(self.links[n].name for n in lag.fast)}")
-        self._send_move(lag.move)
-
-    def _num_tasks(self) -> int:
-        """The job's task count once the input is read, else -1 (as JobUpdate has it)."""
-        return self.sched.num_tasks if self.sched and self.sched.input_done else -1
-
-    def _send_move(self, move: Move) -> None:
-        """Partitions got new owners: their fetches restart, every live node is told."""
-        for part in move.parts:
-            self.streams.restart(part)
-        for send in move.sends:
-            self._send_control(send.node_id, send.msg, then=send.then)
 
     def _refill(self, parts: list[int]) -> None:
         """Every live node runs the new epoch: re-send committed outputs to the new owners."""
@@ -747,13 +619,6 @@ MASTER_NEVER_RECEIVES: frozenset[type[p.Message]] = frozenset({
     p.StatusRequest, p.StatusReply, p.ShuffleChunk, p.ExecutorReady, p.ExecJob,
     p.ExecJobEnd, p.ExecStop, p.Progress, p.JobNotice, p.JobProgress,
 })
-
-
-def _add_counters(total: dict[str, int], more: dict[str, int]) -> None:
-    for name, n in more.items():
-        total[name] = total.get(name, 0) + n
-        if not total[name]:
-            del total[name]
 
 
 def _utf8_encodable(path: str) -> bool:
