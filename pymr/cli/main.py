@@ -19,8 +19,8 @@ from ..wording import count_of
 from .common import parse_size, positive_int
 
 if TYPE_CHECKING:  # the master (zmq, the protocol) loads after the embedded nodes launch
+    from ..engine.summary import JobSummary
     from ..runtime.cluster import LocalCluster
-    from ..runtime.master import JobSummary
     from ..runtime.placement import Placement, PlacementRequest
 
 log = logging.getLogger("pymr")
@@ -476,7 +476,7 @@ def _run(args: argparse.Namespace, inputs: list[Any], program: Any, placement: P
               file=sys.stderr)
     if not args.quiet:
         _show_result(summary, [(thaw(k), thaw(v)) for k, v in answer.top], program.fields,
-                     stdout_tty and not args.output, stdout_tty)
+                     stdout_tty)
     return EXIT_OK
 
 
@@ -654,7 +654,7 @@ def _first(records: Iterator[tuple[Any, Any]], n: int) -> Iterator[tuple[Any, An
 
 
 def _show_result(summary: JobSummary, top: list[tuple[Any, Any]], fields: tuple[str, str],
-                 table_on_stdout: bool, stdout_tty: bool) -> None:
+                 stdout_tty: bool) -> None:
     mb = summary.input_bytes / MiB
     rate = mb / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
     counters = "".join(f", {name.replace('_', ' ')} {n:,}"

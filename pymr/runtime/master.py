@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from ..config import HEARTBEAT_INTERVAL_S, JobOptions
 from ..engine.commits import Commits
-from ..engine.control import ControlChannel, PendingControl
+from ..engine.control import ControlChannel
 from ..engine.fetch import PartitionStreams
 from ..engine.heap import JobHeap
 from ..engine.inputs import InputFile
@@ -255,11 +255,6 @@ class Master:
             sum(self.streams.received.values()), state, error))
 
     # ---------------------------------------------------------------- control channel
-    @property
-    def pending(self) -> dict[int, PendingControl]:
-        """Acked control messages not yet acked (seq -> message)."""
-        return self.control.pending
-
     def _next_seq(self) -> int:
         return self.control.next_seq()
 
@@ -346,9 +341,9 @@ class Master:
         for link in self.links.values():
             self._send_control(link.node_id, self._job_start(shuffle))
         deadline = time.monotonic() + HELLO_TIMEOUT_S
-        while self.pending and time.monotonic() < deadline:
+        while self.control.pending and time.monotonic() < deadline:
             self._pump(100)
-        if self.pending:
+        if self.control.pending:
             raise ClusterLost("nodes did not acknowledge the job start: " + ", ".join(
                 sorted({self.links[x].name for x in self.control.waiting_on()})))
         self.summary.nodes = [x.name for x in self.links.values()]
@@ -581,12 +576,12 @@ class Master:
         deadline = time.monotonic() + JOB_END_TIMEOUT_S
         self.failure = None
         self.sched = None  # no more dispatching
-        while self.pending and time.monotonic() < deadline:
+        while self.control.pending and time.monotonic() < deadline:
             try:
                 self._pump(100)
             except Exception:
                 self.failure = None
-        if self.pending:
+        if self.control.pending:
             log.warning("%d node(s) did not confirm the end of the job; they will drop it "
                         "when its lease expires", len(self.control.waiting_on()))
         for link in live:

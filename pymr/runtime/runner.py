@@ -10,12 +10,13 @@ from typing import Any, Union
 from ..config import JobOptions
 from ..engine.inputs import InputFile
 from ..engine.results import JobRecords
+from ..engine.summary import JobSummary
 from ..errors import UsageError
 from ..jobs import JobSpec
 from ..jobs.program import JobProgram, load_program
 from ..net.security import ClusterKey
 from .cluster import LocalCluster
-from .master import JobSummary, Master, Reporter
+from .master import Master, Reporter
 
 log = logging.getLogger(__name__)
 

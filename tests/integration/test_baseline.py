@@ -17,9 +17,9 @@ import pytest
 
 from pymr.config import JobOptions
 from pymr.engine.inputs import resolve_inputs
+from pymr.engine.summary import JobSummary
 from pymr.jobs import builtin_spec
 from pymr.runtime.cluster import LocalCluster
-from pymr.runtime.master import JobSummary
 from pymr.runtime.runner import run_job
 from tests import helpers
 

@@ -21,9 +21,9 @@ import pytest
 from pymr.cli import main as cli
 from pymr.config import JobOptions
 from pymr.engine.inputs import resolve_inputs
+from pymr.engine.summary import JobSummary
 from pymr.errors import JobError, TaskFailed
 from pymr.jobs import JobSpec, builtin_spec
-from pymr.runtime.master import JobSummary
 from pymr.runtime.runner import run_job
 from tests import helpers
 

@@ -40,11 +40,11 @@ from zmq.utils.monitor import recv_monitor_message
 from pymr.cli import main as cli
 from pymr.config import HANDSHAKE_IVL_MS, JobOptions
 from pymr.engine.inputs import resolve_inputs
+from pymr.engine.summary import JobSummary
 from pymr.errors import JobError
 from pymr.jobs import JobSpec, builtin_spec
 from pymr.net.security import ClusterKey, load_key, secure_connect
 from pymr.runtime.cluster import LocalCluster
-from pymr.runtime.master import JobSummary
 from pymr.runtime.runner import run_job
 from pymr.runtime.state import open_state
 from pymr.wire import protocol as p
