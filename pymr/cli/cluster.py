@@ -243,7 +243,7 @@ def cmd_node(args: argparse.Namespace) -> int:
 
 def _find(args: argparse.Namespace, key: ClusterKey, *,
           timeout_s: float | None = None) -> Any:
-    """The discovery ladder with status replies (``cli_discovery.find``)."""
+    """The discovery ladder with status replies (``discovery.find``)."""
     from .discovery import find
 
     return find(args, key, want_status=True, timeout_s=timeout_s)

@@ -1,7 +1,7 @@
 """What the CLI modules share: argument types, the state and discovery flags, the key check.
 
 It imports no other ``cli`` module, so the CLI modules depend on each other in one
-direction only (``cli`` -> ``cli_cluster`` -> ``cli_discovery``, ``cli_doctor``) and
+direction only (``main`` -> ``cluster`` -> ``discovery``, ``doctor``) and
 every one of them can use these without an import cycle.
 """
 

@@ -15,7 +15,7 @@ in order (the first that applies wins):
    (``DiscoveryError``: no usable interface), the job falls back to one embedded node.
 
 The function is pure apart from reading the state directory: the discovery is injected
-(``pymr job`` passes the discovery ladder of ``cli_discovery``), and what it decides is
+(``pymr job`` passes the discovery ladder of ``pymr.cli.discovery``), and what it decides is
 said through ``say``, one line each.
 """
 
