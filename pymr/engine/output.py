@@ -17,6 +17,8 @@ from ..errors import JobError, UsageError
 
 #: Records joined per write call: keeps syscalls few and memory flat.
 WRITE_BATCH = 8192
+#: Bytes of formatted lines ``write_lines`` joins into one write (about).
+WRITE_BYTES = 4 << 20
 
 _second = itemgetter(1)
 
@@ -67,15 +69,24 @@ def tsv_lines(keys: list[Any], values: list[Any]) -> list[bytes]:
 
 def write_lines(records: Iterable[tuple[Any, bytes]], out: BinaryIO) -> int:
     """Write records whose value is an already formatted line (``tsv_lines``); returns
-    the number of records."""
+    the number of records. Lines are joined and written in batches of about
+    ``WRITE_BYTES``: an inverted index's line for a common word can be megabytes, and a
+    batch of a fixed count of such lines (and its joined copy) would hold many of them."""
     n = 0
     it = iter(records)
+    count = WRITE_BATCH
     while True:
-        lines = list(map(_second, islice(it, WRITE_BATCH)))
+        lines = list(map(_second, islice(it, count)))
         if not lines:
             return n
-        out.write(b"".join(lines))
+        size = sum(map(len, lines))
+        if size <= WRITE_BYTES:
+            out.write(b"".join(lines))
+        else:  # no joined copy of big lines
+            out.writelines(lines)
         n += len(lines)
+        # the next batch: as many lines as fit WRITE_BYTES at this batch's mean length
+        count = max(1, min(WRITE_BATCH, len(lines) * WRITE_BYTES // max(1, size)))
 
 
 def line_value(line: bytes) -> Any:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from pymr.engine import output
 from pymr.engine.fetch import PartitionStreams
 from pymr.engine.output import line_value, tsv_lines, write_lines, write_tsv
 from pymr.engine.reduceside import ReduceSide
@@ -72,6 +73,39 @@ def test_write_lines_writes_the_lines_and_counts_them() -> None:
     assert write_lines(records, out) == 20_000
     assert out.getvalue() == b"".join(line for _, line in records)
     assert write_lines([], io.BytesIO()) == 0
+
+
+class _WriteSizes(io.RawIOBase):
+    """A file that keeps what it is given and the size of every write (``writelines`` is
+    ``IOBase``'s: one ``write`` per line, as on a real file)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = bytearray()
+        self.sizes: list[int] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.sizes.append(len(data))
+        self.data += data
+        return len(data)
+
+
+def test_write_lines_never_joins_megabyte_lines_into_one_big_write() -> None:
+    # Given an inverted index's lines: small ones around a few lines of several MiB each,
+    big = max(1, output.WRITE_BYTES // 3)
+    records = [(i, (b"w%d\t" % i) + b"x" * (big if i % 500 == 7 else 20) + b"\n")
+               for i in range(3_000)]
+    out = _WriteSizes()
+    # when they are written,
+    assert write_lines(records, out) == 3_000
+    # then the bytes are the same, in order,
+    assert out.data == b"".join(line for _, line in records)
+    # and no write (no joined copy) holds more than the batch bytes: the six big lines
+    # (two batches' worth) are never joined together.
+    assert max(out.sizes) <= output.WRITE_BYTES
 
 
 def test_line_value_shows_ints_as_ints_and_the_rest_as_text() -> None:
