@@ -1,12 +1,16 @@
 """The master (the ``pymr job`` process): plan, dispatch, commit, recover, fetch, merge.
 
 It binds nothing: one DEALER (control), one PUSH (tasks) and one SUB (events)
-per node, all connected (``links.NodeLinks``). Decisions live in sans-I/O units: tasks
-in ``Scheduler``, the partition map and its moves in ``partitions.PartitionBook``,
-committed outputs and their Commit batches in ``commits.Commits``, acked sends in
-``control.ControlChannel``, silence in ``liveness.Liveness``; losses are turned into
-re-runs and moves by ``recovery.Recovery``. This loop turns socket
-traffic into their events and sends the messages they return.
+per node, all connected (``links.NodeLinks``, which also receives). Decisions live in
+sans-I/O units: tasks in ``Scheduler``, the partition map and its moves in
+``partitions.PartitionBook``, committed outputs and their Commit batches in
+``commits.Commits``, acked sends in ``control.ControlChannel``, silence in
+``liveness.Liveness``. Three parts of the master turn their answers into sends:
+``jobstart.JobStarter`` admits nodes and sends their JobStarts, ``mapdispatch.MapDispatch``
+reads the input, dispatches map tasks and applies the commit rule, and
+``recovery.Recovery`` turns losses into re-runs and moves. This loop runs the phases
+(start, map, reduce, fetch, end), turns socket traffic into their events through
+``MASTER_HANDLERS``, and sends what they return.
 """
 
 from __future__ import annotations
@@ -28,14 +32,15 @@ from ..engine.liveness import Liveness
 from ..engine.partitions import PartitionBook
 from ..engine.results import JobRecords
 from ..engine.summary import JobSummary
-from ..engine.task_failures import TaskPlaces
-from ..errors import ClusterLost, JobCodeFailed, JobError, ProtocolError, PymrError
-from ..jobs import JobSpec, builtin_hashes
+from ..engine.task_failures import TaskPlaces, reduce_failure
+from ..errors import ClusterLost, JobError, ProtocolError, PymrError
+from ..jobs import JobSpec
 from ..jobs.program import JobProgram, load_program
 from ..net.security import ClusterKey
-from ..net.transport import LogOnce, has_input
+from ..net.transport import LogOnce
 from ..wire import protocol as p
 from ..wording import count_of
+from .jobstart import JobStarter
 from .links import NodeLink, NodeLinks
 from .mapdispatch import MapDispatch
 from .recovery import Recovery
@@ -122,11 +127,14 @@ class Master:
         self.dispatch = MapDispatch(self.job_id, self.task_token, program, inputs, opts,
                                     self.nodes, self.control, self.book, self.commits,
                                     self.summary, self.reporter.event)
+        #: which nodes take the job, at its start or later, and their JobStarts
+        self.starter = JobStarter(self.job_id, self.task_token, program, opts, self.nodes,
+                                  self.control, self.book, self.summary,
+                                  lambda: self.dispatch.sched, self.reporter.event)
         self.last_lease = 0.0
         self.failure: PymrError | None = None
         self.started = time.monotonic()
-        #: where a failed task's record is
-        self.places = TaskPlaces(inputs, self.dispatch.splits)
+        self.places = TaskPlaces(inputs, self.dispatch.splits)  # where a failed task's record is
         #: the JobProgress messages for dashboards, and the tasks mapped so far
         self.progress = JobProgressReport(self.job_id, self.spec.name, inputs,
                                           self.dispatch.splits)
@@ -187,50 +195,7 @@ class Master:
             self.dispatch.close()
             self.nodes.close_all()
 
-    # ---------------------------------------------------------------- connect
-    def _join_new_nodes(self) -> None:
-        """Nodes that appeared during the job: hello, then JobStart, then map tasks."""
-        assert self.discover is not None
-        self.nodes.connect_new(self.discover())
-
-    def _late_hello(self, link: NodeLink, msg: p.HelloReply) -> None:
-        if msg.node_id in self.links and self.links[msg.node_id].alive:
-            self.nodes.close(link)
-            return
-        try:
-            self.nodes.accept_hello(link, msg)
-            if link.builtin_only and not self._is_builtin():
-                raise JobError("it runs only built-in jobs (--builtin-only)")
-        except JobError as exc:
-            self.reporter.event(f"node {msg.name} not used: {exc}")
-            self.nodes.forget(link)
-            return
-        shuffle = {x.node_id: x.shuffle_endpoint for x in self.nodes.live()}
-
-        def joined() -> None:
-            if self.dispatch.sched is not None and link.alive:
-                self.dispatch.sched.add_node(link.node_id, link.slots)
-                self.summary.nodes.append(link.name)
-                self.reporter.event(
-                    f"node {link.name} joined the job ({count_of(link.slots, 'slot')})")
-
-        self._send_control(link.node_id, self._job_start(shuffle), then=joined)
-
-    def _job_start(self, shuffle: dict[str, str]) -> p.JobStart:
-        """The JobStart every node gets, at the start or when it joins later: the
-        program, the current partition map and epoch, and the nodes' shuffle endpoints."""
-        return p.JobStart(
-            seq=self._next_seq(), job_id=self.job_id, job_name=self.spec.name,
-            source=self.spec.source, sha256=self.spec.sha256,
-            num_partitions=len(self.book.partition_map), partition_map=self.book.partition_map,
-            shuffle_endpoints=shuffle, epoch=self.book.epoch,
-            flush_key_limit=self.opts.flush_key_limit, task_token=self.task_token,
-            filename=self.spec.filename, modules=self.spec.modules,
-            params=self.program.params, memory=self.opts.memory)
-
-    def _is_builtin(self) -> bool:
-        return not self.spec.modules and self.spec.sha256 in builtin_hashes()
-
+    # ---------------------------------------------------------------- events, control, loop
     def notify(self, text: str, **failure: Any) -> None:
         """Publish a job event through every live node (observers see it in pymr events);
         ``failure``: the fields of ``JobNotice`` that describe a failed task."""
@@ -245,7 +210,6 @@ class Master:
             time.monotonic(), self.started, self.dispatch.sched, self.book, self.summary,
             sum(self.streams.received.values()), state, error))
 
-    # ---------------------------------------------------------------- control channel
     def _next_seq(self) -> int:
         return self.control.next_seq()
 
@@ -263,25 +227,15 @@ class Master:
                 self.nodes.send_on(link, p.encode(p.Lease(job_id=self.job_id)))
             self.control.resend(now)
             if self.discover is not None and self.dispatch.running:
-                self._join_new_nodes()
+                # Nodes that appeared during the job: hello, then JobStart, then map tasks.
+                self.nodes.connect_new(self.discover())
         if self.progress.due(now) and self.dispatch.running:
             self._publish_progress()
         self.dispatch.step()
-        for sock in self.nodes.poller.poll(timeout_ms):
-            for _ in range(10_000):
-                if sock not in self.nodes.by_socket or not has_input(sock):
-                    break
-                msg, payload = self.nodes.recv(sock)
-                link = self.nodes.by_socket[sock]
-                if msg is None or not link.alive:
-                    continue
-                self.liveness.heard(link.node_id, time.monotonic(),
-                                    heartbeat=isinstance(msg, p.Heartbeat))
-                self._handle(link, msg, payload)
-                if self.failure is not None:
-                    raise self.failure
-            else:  # not drained: the poller must look at it again
-                self.nodes.poller.touch(sock)
+        for link, msg, payload in self.nodes.receive(timeout_ms):
+            self._handle(link, msg, payload)
+            if self.failure is not None:
+                raise self.failure
         # Nodes silent past the death timeout are lost (their work moves) or fail the job.
         self.failure = self.recovery.nodes_silent(self.liveness.dead(time.monotonic())) \
             or self.failure
@@ -292,24 +246,8 @@ class Master:
 
     # ---------------------------------------------------------------- job start
     def _start_job(self) -> None:
-        if not self.links:
-            raise ClusterLost("no node is available to run the job")
-        if not self._is_builtin():
-            refusing = [x for x in self.links.values() if x.builtin_only]
-            if len(refusing) == len(self.links):
-                raise JobError("no node accepts this job: refused by " + ", ".join(
-                    sorted(x.name for x in refusing)) + ", which run only built-in jobs "
-                    "(--builtin-only); run a built-in job, or start nodes without "
-                    "--builtin-only")
-            for link in refusing:
-                self.reporter.event(f"node {link.name} not used: it runs only built-in jobs "
-                                    "(--builtin-only)")
-                self.nodes.forget(link)
-        self.book.place({x.node_id: x.slots for x in self.links.values()},
-                        self.opts.num_partitions)
-        shuffle = {x.node_id: x.shuffle_endpoint for x in self.links.values()}
-        for link in self.links.values():
-            self._send_control(link.node_id, self._job_start(shuffle))
+        """Every node acks its JobStart (``JobStarter.start``), then the map phase starts."""
+        self.starter.start()
         deadline = time.monotonic() + HELLO_TIMEOUT_S
         while self.control.pending and time.monotonic() < deadline:
             self._pump(100)
@@ -334,7 +272,7 @@ class Master:
         if handler is not None:
             handler(self, link, msg, payload)
         elif type(msg) not in MASTER_IGNORED and self.dispatch.running:
-            # Once the job is ending (sched is None) stragglers are expected, not dropped.
+            # Once the job is ending (dispatch stopped) stragglers are expected, not dropped.
             self.drop(link.endpoint, f"unexpected {msg.TYPE}")
 
     def _handle_ack(self, link: NodeLink, msg: p.Ack, payload: list[Any]) -> None:
@@ -364,11 +302,7 @@ class Master:
                               payload: list[Any]) -> None:
         """The job's reduce raised: the job fails (only if the sender owns the partition)."""
         if self.book.owns(link.node_id, msg.partition):
-            what = f"reduce failed for key {msg.key}" if msg.key else \
-                "reducing a partition failed"
-            self.failure = JobCodeFailed(
-                f"{what} (node {link.name}, partition {msg.partition}): "
-                f"{msg.exc_type}: {msg.message}", msg.user_traceback, msg.traceback)
+            self.failure = reduce_failure(link.name, msg)
 
     def _handle_partition_complete(self, link: NodeLink, msg: p.PartitionComplete,
                                    payload: list[Any]) -> None:
@@ -408,7 +342,7 @@ class Master:
                             payload: list[Any]) -> None:
         """A node that answered after the job started joins it (a repeat is ignored)."""
         if not link.node_id and self.dispatch.running:
-            self._late_hello(link, msg)
+            self.starter.late_hello(link, msg)
 
     def _flush_commits(self) -> None:
         """One acked Commit per reducer node for everything committed since the last turn."""
@@ -473,8 +407,8 @@ MASTER_HANDLERS: dict[type[p.Message], Callable[[Master, NodeLink, Any, list[Any
     p.OutputLost: Master._handle_output_lost,
     p.HelloReply: Master._handle_hello_reply,
 }
-#: Received and ignored on purpose: liveness is tracked in ``_pump`` (any message counts),
-#: and a task's error comes in its ``TaskFailedReport``.
+#: Received and ignored on purpose: liveness is tracked in ``NodeLinks.receive`` (any
+#: message counts), and a task's error comes in its ``TaskFailedReport``.
 MASTER_IGNORED: frozenset[type[p.Message]] = frozenset({p.Heartbeat, p.ErrorEvent})
 #: Never sent to a master (the master sends these, or they stay inside a node, or go to
 #: observers on topics the master does not subscribe to); dropped as unexpected if they come.
