@@ -74,7 +74,7 @@ def time_steps(master: Master) -> None:
     """Wrap the commit path's steps with thread-CPU counters (~1 us per call: opt-in).
 
     Decoding is counted per message type (an OutputDone carries a manifest of every
-    partition); ``_on_output`` is the commit rule and the queueing of the output;
+    partition); ``MapDispatch.on_output`` is the commit rule and the queueing of the output;
     ``_flush_commits`` cuts every node's manifest slices, encodes and sends the Commits."""
     from pymr.wire import protocol
 
@@ -91,7 +91,8 @@ def time_steps(master: Master) -> None:
             _count(f"decode {name}", t)
 
     protocol.decode = decode_timed  # the master calls it as p.decode: this process only
-    master._on_output = _timed("commit rule", master._on_output)  # type: ignore[method-assign]
+    master.dispatch.on_output = _timed(  # type: ignore[method-assign]
+        "commit rule", master.dispatch.on_output)
     master._flush_commits = _timed(  # type: ignore[method-assign]
         "flush commits", master._flush_commits)
 
@@ -120,7 +121,7 @@ class PhaseReporter:
             "t": time.perf_counter() - self.t0, "cpu": cpu_s(), "main_cpu": time.thread_time(),
             "rss_mib": rss / 1024,
             "hwm_mib": hwm / 1024, "py_blocks": sys.getallocatedblocks(),
-            "pending": len(m.pending) if m else 0,
+            "pending": len(m.control.pending) if m else 0,
             "outputs": len(m.commits.outputs) if m else 0,
             "steps": dict(STEPS),
         }
@@ -147,11 +148,11 @@ class PhaseReporter:
     def state(self) -> dict[str, Any]:
         """What the master is waiting for (read from another thread: approximate)."""
         m = self.master
-        s = m.sched if m else None
+        s = m.dispatch.sched if m else None
         if m is None:
             return {}
         out: dict[str, Any] = {
-            "pending": len(m.pending), "outputs": len(m.commits.outputs),
+            "pending": len(m.control.pending), "outputs": len(m.commits.outputs),
             "partitions_done": len(m.book.done), "partitions": len(m.book.partition_map),
             "nodes_live": sum(1 for x in m.links.values() if x.alive), "epoch": m.book.epoch,
             "updating": m.book.updating,
@@ -215,7 +216,7 @@ def main() -> int:
         tasks = summary.tasks
     except Exception as exc:  # report, do not hide
         error = f"{type(exc).__name__}: {exc}"
-        tasks = master.sched.num_tasks if master.sched else 0
+        tasks = master.dispatch.sched.num_tasks if master.dispatch.sched else 0
     if prof:
         prof.disable()
     rep.mark("end")

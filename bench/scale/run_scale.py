@@ -330,9 +330,9 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                for k in {k for r in steps for k in r["commit_steps_s"]}}
         names = sorted((k for k, v in top.items() if v >= 0.0005), key=lambda k: -top[k])
         L += ["", "The commit phase's main-thread CPU by step (s; `--steps`: thread-CPU "
-              "counters around decoding per message type, the commit rule (`_on_output`) "
-              "and the Commit batches (`_flush_commits`: every node's manifest slices, "
-              "encoding, sending)):", "",
+              "counters around decoding per message type, the commit rule "
+              "(`MapDispatch.on_output`) and the Commit batches (`_flush_commits`: every "
+              "node's manifest slices, encoding, sending)):", "",
               "| nodes | commit main thread | " + " | ".join(names) + " | other |",
               "| ---: | ---: | " + " | ".join("---:" for _ in names) + " | ---: |"]
         for r in steps:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
+
+from ..wire import protocol as p
 
 
 @dataclass
@@ -24,3 +28,25 @@ class JobSummary:
     backups: int = 0
     cancelled: int = 0
     nodes_lost: list[str] = field(default_factory=list)
+
+    def add_partitions(self, done: Iterable[tuple[str, p.PartitionComplete]]) -> list[str]:
+        """Takes in what the reducers reported once every partition is complete, as (the
+        owner's name, its ``PartitionComplete``): the records, the reduce counters and the
+        spills per node. Returns one line per node that spilled, to tell the user."""
+        done = list(done)
+        self.records = sum(x.records for _, x in done)
+        for name, x in done:
+            add_counters(self.counters, x.counters)
+            if x.spilled_runs or x.spilled_bytes:
+                bytes_, runs = self.spilled.get(name, (0, 0))
+                self.spilled[name] = (bytes_ + x.spilled_bytes, runs + x.spilled_runs)
+        return [f"node {name} spilled {bytes_ / (1 << 20):,.1f} MiB in {runs} run(s) under "
+                "its memory budget" for name, (bytes_, runs) in sorted(self.spilled.items())]
+
+
+def add_counters(total: dict[str, int], more: dict[str, Any]) -> None:
+    """Adds ``more`` into ``total``; a counter that comes to zero is removed."""
+    for name, n in more.items():
+        total[name] = total.get(name, 0) + n
+        if not total[name]:
+            del total[name]

@@ -1,5 +1,6 @@
 """What the master says about a failed task: where in the input its record is, one line
-saying what failed, and the typed error the job fails with; no sockets.
+saying what failed, and the typed error the job fails with (also when reduce raised); no
+sockets.
 
 A task is a split of an input (``task_source.SplitRef``); a node reports the failing record's index
 within it, and ``TaskPlaces`` turns that into ``file:line``, counting lines from the
@@ -67,3 +68,10 @@ def code_failure(node: str, msg: p.TaskFailedReport, places: TaskPlaces) -> Pymr
         return JobCodeFailed(line, msg.user_traceback, msg.traceback)
     return TaskFailed(node, msg.task_id, msg.attempt, msg.exc_type, msg.message,
                       msg.traceback, line=line, user_traceback=msg.user_traceback)
+
+
+def reduce_failure(node: str, msg: p.ReduceFailed) -> PymrError:
+    """The error a job fails with when its reduce raised (for a key, or on a partition)."""
+    what = f"reduce failed for key {msg.key}" if msg.key else "reducing a partition failed"
+    return JobCodeFailed(f"{what} (node {node}, partition {msg.partition}): "
+                         f"{msg.exc_type}: {msg.message}", msg.user_traceback, msg.traceback)

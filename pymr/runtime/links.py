@@ -3,15 +3,15 @@ never block, receives, and closing a node's sockets.
 
 Per node the master has one DEALER (control, connected before the hello), and after the
 hello one PUSH (tasks) and one SUB (events); it binds nothing. ``NodeLinks`` owns the
-sockets, the poller over them and which node is still alive; what a node's messages mean
-stays in the master.
+sockets, the poller over them and which node is still alive (each message received counts
+as a sign of life); what a node's messages mean stays in the master.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -206,6 +206,25 @@ class NodeLinks:
         for link in self.live():
             if link.node_id:
                 self.send_on(link, list(frames))
+
+    def receive(self, timeout_ms: int) -> Iterator[tuple[NodeLink, p.Message, list[Any]]]:
+        """Every message that arrives within ``timeout_ms`` from a live node, with its
+        payload frames; each counts as a sign of life (``Liveness.heard``). A socket with
+        more than 10,000 waiting is left for the next call (the poller looks at it again),
+        so one busy node cannot hold the caller's loop."""
+        for sock in self.poller.poll(timeout_ms):
+            for _ in range(10_000):
+                if sock not in self.by_socket or not has_input(sock):
+                    break
+                msg, payload = self.recv(sock)
+                link = self.by_socket[sock]
+                if msg is None or not link.alive:
+                    continue
+                self.liveness.heard(link.node_id, time.monotonic(),
+                                    heartbeat=isinstance(msg, p.Heartbeat))
+                yield link, msg, payload
+            else:  # not drained: the poller must look at it again
+                self.poller.touch(sock)
 
     def recv(self, sock: zmq.Socket) -> tuple[p.Message | None, list[Any]]:
         """One message from a ready socket; one that does not decode is dropped (None)."""

@@ -1,12 +1,16 @@
 """The master (the ``pymr job`` process): plan, dispatch, commit, recover, fetch, merge.
 
 It binds nothing: one DEALER (control), one PUSH (tasks) and one SUB (events)
-per node, all connected (``links.NodeLinks``). Decisions live in sans-I/O units: tasks
-in ``Scheduler``, the partition map and its moves in ``partitions.PartitionBook``,
-committed outputs and their Commit batches in ``commits.Commits``, acked sends in
-``control.ControlChannel``, silence in ``liveness.Liveness``; losses are turned into
-re-runs and moves by ``recovery.Recovery``. This loop turns socket
-traffic into their events and sends the messages they return.
+per node, all connected (``links.NodeLinks``, which also receives). Decisions live in
+sans-I/O units: tasks in ``Scheduler``, the partition map and its moves in
+``partitions.PartitionBook``, committed outputs and their Commit batches in
+``commits.Commits``, acked sends in ``control.ControlChannel``, silence in
+``liveness.Liveness``. Three parts of the master turn their answers into sends:
+``jobstart.JobStarter`` admits nodes and sends their JobStarts, ``mapdispatch.MapDispatch``
+reads the input, dispatches map tasks and applies the commit rule, and
+``recovery.Recovery`` turns losses into re-runs and moves. This loop runs the phases
+(start, map, reduce, fetch, end), turns socket traffic into their events through
+``MASTER_HANDLERS``, and sends what they return.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..config import HEARTBEAT_INTERVAL_S, JobOptions
@@ -27,19 +31,19 @@ from ..engine.job_progress import JobProgressReport
 from ..engine.liveness import Liveness
 from ..engine.partitions import PartitionBook
 from ..engine.results import JobRecords
-from ..engine.scheduler import Scheduler
 from ..engine.summary import JobSummary
-from ..engine.task_failures import TaskPlaces
-from ..engine.task_source import SplitRef, split_size, split_source
-from ..errors import ClusterLost, JobCodeFailed, JobError, ProtocolError, PymrError
-from ..jobs import JobSpec, builtin_hashes
+from ..engine.task_failures import TaskPlaces, reduce_failure
+from ..errors import ClusterLost, JobError, ProtocolError, PymrError
+from ..jobs import JobSpec
 from ..jobs.program import JobProgram, load_program
 from ..net.security import ClusterKey
-from ..net.transport import LogOnce, has_input, send_nowait
+from ..net.transport import LogOnce
 from ..wire import protocol as p
 from ..wording import count_of
+from .jobstart import JobStarter
 from .links import NodeLink, NodeLinks
-from .recovery import Recovery, add_counters
+from .mapdispatch import MapDispatch
+from .recovery import Recovery
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +104,6 @@ class Master:
         self.program = program
         self.spec = program.spec
         self.inputs = inputs
-        # A path that is not UTF-8 (a file name in another encoding) cannot be a msgpack
-        # string: such a file's splits travel as bytes, even to nodes that could read it.
-        self._named_on_wire = [_utf8_encodable(f.path) for f in inputs]
         self.opts = opts
         self.user_reporter: Reporter = reporter or QuietReporter()
         self.reporter: Reporter = _NoticeReporter(self.user_reporter, self)
@@ -117,21 +118,26 @@ class Master:
                                drop=self.drop)
         self.links = self.nodes.links   # node id -> link (the same dict)
         self.control = ControlChannel(self.nodes.send_to)
-        self.splits: list[SplitRef] = []
         self.summary = JobSummary(job_id=self.job_id, job_name=self.spec.name)
         #: the partition map, its epoch and moves (sends nothing: the master sends its moves)
         self.book = PartitionBook(self.job_id, self._next_seq, self._refill)
         #: committed map outputs, and the Commits still to send to their reducers
         self.commits = Commits(self.job_id, self._next_seq, self.book)
-        self.sched: Scheduler | None = None
-        self.source: Generator[SplitRef, None, None] | None = None
-        self.flushed_at = -1
+        #: the map phase: the scheduler (None before the start and at the end), the splits
+        self.dispatch = MapDispatch(self.job_id, self.task_token, program, inputs, opts,
+                                    self.nodes, self.control, self.book, self.commits,
+                                    self.summary, self.reporter.event)
+        #: which nodes take the job, at its start or later, and their JobStarts
+        self.starter = JobStarter(self.job_id, self.task_token, program, opts, self.nodes,
+                                  self.control, self.book, self.summary,
+                                  lambda: self.dispatch.sched, self.reporter.event)
         self.last_lease = 0.0
         self.failure: PymrError | None = None
         self.started = time.monotonic()
-        self.places = TaskPlaces(inputs, self.splits)  # where a failed task's record is
+        self.places = TaskPlaces(inputs, self.dispatch.splits)  # where a failed task's record is
         #: the JobProgress messages for dashboards, and the tasks mapped so far
-        self.progress = JobProgressReport(self.job_id, self.spec.name, inputs, self.splits)
+        self.progress = JobProgressReport(self.job_id, self.spec.name, inputs,
+                                          self.dispatch.splits)
         #: the fetched chunks are not scanned by the cyclic collector (this may be the
         #: process of a program calling pymr.run: its own frozen objects are left alone)
         self.heap = JobHeap(freeze=False)
@@ -140,7 +146,7 @@ class Master:
         #: lost nodes, outputs, partitions and tasks: re-runs and moves
         self.recovery = Recovery(self.job_id, self.nodes, self.control, self.book,
                                  self.commits, self.streams, self.summary, self.places,
-                                 lambda: self.sched, self.reporter.event,
+                                 lambda: self.dispatch.sched, self.reporter.event,
                                  self.user_reporter.event, self.notify)
 
     # ---------------------------------------------------------------- public
@@ -151,25 +157,19 @@ class Master:
         try:
             self.nodes.connect_all(HELLO_TIMEOUT_S)
             self._start_job()
-            assert self.sched is not None
-            while not self.sched.all_committed():
+            sched = self.dispatch.sched
+            assert sched is not None
+            while not sched.all_committed():
                 self._pump(200)
             self.reporter.phase("reduce")
             reduce_started = time.monotonic()
             while not self.book.all_done():
                 self._pump(200)
                 self.recovery.back_up_lagging_reducers(reduce_started)
-            self.summary.records = sum(x.records for x in self.book.done.values())
-            for part, done in self.book.done.items():
-                add_counters(self.summary.counters, done.counters)
-                if done.spilled_runs or done.spilled_bytes:
-                    name = self.links[self.book.partition_map[part]].name
-                    bytes_, runs = self.summary.spilled.get(name, (0, 0))
-                    self.summary.spilled[name] = (bytes_ + done.spilled_bytes,
-                                                  runs + done.spilled_runs)
-            for name, (bytes_, runs) in sorted(self.summary.spilled.items()):
-                self.reporter.event(f"node {name} spilled {bytes_ / (1 << 20):,.1f} MiB in "
-                                    f"{runs} run(s) under its memory budget")
+            for text in self.summary.add_partitions(
+                    (self.links[self.book.partition_map[part]].name, done)
+                    for part, done in self.book.done.items()):
+                self.reporter.event(text)
             for f in self.inputs:
                 f.check_unchanged()
             self.summary.elapsed_s = time.monotonic() - started
@@ -180,7 +180,7 @@ class Master:
             finally:
                 self.heap.release()
             self.summary.elapsed_s = time.monotonic() - started
-            self.summary.backups = self.sched.backups_started
+            self.summary.backups = sched.backups_started
             self._end_job("done")
             return self.summary
         except BaseException as exc:
@@ -192,54 +192,10 @@ class Master:
                 log.debug("job end after failure", exc_info=True)
             raise
         finally:
-            if self.source is not None:
-                self.source.close()  # closes the input file the split planner holds open
+            self.dispatch.close()
             self.nodes.close_all()
 
-    # ---------------------------------------------------------------- connect
-    def _join_new_nodes(self) -> None:
-        """Nodes that appeared during the job: hello, then JobStart, then map tasks."""
-        assert self.discover is not None
-        self.nodes.connect_new(self.discover())
-
-    def _late_hello(self, link: NodeLink, msg: p.HelloReply) -> None:
-        if msg.node_id in self.links and self.links[msg.node_id].alive:
-            self.nodes.close(link)
-            return
-        try:
-            self.nodes.accept_hello(link, msg)
-            if link.builtin_only and not self._is_builtin():
-                raise JobError("it runs only built-in jobs (--builtin-only)")
-        except JobError as exc:
-            self.reporter.event(f"node {msg.name} not used: {exc}")
-            self.nodes.forget(link)
-            return
-        shuffle = {x.node_id: x.shuffle_endpoint for x in self.nodes.live()}
-
-        def joined() -> None:
-            if self.sched is not None and link.alive:
-                self.sched.add_node(link.node_id, link.slots)
-                self.summary.nodes.append(link.name)
-                self.reporter.event(
-                    f"node {link.name} joined the job ({count_of(link.slots, 'slot')})")
-
-        self._send_control(link.node_id, self._job_start(shuffle), then=joined)
-
-    def _job_start(self, shuffle: dict[str, str]) -> p.JobStart:
-        """The JobStart every node gets, at the start or when it joins later: the
-        program, the current partition map and epoch, and the nodes' shuffle endpoints."""
-        return p.JobStart(
-            seq=self._next_seq(), job_id=self.job_id, job_name=self.spec.name,
-            source=self.spec.source, sha256=self.spec.sha256,
-            num_partitions=len(self.book.partition_map), partition_map=self.book.partition_map,
-            shuffle_endpoints=shuffle, epoch=self.book.epoch,
-            flush_key_limit=self.opts.flush_key_limit, task_token=self.task_token,
-            filename=self.spec.filename, modules=self.spec.modules,
-            params=self.program.params, memory=self.opts.memory)
-
-    def _is_builtin(self) -> bool:
-        return not self.spec.modules and self.spec.sha256 in builtin_hashes()
-
+    # ---------------------------------------------------------------- events, control, loop
     def notify(self, text: str, **failure: Any) -> None:
         """Publish a job event through every live node (observers see it in pymr events);
         ``failure``: the fields of ``JobNotice`` that describe a failed task."""
@@ -251,10 +207,9 @@ class Master:
     def _publish_progress(self, state: str = "running", error: str = "") -> None:
         """How far the job is, for dashboards (``JobProgress`` through every live node)."""
         self._publish(self.progress.message(
-            time.monotonic(), self.started, self.sched, self.book, self.summary,
+            time.monotonic(), self.started, self.dispatch.sched, self.book, self.summary,
             sum(self.streams.received.values()), state, error))
 
-    # ---------------------------------------------------------------- control channel
     def _next_seq(self) -> int:
         return self.control.next_seq()
 
@@ -271,75 +226,28 @@ class Master:
             for link in self.nodes.live():
                 self.nodes.send_on(link, p.encode(p.Lease(job_id=self.job_id)))
             self.control.resend(now)
-            if self.discover is not None and self.sched is not None:
-                self._join_new_nodes()
-        if self.progress.due(now) and self.sched is not None:
+            if self.discover is not None and self.dispatch.running:
+                # Nodes that appeared during the job: hello, then JobStart, then map tasks.
+                self.nodes.connect_new(self.discover())
+        if self.progress.due(now) and self.dispatch.running:
             self._publish_progress()
-        self._step()
-        for sock in self.nodes.poller.poll(timeout_ms):
-            for _ in range(10_000):
-                if sock not in self.nodes.by_socket or not has_input(sock):
-                    break
-                msg, payload = self.nodes.recv(sock)
-                link = self.nodes.by_socket[sock]
-                if msg is None or not link.alive:
-                    continue
-                self.liveness.heard(link.node_id, time.monotonic(),
-                                    heartbeat=isinstance(msg, p.Heartbeat))
-                self._handle(link, msg, payload)
-                if self.failure is not None:
-                    raise self.failure
-            else:  # not drained: the poller must look at it again
-                self.nodes.poller.touch(sock)
-        self._check_liveness()
+        self.dispatch.step()
+        for link, msg, payload in self.nodes.receive(timeout_ms):
+            self._handle(link, msg, payload)
+            if self.failure is not None:
+                raise self.failure
+        # Nodes silent past the death timeout are lost (their work moves) or fail the job.
+        self.failure = self.recovery.nodes_silent(self.liveness.dead(time.monotonic())) \
+            or self.failure
         if self.failure is not None:
             raise self.failure
-        self._step()
+        self.dispatch.step()
         self._flush_commits()
-
-    def _check_liveness(self) -> None:
-        """Nodes ``Liveness`` finds silent past the death timeout are lost; when every
-        node of several is, the job fails at once (no heir is left for their work)."""
-        dead = self.liveness.dead(time.monotonic())
-        if not dead:
-            return
-        overdue = [(link, dead[link.node_id]) for link in self.nodes.live() if link.node_id in dead]
-        if overdue and len(overdue) == len(self.nodes.live()) > 1:
-            self.summary.nodes_lost.extend(link.name for link, _ in overdue)
-            self.failure = ClusterLost(
-                f"nodes {', '.join(link.name for link, _ in overdue)} were lost ("
-                f"{overdue[0][1]}) and no live node is left; the job was cancelled")
-            for link, _ in overdue:
-                self.nodes.mark_dead(link)
-                self.nodes.close(link)
-            return
-        for link, _ in overdue:
-            self.nodes.mark_dead(link)  # nodes lost together are never named as each other's heirs
-        for link, reason in overdue:
-            self.failure = self.recovery.node_lost(link, reason) or self.failure
-            if self.failure is not None:
-                return
 
     # ---------------------------------------------------------------- job start
     def _start_job(self) -> None:
-        if not self.links:
-            raise ClusterLost("no node is available to run the job")
-        if not self._is_builtin():
-            refusing = [x for x in self.links.values() if x.builtin_only]
-            if len(refusing) == len(self.links):
-                raise JobError("no node accepts this job: refused by " + ", ".join(
-                    sorted(x.name for x in refusing)) + ", which run only built-in jobs "
-                    "(--builtin-only); run a built-in job, or start nodes without "
-                    "--builtin-only")
-            for link in refusing:
-                self.reporter.event(f"node {link.name} not used: it runs only built-in jobs "
-                                    "(--builtin-only)")
-                self.nodes.forget(link)
-        self.book.place({x.node_id: x.slots for x in self.links.values()},
-                        self.opts.num_partitions)
-        shuffle = {x.node_id: x.shuffle_endpoint for x in self.links.values()}
-        for link in self.links.values():
-            self._send_control(link.node_id, self._job_start(shuffle))
+        """Every node acks its JobStart (``JobStarter.start``), then the map phase starts."""
+        self.starter.start()
         deadline = time.monotonic() + HELLO_TIMEOUT_S
         while self.control.pending and time.monotonic() < deadline:
             self._pump(100)
@@ -347,78 +255,10 @@ class Master:
             raise ClusterLost("nodes did not acknowledge the job start: " + ", ".join(
                 sorted({self.links[x].name for x in self.control.waiting_on()})))
         self.summary.nodes = [x.name for x in self.links.values()]
-        self.sched = Scheduler({x.node_id: x.slots for x in self.links.values()},
-                               prefetch=self.opts.prefetch, byte_budget=self.opts.byte_budget,
-                               max_attempts=self.opts.max_attempts)
-        self.source = split_source(
-            self.inputs, split_size(self.opts, [x.slots for x in self.links.values()],
-                                    self.inputs),
-            self.opts.max_token, lines=self.program.line_mode,
-            positions=self.program.map_takes_position)
+        self.dispatch.start({x.node_id: x.slots for x in self.links.values()})
         total = sum(f.size for f in self.inputs)
         self.reporter.start(total, [f"{x.name} ({count_of(x.slots, 'slot')})"
                                     for x in self.links.values()])
-
-    # ---------------------------------------------------------------- map phase
-    def _step(self) -> None:
-        """Read input as credit allows, dispatch, back up stragglers, ask for flushes."""
-        sched = self.sched
-        if sched is None or self.book.updating:
-            return
-        while sched.wants_input():
-            assert self.source is not None
-            ref = next(self.source, None)
-            if ref is None:
-                sched.finish_input()
-                self._input_complete()
-                break
-            self.splits.append(ref)
-            sched.add_task(ref.length)
-        for a in sched.assign():
-            self._dispatch(a.task_id, a.attempt, a.node_id, a.alone)
-        for a in sched.backups():
-            self.reporter.event(f"task {a.task_id} is slow; backup attempt on "
-                                f"{self.links[a.node_id].name}")
-            self._dispatch(a.task_id, a.attempt, a.node_id, True)
-        if sched.all_executed() and not sched.all_committed() \
-                and self.flushed_at != sched.committed_count:
-            self.flushed_at = sched.committed_count
-            for link in self.nodes.live():
-                self._send_control(link.node_id, p.Flush(seq=self._next_seq(),
-                                                         job_id=self.job_id))
-
-    def _input_complete(self) -> None:
-        assert self.sched is not None
-        self.summary.tasks = self.sched.num_tasks
-        self.summary.input_bytes = sum(s.length for s in self.splits)
-        for link in self.nodes.live():
-            self._send_control(link.node_id, p.InputComplete(
-                seq=self._next_seq(), job_id=self.job_id, num_tasks=self.sched.num_tasks))
-
-    def _dispatch(self, task_id: int, attempt: int, node_id: str, alone: bool) -> None:
-        ref = self.splits[task_id]
-        link = self.links[node_id]
-        assert link.alive and self.sched is not None
-        f = self.inputs[ref.input_index]
-        where: dict[str, Any] = ({"file": f.display, "first_line": ref.first_line}
-                                 if ref.first_line else {})
-        if link.local and f.seekable_plain and self._named_on_wire[ref.input_index]:
-            frames = p.encode(p.MapTask(job_id=self.job_id, task_id=task_id, attempt=attempt,
-                                        path=f.path, offset=ref.offset, length=ref.length,
-                                        alone=alone, token=self.task_token, **where))
-        else:
-            data = ref.data if ref.data is not None else f.read(ref.offset, ref.length)
-            ref.data = None
-            frames = p.encode(p.MapTask(job_id=self.job_id, task_id=task_id, attempt=attempt,
-                                        alone=alone, token=self.task_token, **where), data)
-        assert link.task is not None
-        # Credit from the scheduler bounds what is queued, so the PUSH is rarely full; when
-        # it stays full (the node is gone or frozen) the task is handed back, not blocked on.
-        if send_nowait(link.task, frames):
-            return
-        assert self.sched is not None
-        self.sched.on_failed(task_id, attempt, node_id, lost=True)
-        self.sched.pause(node_id, 1.0)  # never block the loop on one node's full socket
 
     # ---------------------------------------------------------------- handlers
     def _handle(self, link: NodeLink, msg: p.Message, payload: list[Any]) -> None:
@@ -431,8 +271,8 @@ class Master:
         handler = MASTER_HANDLERS.get(type(msg))
         if handler is not None:
             handler(self, link, msg, payload)
-        elif type(msg) not in MASTER_IGNORED and self.sched is not None:
-            # Once the job is ending (sched is None) stragglers are expected, not dropped.
+        elif type(msg) not in MASTER_IGNORED and self.dispatch.running:
+            # Once the job is ending (dispatch stopped) stragglers are expected, not dropped.
             self.drop(link.endpoint, f"unexpected {msg.TYPE}")
 
     def _handle_ack(self, link: NodeLink, msg: p.Ack, payload: list[Any]) -> None:
@@ -443,33 +283,26 @@ class Master:
     def _handle_task_executed(self, link: NodeLink, msg: p.TaskExecuted,
                               payload: list[Any]) -> None:
         """A task ran (frees its credit); ignored once the job is ending."""
-        if self.sched is None:
-            return
-        self.sched.on_executed(msg.task_id, msg.attempt, link.node_id)
-        self.reporter.advance(msg.nbytes)
-        self.progress.task_executed(msg.task_id)
+        if self.dispatch.executed(link.node_id, msg):
+            self.reporter.advance(msg.nbytes)
+            self.progress.task_executed(msg.task_id)
 
     def _handle_task_failed(self, link: NodeLink, msg: p.TaskFailedReport,
                             payload: list[Any]) -> None:
         """A task raised or was lost; ignored once the job is ending."""
-        if self.sched is not None:
+        if self.dispatch.running:
             self.failure = self.recovery.task_failed(link, msg) or self.failure
 
     def _handle_output_done(self, link: NodeLink, msg: p.OutputDone,
                             payload: list[Any]) -> None:
-        """A map output reached the reducers; ignored once the job is ending."""
-        if self.sched is not None:
-            self._on_output(link, msg)
+        """A map output reached the reducers: the commit rule (``MapDispatch.on_output``)."""
+        self.dispatch.on_output(link, msg)
 
     def _handle_reduce_failed(self, link: NodeLink, msg: p.ReduceFailed,
                               payload: list[Any]) -> None:
         """The job's reduce raised: the job fails (only if the sender owns the partition)."""
         if self.book.owns(link.node_id, msg.partition):
-            what = f"reduce failed for key {msg.key}" if msg.key else \
-                "reducing a partition failed"
-            self.failure = JobCodeFailed(
-                f"{what} (node {link.name}, partition {msg.partition}): "
-                f"{msg.exc_type}: {msg.message}", msg.user_traceback, msg.traceback)
+            self.failure = reduce_failure(link.name, msg)
 
     def _handle_partition_complete(self, link: NodeLink, msg: p.PartitionComplete,
                                    payload: list[Any]) -> None:
@@ -508,37 +341,8 @@ class Master:
     def _handle_hello_reply(self, link: NodeLink, msg: p.HelloReply,
                             payload: list[Any]) -> None:
         """A node that answered after the job started joins it (a repeat is ignored)."""
-        if not link.node_id and self.sched is not None:
-            self._late_hello(link, msg)
-
-    def _on_output(self, link: NodeLink, msg: p.OutputDone) -> None:
-        assert self.sched is not None
-        decision = self.sched.on_output(msg.output_id, [(t, a) for t, a in msg.tasks],
-                                        link.node_id)
-        if not decision.commit:
-            for x in self.nodes.live():
-                self._send_control(x.node_id, p.DropOutput(
-                    seq=self._next_seq(), job_id=self.job_id, output_id=msg.output_id))
-            return
-        for task_id, attempt, node_id in decision.cancel:
-            loser = self.links.get(node_id)
-            if loser is not None and loser.alive:
-                self.nodes.send_on(loser, p.encode(p.CancelTask(
-                    job_id=self.job_id, task_id=task_id, attempt=attempt)))
-                self.summary.cancelled += 1
-                self.reporter.event(f"task {task_id} done by another attempt; attempt "
-                                    f"{attempt} on {loser.name} cancelled")
-        add_counters(self.summary.counters, msg.counters)
-        self.commits.add(msg.output_id, link.node_id, [t for t, _ in msg.tasks], msg.manifest,
-                         msg.counters)
-        # Chunks sent under an older partition map went to a partition's former owner:
-        # have them sent to the new one now rather than when it finds them missing (while
-        # a move is being acked, its refill covers this output).
-        for part in self.book.stale_parts(msg.manifest, msg.epoch):
-            target = self.links[self.book.partition_map[part]]
-            self._send_control(link.node_id, p.ResendChunks(
-                seq=self._next_seq(), job_id=self.job_id, output_id=msg.output_id,
-                partition=part, endpoint=target.shuffle_endpoint, epoch=self.book.epoch))
+        if not link.node_id and self.dispatch.running:
+            self.starter.late_hello(link, msg)
 
     def _flush_commits(self) -> None:
         """One acked Commit per reducer node for everything committed since the last turn."""
@@ -566,7 +370,7 @@ class Master:
         if not live:
             return
         self.control.clear()
-        if self.sched is not None or reason == "done":
+        if self.dispatch.running or reason == "done":
             # Before JobEnd on the same sockets: nodes relay it while they know the job.
             self._publish_progress(reason if reason in ("done", "cancelled") else "failed",
                                    error)
@@ -575,7 +379,7 @@ class Master:
                                                       reason=reason))
         deadline = time.monotonic() + JOB_END_TIMEOUT_S
         self.failure = None
-        self.sched = None  # no more dispatching
+        self.dispatch.stop()  # no more dispatching
         while self.control.pending and time.monotonic() < deadline:
             try:
                 self._pump(100)
@@ -603,8 +407,8 @@ MASTER_HANDLERS: dict[type[p.Message], Callable[[Master, NodeLink, Any, list[Any
     p.OutputLost: Master._handle_output_lost,
     p.HelloReply: Master._handle_hello_reply,
 }
-#: Received and ignored on purpose: liveness is tracked in ``_pump`` (any message counts),
-#: and a task's error comes in its ``TaskFailedReport``.
+#: Received and ignored on purpose: liveness is tracked in ``NodeLinks.receive`` (any
+#: message counts), and a task's error comes in its ``TaskFailedReport``.
 MASTER_IGNORED: frozenset[type[p.Message]] = frozenset({p.Heartbeat, p.ErrorEvent})
 #: Never sent to a master (the master sends these, or they stay inside a node, or go to
 #: observers on topics the master does not subscribe to); dropped as unexpected if they come.
@@ -615,10 +419,3 @@ MASTER_NEVER_RECEIVES: frozenset[type[p.Message]] = frozenset({
     p.ExecJobEnd, p.ExecStop, p.Progress, p.JobNotice, p.JobProgress,
 })
 
-
-def _utf8_encodable(path: str) -> bool:
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:  # undecodable bytes kept as surrogates (PEP 383)
-        return False
-    return True

@@ -1,6 +1,7 @@
 """The master's recovery: what it does when a node, an output, a partition or a task is lost.
 
-A lost node's committed outputs are dropped and their tasks run again; its partitions move
+Nodes silent past the death timeout are lost (all of several at once: the job fails). A
+lost node's committed outputs are dropped and their tasks run again; its partitions move
 to live nodes in a new epoch. A partition its owner lost (or whose spill its disk refused)
 moves; chunks a reducer misses are sent again by their mapper (or the output is lost when
 the mapper is gone). The decisions are the sans-I/O units' (``Scheduler``,
@@ -13,14 +14,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 from ..engine.commits import Commits
 from ..engine.control import ControlChannel
 from ..engine.fetch import PartitionStreams
 from ..engine.partitions import Move, PartitionBook
 from ..engine.scheduler import JobFailedError, Scheduler
-from ..engine.summary import JobSummary
+from ..engine.summary import JobSummary, add_counters
 from ..engine.task_failures import TaskPlaces, code_failure
 from ..errors import ClusterLost, JobError, PymrError, TaskFailed
 from ..wire import protocol as p
@@ -66,6 +66,30 @@ class Recovery:
             self.control.send(send.node_id, send.msg, send.then)
 
     # ---------------------------------------------------------------- nodes
+    def nodes_silent(self, dead: dict[str, str]) -> PymrError | None:
+        """Nodes ``Liveness`` found silent past the death timeout (node id -> why) are
+        lost; when every node of several is, the job fails at once (no heir is left for
+        their work)."""
+        if not dead:
+            return None
+        live = self.nodes.live()
+        overdue = [(link, dead[link.node_id]) for link in live if link.node_id in dead]
+        if overdue and len(overdue) == len(live) > 1:
+            self.summary.nodes_lost.extend(link.name for link, _ in overdue)
+            for link, _ in overdue:
+                self.nodes.mark_dead(link)
+                self.nodes.close(link)
+            return ClusterLost(
+                f"nodes {', '.join(link.name for link, _ in overdue)} were lost ("
+                f"{overdue[0][1]}) and no live node is left; the job was cancelled")
+        for link, _ in overdue:
+            self.nodes.mark_dead(link)  # nodes lost together are never named as each other's heirs
+        for link, reason in overdue:
+            error = self.node_lost(link, reason)
+            if error is not None:
+                return error
+        return None
+
     def node_lost(self, link: NodeLink, reason: str) -> PymrError | None:
         """Re-run its tasks elsewhere, rebuild its partitions elsewhere (new epoch)."""
         self.nodes.mark_dead(link)
@@ -202,10 +226,3 @@ class Recovery:
             return TaskFailed(name, exc.task.task_id, attempt, exc_type, message, tb)
         return None
 
-
-def add_counters(total: dict[str, int], more: dict[str, Any]) -> None:
-    """Adds ``more`` into ``total``; a counter that comes to zero is removed."""
-    for name, n in more.items():
-        total[name] = total.get(name, 0) + n
-        if not total[name]:
-            del total[name]

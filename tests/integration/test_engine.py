@@ -196,8 +196,8 @@ def test_failing_job_in_a_real_process_reports_cleanly(write_text, tmp_path: Pat
 def test_task_reports_arriving_while_the_job_ends_are_not_warnings(
         caplog: pytest.LogCaptureFixture) -> None:
     """Executors still report attempts that were running when the job failed; the master
-    handles those while it waits for the JobEnd acks (``_end_job`` has set ``sched`` to
-    None by then). They are expected: the user must not see "dropped a message ...
+    handles those while it waits for the JobEnd acks (``_end_job`` has stopped the map
+    dispatch by then). They are expected: the user must not see "dropped a message ...
     unexpected task_failed" warnings under the job's real error."""
     import logging
 
@@ -211,7 +211,7 @@ def test_task_reports_arriving_while_the_job_ends_are_not_warnings(
     link = NodeLink(endpoint="tcp://127.0.0.1:9", control=None, node_id="n1",  # type: ignore[arg-type]
                     name="n1")
     master.nodes.links["n1"] = link
-    master.sched = None  # what _end_job does before it pumps for the acks
+    master.dispatch.stop()  # what _end_job does before it pumps for the acks
     late = [
         p.TaskFailedReport(job_id=master.job_id, node_id="n1", task_id=3, attempt=1,
                            exc_type="ValueError", message="boom"),

@@ -518,13 +518,13 @@ def test_input_changed_while_the_job_reads_it(capsysbinary, tmp_path: Path,
                                               change: str) -> None:
     # Given a job whose input is changed by another writer while the maps run (right
     # after the master has planned the last split)
-    from pymr.runtime.master import Master
+    from pymr.runtime.mapdispatch import MapDispatch
 
     path = helpers.generate_text(tmp_path / "in.txt", 256 << 10, seed=61)
     target = tmp_path / "out.tsv"
-    real = Master._input_complete
+    real = MapDispatch._input_complete
 
-    def writer_strikes(self: Master) -> None:
+    def writer_strikes(self: MapDispatch) -> None:
         if change == "append":
             with open(path, "ab") as f:
                 f.write(b"late words\n")
@@ -536,7 +536,7 @@ def test_input_changed_while_the_job_reads_it(capsysbinary, tmp_path: Path,
             os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
         real(self)
 
-    monkeypatch.setattr(Master, "_input_complete", writer_strikes)
+    monkeypatch.setattr(MapDispatch, "_input_complete", writer_strikes)
     code, out, err = run(capsysbinary, "job", "wordcount", path, "--local", "1", "--slots",
                          "1", "--split-size", "16K", "-o", target)
     # Then exit 1 with one line that says so, and no output file

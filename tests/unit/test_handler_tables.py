@@ -92,7 +92,7 @@ def a_master() -> tuple[master.Master, NodeLink, list[str]]:
 
 def test_master_drops_unexpected_and_foreign_messages_while_running() -> None:
     m, link, dropped = a_master()
-    m.sched = object()  # type: ignore[assignment]  # running: only "is not None" is looked at
+    m.dispatch.sched = object()  # type: ignore[assignment]  # running: only "is not None" is looked at
     m._handle(link, p.Lease(job_id=m.job_id), [])
     m._handle(link, p.OutputLost(job_id="other", node_id="n1", output_id="o"), [])
     m._handle(link, p.Heartbeat(node_id="n1", incarnation="i", slots=1, busy=0,
@@ -102,7 +102,7 @@ def test_master_drops_unexpected_and_foreign_messages_while_running() -> None:
 
 def test_master_ending_drops_nothing_of_its_job() -> None:
     m, link, dropped = a_master()
-    m.sched = None
+    m.dispatch.stop()
     m._handle(link, p.Lease(job_id=m.job_id), [])
     m._handle(link, p.TaskExecuted(job_id=m.job_id, node_id="n1", task_id=0, attempt=1,
                                    nbytes=1), [])

@@ -195,3 +195,29 @@ def test_a_task_failing_on_every_attempt_fails_the_job() -> None:
     assert errors[0] is None and isinstance(errors[1], TaskFailed)
     assert w.summary.retries == 2 and len(w.notices) == 2
     assert w.notices[0][1]["failed_on"] == "name-a"
+
+
+def test_a_silent_node_is_lost_and_its_work_moves() -> None:
+    w = world("a", "b")
+    assert w.recovery.nodes_silent({}) is None and w.links.closed == []
+    assert w.recovery.nodes_silent({"a": "silent for 4.0 s"}) is None
+    assert not w.links.links["a"].alive and w.links.links["b"].alive
+    assert w.summary.nodes_lost == ["name-a"]
+    assert any("node name-a lost (silent for 4.0 s)" in e for e in w.events)
+
+
+def test_every_node_silent_at_once_fails_the_job_without_moving_anything() -> None:
+    w = world("a", "b", "c")
+    w.links.links["c"].alive = False
+    error = w.recovery.nodes_silent({"a": "silent", "b": "silent"})
+    assert isinstance(error, ClusterLost) and "nodes name-a, name-b were lost (silent)" \
+        in str(error)
+    assert not any(x.alive for x in w.links.links.values())
+    assert w.links.closed == ["a", "b"] and w.summary.nodes_lost == ["name-a", "name-b"]
+    assert w.sent() == [] and w.streams.restarted == []
+
+
+def test_the_last_node_silent_fails_the_job_as_a_lost_node() -> None:
+    w = world("a")
+    error = w.recovery.nodes_silent({"a": "silent"})
+    assert isinstance(error, ClusterLost) and "node name-a was lost (silent)" in str(error)
