@@ -113,6 +113,8 @@ def master_main() -> int:
     else:
         spec = builtin_spec(cfg.get("job_name", "wordcount"))
     key = ClusterKey(cfg["public"].encode(), cfg["secret"].encode())
+    if cfg.get("lose_partition_data"):
+        _lose_partition_data(cfg["lose_partition_data"], cfg.get("fetch_retry_s"))
     try:
         summary = run_job(spec, resolve_inputs(cfg["inputs"]), JobOptions(**cfg["options"]),
                           consume, endpoints=cfg["endpoints"], key=key,
@@ -133,6 +135,28 @@ def master_main() -> int:
 
 MASTER_SCRIPT = "import sys; from tests.faults_helpers import master_main; " \
                 "sys.exit(master_main())"
+
+
+def _lose_partition_data(count: int, retry_s: float | None) -> None:
+    """The master loses the first ``count`` PartitionData replies (as a connection reset
+    loses what its socket still queued); ``retry_s``: how long it waits before asking
+    again."""
+    from pymr.engine import fetch
+    from pymr.runtime import master
+    from pymr.wire import protocol as p
+
+    if retry_s is not None:
+        fetch.FETCH_RETRY_S = retry_s
+    handle = master.MASTER_HANDLERS[p.PartitionData]
+    left = [count]
+
+    def losing(m: Any, link: Any, msg: Any, payload: list[Any]) -> None:
+        if left[0] > 0:
+            left[0] -= 1
+            return
+        handle(m, link, msg, payload)
+
+    master.MASTER_HANDLERS[p.PartitionData] = losing
 
 
 # ====================================================================== test side
@@ -240,7 +264,8 @@ class MasterProcess:
                  options: dict[str, Any] | None = None, job_source: str | None = None,
                  job_name: str = "wordcount", pause_on: Iterable[str] = PAUSE_ALL,
                  pause_records: Iterable[int] = (), endpoints: list[str] | None = None,
-                 log_level: int | None = None, lines: bool = False) -> None:
+                 log_level: int | None = None, lines: bool = False,
+                 lose_partition_data: int = 0, fetch_retry_s: float | None = None) -> None:
         self.output = Path(output)
         self.config: dict[str, Any] = {
             "endpoints": endpoints if endpoints is not None else cluster.control_endpoints,
@@ -248,7 +273,8 @@ class MasterProcess:
             "inputs": [str(x) for x in inputs], "output": str(self.output),
             "options": options or {}, "job_source": job_source, "job_name": job_name,
             "pause_on": list(pause_on), "pause_records": sorted(pause_records),
-            "lines": lines}
+            "lines": lines, "lose_partition_data": lose_partition_data,
+            "fetch_retry_s": fetch_retry_s}
         if log_level is not None:
             self.config["log_level"] = log_level
         self.proc: subprocess.Popen[bytes] | None = None

@@ -672,7 +672,9 @@ def _show_result(summary: JobSummary, top: list[tuple[Any, Any]], fields: tuple[
     faults = [f"{n} {what}" for n, what in (
         (len(summary.nodes_lost), "node(s) lost (" + ", ".join(summary.nodes_lost) + ")"),
         (summary.retries, "task retry(ies)"), (summary.backups, "backup attempt(s)"),
-        (summary.cancelled, "attempt(s) cancelled")) if n]
+        (summary.cancelled, "attempt(s) cancelled"),
+        (summary.resends, "map output(s) re-sent to a reducer"),
+        (summary.fetches_asked_again, "fetch(es) asked again")) if n]
     if faults:
         line += "; " + ", ".join(faults)
     if stdout_tty:

@@ -27,6 +27,10 @@ class JobSummary:
     retries: int = 0
     backups: int = 0
     cancelled: int = 0
+    #: map output chunks a reducer missed and asked its mapper for again
+    resends: int = 0
+    #: partition windows the master asked a reducer for again after a silence
+    fetches_asked_again: int = 0
     nodes_lost: list[str] = field(default_factory=list)
 
     def add_partitions(self, done: Iterable[tuple[str, p.PartitionComplete]]) -> list[str]:

@@ -142,7 +142,8 @@ class Master:
         #: process of a program calling pymr.run: its own frozen objects are left alone)
         self.heap = JobHeap(freeze=False)
         self.streams = PartitionStreams(opts.fetch_credit, self._request_chunks,
-                                        lambda: self._pump(100), self._chunks_of)
+                                        lambda: self._pump(100), self._chunks_of,
+                                        time.monotonic)
         #: lost nodes, outputs, partitions and tasks: re-runs and moves
         self.recovery = Recovery(self.job_id, self.nodes, self.control, self.book,
                                  self.commits, self.streams, self.summary, self.places,
@@ -181,6 +182,7 @@ class Master:
                 self.heap.release()
             self.summary.elapsed_s = time.monotonic() - started
             self.summary.backups = sched.backups_started
+            self.summary.fetches_asked_again = self.streams.asked_again
             self._end_job("done")
             return self.summary
         except BaseException as exc:

@@ -144,6 +144,7 @@ class Recovery:
         if mapper is None or not mapper.alive:
             self.lose_output(msg.output_id)
             return
+        self.summary.resends += 1
         self.control.send(out.node_id, p.ResendChunks(
             seq=self.control.next_seq(), job_id=self.job_id, output_id=msg.output_id,
             partition=msg.partition, endpoint=owner.shuffle_endpoint, epoch=self.book.epoch,

@@ -423,6 +423,32 @@ def test_reducer_killed_while_the_master_fetches(cluster: LocalCluster, settled,
     assert outcome.summary["nodes_lost"] == ["local0"]
 
 
+@pytest.mark.parametrize("lines", [False, True], ids=["records", "lines"])
+def test_lost_partition_replies_are_fetched_again(cluster: LocalCluster, settled,
+                                                  many_words: Path, tmp_path: Path,
+                                                  lines: bool) -> None:
+    # Given a master that loses the first three partition chunks it is sent (as a
+    # connection reset loses what a socket still queued), fetching one chunk at a time
+    counts = helpers.reference_for_files([many_words], "whitespace")
+    expected = b"".join(b"%s\t%d\n" % kv for kv in sorted(counts.items())) if lines \
+        else helpers.expected_tsv(counts)
+    hooks = Hooks()
+    settled(hooks)
+    out = tmp_path / "out.tsv"
+    # When the job runs,
+    outcome = run_master(cluster, [many_words], out, hooks, timeout_s=JOB_BOUND_S,
+                         options=options(split_size=256 * K, fetch_credit=1,
+                                         params={} if lines else {"tokenizer": "whitespace"}),
+                         lines=lines, job_source=BY_KEY_COUNT if lines else None,
+                         lose_partition_data=3, fetch_retry_s=0.5)
+    # then the master asked for the lost windows again after the silence (one ask may
+    # cover several lost chunks of a partition), and the answer is exact: no record
+    # missing or repeated.
+    assert_exact(outcome, out, expected)
+    assert outcome.summary["fetches_asked_again"] >= 1, outcome.summary
+    assert outcome.summary["nodes_lost"] == []
+
+
 # ------------------------------------------------------------------ zombie
 
 

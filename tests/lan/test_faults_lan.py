@@ -1,5 +1,5 @@
-"""Faults on the simulated LAN: lossy, slow and dropped links (root + ip netns, else skipped;
-under CI as root a missing tool fails).
+"""Faults on the simulated LAN: lossy, resetting, slow and dropped links (root + ip netns,
+else skipped; under CI as root a missing tool fails).
 
 Each job runs from the client host with its input on a private tmpfs (the bytes travel
 over the network) and is compared with a single-process count.
@@ -12,6 +12,7 @@ import subprocess
 import threading
 from typing import Any
 
+from pymr.config import DEFAULT_BASE_PORT
 from tests import helpers
 
 from .lab import Lab, run_private_job
@@ -125,6 +126,38 @@ def test_random_packet_loss_on_a_node_link(lab: Lab) -> None:
     print(f"packet loss on n2: dropped {dropped}, {retransmitted} TCP segments retransmitted")
     # and the answer is exact.
     _check(result, data)
+
+
+def test_connection_resets_on_a_reducer_link(lab: Lab) -> None:
+    helpers.require_tool("nft", why="the connection-reset test resets TCP connections with "
+                                    "nftables (apt-get install nftables)")
+    # Given nftables answering every third data segment that reaches node n2's shuffle
+    # port with a TCP reset (for the first 150 kB of it): a reset connection loses what its
+    # sender had queued, so map output chunks sent to n2's reducer are lost for good,
+    n2 = lab.hosts["n2"].ns
+    shuffle_port = DEFAULT_BASE_PORT + 1
+    rules = ("add table inet pymrreset\n"
+             "add chain inet pymrreset in { type filter hook input priority 0; }\n"
+             f"add rule inet pymrreset in tcp dport {shuffle_port} meta length > 120 "
+             "quota until 150 kbytes numgen inc mod 3 == 2 counter reject with tcp reset\n")
+    subprocess.run(["ip", "netns", "exec", n2, "nft", "-f", "-"], input=rules, text=True,
+                   check=True, timeout=30)
+    try:
+        # when a job runs on every node,
+        job, result, data = _start_job(lab, "resets", 80)
+        job.join(timeout=300)
+        assert not job.is_alive(), "the job did not finish"
+        resets = _dropped_packets(n2, "pymrreset")
+    finally:
+        _netns(n2, "nft", "delete", "table", "inet", "pymrreset", check=False)
+    # then connections were reset while it ran,
+    assert sum(resets.values()) > 0, resets
+    # the reducer asked for the chunks it missed and their mappers sent them again (the
+    # summary counts it),
+    err = _check(result, data)
+    assert "re-sent to a reducer" in err, err
+    print(f"resets on n2's shuffle port: {resets}; summary: {err.strip().splitlines()[-1]}")
+    # and the answer is exact (checked above).
 
 
 def test_slow_link_on_a_node(lab: Lab) -> None:
