@@ -109,10 +109,12 @@ class Scheduler:
         """Tasks this node may still receive: slots plus a small prefetch."""
         return self.credits.credit(node_id)
 
-    def _best_node(self) -> str | None:  # the tests check the credits' books through these
+    def _best_node(self) -> str | None:
+        """The node with the most credit, ties to the one served longest ago."""
         return self.credits.best()
 
     def _room(self) -> int:
+        """Sum of every node's credit, without visiting every node."""
         return self.credits.room()
 
     def _mark(self, task: Task) -> None:
