@@ -11,7 +11,8 @@ An executor feeds the splits of a batch of tasks to one ``MapSide`` and flushes 
   (a ``combine`` shortens the long ones and reduces every list at ``finish``). The first pair
   that is not a plain tuple with a scalar value sends the rest of its batch of lines through
   a checked path; a batch's new keys are checked once. When ``map`` raises, the lines of
-  that batch are replayed one by one to name the line.
+  that batch are replayed one by one to name the line (``map_failures``: ``MapFailed`` and
+  the slow paths that find the line, key or value to blame).
 * **chunk jobs** (``chunk_mapper(params)``): raw bytes, cut after ASCII whitespace, go to the
   job's object, whose ``finish`` returns combined values (word count's fast path).
 
@@ -20,7 +21,6 @@ An executor feeds the splits of a batch of tasks to one ``MapSide`` and flushes 
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable
 from itertools import chain, count, islice, repeat
 from operator import itemgetter
@@ -39,9 +39,17 @@ from ..wire.keys import (
     freeze_key,
     nan_inside,
     short_repr,
-    untravelable,
 )
 from ..wordtokens import count_bad_sequences, pieces
+from .map_failures import (
+    PAIR_TYPES,
+    MapFailed,
+    check_travel,
+    fail_on,
+    has_bad_item,
+    not_a_pair,
+    replay,
+)
 
 #: A running task looks for a cancel after each piece of this size (chunk jobs) ...
 CANCEL_CHECK_BYTES = 1 << 20
@@ -55,34 +63,11 @@ CHUNK_KEY_BYTES = 128
 COMBINE_EVERY = 256
 
 _first, _second = itemgetter(0), itemgetter(1)
-_PAIR_TYPES = frozenset([tuple, list])
 _TWO = frozenset([2])
 
 
 class Cancelled(Exception):
     """The check between pieces said stop: another attempt of a task in the batch won."""
-
-
-class MapFailed(Exception):
-    """The job's map or combine raised, or emitted what cannot travel.
-
-    ``record`` is the 0-based line of the split (-1: not known, as for combine), ``key``
-    the key combine was given; ``fatal`` when another attempt cannot help.
-    """
-
-    def __init__(self, stage: str, exc_type: str, message: str, *, record: int = -1,
-                 key: str = "", user_tb: str = "", fatal: bool = False,
-                 cause: BaseException | None = None) -> None:
-        super().__init__(message)
-        #: the whole traceback of the job's exception (pymr's frames too), for --debug
-        self.full_tb = "".join(traceback.format_exception(cause)) if cause else ""
-        self.stage = stage
-        self.exc_type = exc_type
-        self.message = message
-        self.record = record
-        self.key = key
-        self.user_tb = user_tb
-        self.fatal = fatal
 
 
 def split_lines(data: Any) -> tuple[list[str], int]:
@@ -175,16 +160,16 @@ class MapSide:
             if not isinstance(records, dict):
                 raise MapFailed("map", "TypeError", "the chunk mapper's finish() must "
                                 f"return a dict, not {type(records).__name__}", fatal=True)
-            self._check_travel(records.values(), records, "combine")
+            check_travel(records.values(), records, "combine")
             return records, self.counters
         groups = self.groups
         combine = self.program.combine
         if combine is not None and not self.sum_combine:
             for key, values in groups.items():
                 groups[key] = self._combine(key, values)
-            self._check_travel(groups.values(), groups, "combine")
+            check_travel(groups.values(), groups, "combine")
         elif self.sum_combine:  # 0 + v took the values: a number type that cannot travel?
-            self._check_travel(groups.values(), groups, "combine")
+            check_travel(groups.values(), groups, "combine")
         return groups, self.counters
 
     # ---------------------------------------------------------------- lines
@@ -211,7 +196,7 @@ class MapSide:
         except MapFailed:
             raise
         except Exception:
-            self._replay(batch, start, file, first_line)
+            replay(self.program, batch, start, file, first_line)
             raise  # the replay did not fail: the job's map is not deterministic
         if len(groups) > before:
             self._check_new_keys(len(groups) - before, batch, start, file, first_line)
@@ -277,9 +262,10 @@ class MapSide:
         if not types <= SCALARS:
             found = first_untravelable(fresh)
             if found is not None:
-                self._fail_on(batch, start, file, first_line, _has_bad_item(0, found[1]),
-                              f"a key of type {found[1].__name__} cannot travel (use str, "
-                              "bytes, int, float, bool, None, or tuples / lists of them)")
+                fail_on(self.program, batch, start, file, first_line,
+                        has_bad_item(0, found[1]),
+                        f"a key of type {found[1].__name__} cannot travel (use str, "
+                        "bytes, int, float, bool, None, or tuples / lists of them)")
         if float in types or not _HOLDERS.isdisjoint(types):
             self._group_nans(fresh)
         step = max(1, new // 8)
@@ -306,39 +292,13 @@ class MapSide:
             else:
                 groups.setdefault(same, []).extend(held)
 
-    def _call_map(self, line: str, index: int, file: str, first_line: int) -> Any:
-        fmap = self.program.map
-        assert fmap is not None
-        if self.program.map_takes_position:
-            return fmap(line, api.Position(file, first_line + index))
-        return fmap(line)
-
-    def _replay(self, batch: list[str], start: int, file: str, first_line: int) -> None:
-        """Run the lines of a failed batch one by one and raise ``MapFailed`` naming the
-        first line whose map raises."""
-        for i, line in enumerate(batch):
-            try:
-                out = self._call_map(line, start + i, file, first_line)
-                if out is None:
-                    raise MapFailed("map", "TypeError", "map returned None; it must yield "
-                                    "(or return a list of) (key, value) pairs",
-                                    record=start + i, fatal=True)
-                for _ in out:
-                    pass
-            except MapFailed:
-                raise
-            except Exception as exc:
-                raise MapFailed("map", type(exc).__name__, str(exc), record=start + i,
-                                user_tb=user_traceback(exc, self.program.filenames),
-                                cause=exc) from None
-
     def _group(self, pairs: list[Any], batch: list[str], start: int, file: str,
                first_line: int) -> None:
-        if not _PAIR_TYPES.issuperset(map(type, pairs)) or not _TWO.issuperset(
+        if not PAIR_TYPES.issuperset(map(type, pairs)) or not _TWO.issuperset(
                 map(len, pairs)):
-            bad = next(x for x in pairs if type(x) not in _PAIR_TYPES or len(x) != 2)
-            self._fail_on(batch, start, file, first_line, _not_a_pair,
-                          f"map must yield (key, value) pairs, not {short_repr(bad)}")
+            bad = next(x for x in pairs if not_a_pair(x))
+            fail_on(self.program, batch, start, file, first_line, not_a_pair,
+                    f"map must yield (key, value) pairs, not {short_repr(bad)}")
         keys = list(map(_first, pairs))
         values = list(map(_second, pairs))
         key_types = set(map(type, keys))
@@ -347,10 +307,10 @@ class MapSide:
                                         (1, values, value_types, "value")):
             found = None if types <= SCALARS else first_untravelable(seq)
             if found is not None:
-                self._fail_on(batch, start, file, first_line,
-                              _has_bad_item(index, found[1]),
-                              f"a {what} of type {found[1].__name__} cannot travel (use str, "
-                              "bytes, int, float, bool, None, or tuples / lists of them)")
+                fail_on(self.program, batch, start, file, first_line,
+                        has_bad_item(index, found[1]),
+                        f"a {what} of type {found[1].__name__} cannot travel (use str, "
+                        "bytes, int, float, bool, None, or tuples / lists of them)")
         if not CONTAINERS.isdisjoint(key_types):
             keys = list(map(freeze_key, keys))
         # (NaN keys, the memory estimate and long lists: _map_lines, after the batch)
@@ -392,39 +352,6 @@ class MapSide:
                             user_tb=user_traceback(exc, self.program.filenames),
                             cause=exc) from None
 
-    def _fail_on(self, batch: list[str], start: int, file: str, first_line: int,
-                 is_bad: Callable[[Any], bool], why: str) -> None:
-        """Find the line whose map emitted the offending item, with the job's line that
-        yielded it, and raise ``MapFailed`` (fatal: every attempt emits the same)."""
-        for i, line in enumerate(batch):
-            it = iter(self._call_map(line, start + i, file, first_line))
-            for item in it:
-                if not is_bad(item):
-                    continue
-                frame = getattr(it, "gi_frame", None)
-                where = ""
-                if frame is not None:
-                    where = f" (yielded at {self.program.spec.filename}:{frame.f_lineno})"
-                raise MapFailed("map", "TypeError", why + where, record=start + i,
-                                fatal=True)
-        raise MapFailed("map", "TypeError", why, fatal=True)
-
-    def _check_travel(self, values: Any, records: dict[Any, Any], stage: str) -> None:
-        found = first_untravelable(values)
-        if found is None:
-            found = first_untravelable(records.keys())
-            if found is None:
-                return
-            key = found[0]
-            what = f"a key of type {found[1].__name__}"
-        else:
-            obj = found[0]
-            key = next(k for k, v in records.items() if v is obj)
-            what = f"a value of type {found[1].__name__} for key"
-        raise MapFailed(stage, "TypeError", f"{what} {short_repr(key)} cannot travel (use str, "
-                        "bytes, int, float, bool, None, or tuples / lists of them)",
-                        key=short_repr(key), fatal=True)
-
     def _call(self, stage: str, fn: Callable[..., Any], *args: Any) -> Any:
         try:
             return fn(*args)
@@ -437,14 +364,3 @@ class MapSide:
 
 
 _HOLDERS = frozenset([tuple, ListKey])
-
-
-def _not_a_pair(item: Any) -> bool:
-    return type(item) not in _PAIR_TYPES or len(item) != 2
-
-
-def _has_bad_item(index: int, bad_type: type) -> Callable[[Any], bool]:
-    """Is this pair's key (0) or value (1) holding ``bad_type``?"""
-    def check(item: Any) -> bool:
-        return not _not_a_pair(item) and untravelable(item[index]) is bad_type
-    return check

@@ -1,24 +1,28 @@
-"""The master's task ledger: credits, attempts, retries and commits, with no sockets.
+"""The master's task ledger: attempts, retries, backups and commits, with no sockets.
 
 The master's loop turns socket traffic into calls here and does what the return
 values say. Everything about *which* task runs *where* and *which output
 counts* is decided here, so it can be tested with plain scripts of events.
+Two units it drives hold the rest, each testable alone: ``credits.NodeCredits`` says
+which node has room (credit, pauses, turns), and ``stragglers.Stragglers`` which running
+attempts are slow enough for a backup.
 
 The master calls ``wants_input``, ``assign``, ``backups`` and ``all_executed`` on every
 turn of its loop, so none of them may scan every node or every task: the nodes with
-credit are a heap, the free capacity a running total, the running and the unsettled
-tasks small sets. The master's CPU per task then stays flat from 4 to 256 nodes
-(bench/SCALE.md).
+credit are a heap and the free capacity a running total (in ``NodeCredits``), the
+running and the unsettled tasks small sets. The master's CPU per task then stays flat
+from 4 to 256 nodes (bench/SCALE.md).
 """
 
 from __future__ import annotations
 
-import bisect
-import heapq
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+
+from .credits import NodeCredits
+from .stragglers import Stragglers
 
 log = logging.getLogger(__name__)
 
@@ -64,39 +68,33 @@ class JobFailedError(Exception):
 
 
 class Scheduler:
-    """Credit-based assignment of map tasks to nodes, and the commit rule."""
+    """Map tasks handed to nodes on credit under a byte budget, their attempts and
+    retries, backups of stragglers, and the commit rule."""
 
     def __init__(self, node_slots: dict[str, int], *, prefetch: int = 1,
                  byte_budget: int = 256 << 20, max_attempts: int = 4,
                  clock: Callable[[], float] = time.monotonic,
                  backup_after_s: float = 1.0) -> None:
-        self.node_slots: dict[str, int] = {}
+        self.credits = NodeCredits(prefetch=prefetch, clock=clock)
+        self.stragglers = Stragglers(backup_after_s)
+        # The units' own books, shared for the runtime and the tests to read (the units
+        # never rebind them).
+        self.node_slots = self.credits.slots
+        self.in_flight = self.credits.in_flight
+        self.last_served = self.credits.last_served
+        self.durations = self.stragglers.durations
+        self.slow_nodes = self.stragglers.slow_nodes
         self.prefetch = prefetch
         self.byte_budget = byte_budget
         self.max_attempts = max_attempts
         self.tasks: list[Task] = []
         self.queue: list[int] = []           # task ids waiting to (re)run, FIFO
-        self.in_flight: dict[str, int] = {}
         self.bytes_in_flight = 0
         self.input_done = False
         self.committed_count = 0
         self.clock = clock
-        self.backup_after_s = backup_after_s
         self.alone: set[int] = set()          # re-runs and backups flush alone
-        self.started: dict[tuple[int, int], float] = {}
-        self.durations: list[float] = []     # sorted: the median is a lookup
-        self.backups_started = 0
-        self.slow_nodes: set[str] = set()     # nodes whose attempts needed a backup
-        self.last_served: dict[str, int] = {}
-        self.serve_count = 0
-        self.paused: dict[str, float] = {}
         # Incremental books (see the module docstring); tests check them against scans.
-        self._capacity = 0                     # sum of slots * (1 + prefetch)
-        self._in_flight_total = 0
-        self._heap: list[tuple[int, int, int, int, str]] = []  # (-credit, served, order, v, n)
-        self._version: dict[str, int] = {}
-        self._order: dict[str, int] = {}
-        self._added = 0
         self._running_tasks: set[int] = set()
         self._unsettled: set[int] = set()      # uncommitted, and running or not executed
         for node, slots in node_slots.items():
@@ -105,64 +103,19 @@ class Scheduler:
     # ---------------------------------------------------------------- nodes
     def pause(self, node_id: str, seconds: float) -> None:
         """Give this node nothing for a while (its task socket stays full)."""
-        self.paused[node_id] = self.clock() + seconds
+        self.credits.pause(node_id, seconds)
 
     def credit(self, node_id: str) -> int:
         """Tasks this node may still receive: slots plus a small prefetch."""
-        until = self.paused.get(node_id)
-        if until is not None:
-            if self.clock() < until:
-                return 0
-            del self.paused[node_id]
-        return max(0, self._cap(node_id) - self.in_flight.get(node_id, 0))
-
-    def _cap(self, node_id: str) -> int:
-        slots = self.node_slots.get(node_id, 0)
-        return slots + self.prefetch * slots
-
-    def _push(self, node_id: str) -> None:
-        """The node's credit or turn changed: a new heap entry (older ones are stale)."""
-        version = self._version.get(node_id, 0) + 1
-        self._version[node_id] = version
-        free = self._cap(node_id) - self.in_flight[node_id]
-        if free > 0:
-            heapq.heappush(self._heap, (-free, self.last_served.get(node_id, -1),
-                                        self._order[node_id], version, node_id))
-        if len(self._heap) > 4 * len(self.node_slots) + 64:
-            self._heap = [e for e in self._heap if self._version.get(e[4]) == e[3]]
-            heapq.heapify(self._heap)
+        return self.credits.credit(node_id)
 
     def _best_node(self) -> str | None:
         """The node with the most credit, ties to the one served longest ago."""
-        paused = []
-        best = None
-        while self._heap:
-            entry = self._heap[0]
-            node = entry[4]
-            if self._version.get(node) != entry[3] or node not in self.node_slots:
-                heapq.heappop(self._heap)
-            elif self.credit(node) <= 0:      # paused for now: keep its entry
-                paused.append(heapq.heappop(self._heap))
-            else:
-                best = node
-                break
-        for entry in paused:
-            heapq.heappush(self._heap, entry)
-        return best
+        return self.credits.best()
 
     def _room(self) -> int:
         """Sum of every node's credit, without visiting every node."""
-        room = self._capacity - self._in_flight_total
-        for node in list(self.paused):
-            if node in self.node_slots and self.credit(node) == 0 and node in self.paused:
-                room -= self._cap(node) - self.in_flight[node]
-        return room
-
-    def _busy(self, node_id: str, delta: int) -> None:
-        if node_id in self.in_flight:
-            self.in_flight[node_id] += delta
-            self._in_flight_total += delta
-            self._push(node_id)
+        return self.credits.room()
 
     def _mark(self, task: Task) -> None:
         """Keep the running and unsettled sets true for this task."""
@@ -176,24 +129,11 @@ class Scheduler:
             self._unsettled.discard(task.task_id)
 
     def add_node(self, node_id: str, slots: int) -> None:
-        if node_id in self.node_slots:
-            self._capacity -= self._cap(node_id)
-        else:  # ties on credit and turn go to the node added first, as in node_slots
-            self._added += 1
-            self._order[node_id] = self._added
-        self.node_slots[node_id] = slots
-        self._capacity += self._cap(node_id)
-        self.in_flight.setdefault(node_id, 0)
-        self._push(node_id)
+        self.credits.add(node_id, slots)
 
     def remove_node(self, node_id: str) -> list[int]:
         """A node is gone: its running and unflushed attempts run again elsewhere."""
-        if node_id in self.node_slots:
-            self._capacity -= self._cap(node_id)
-        self.node_slots.pop(node_id, None)
-        self._in_flight_total -= self.in_flight.pop(node_id, 0)
-        self._version[node_id] = self._version.get(node_id, 0) + 1
-        self.paused.pop(node_id, None)
+        self.credits.remove(node_id)
         requeue = []
         for t in self.tasks:
             lost = [a for a, n in t.running.items() if n == node_id]
@@ -241,32 +181,16 @@ class Scheduler:
                 break
             index = 0
             task = self.tasks[self.queue[0]]
-            if task.failed_on:
-                picked = self._pick_elsewhere()
+            if task.failed_on:  # it runs elsewhere if it can: maybe a later task goes first
+                picked = self.credits.place_avoiding(self.tasks[t].failed_on for t in self.queue)
                 if picked is None:
                     break
-                index, task, node = picked
+                index, node = picked
+                task = self.tasks[self.queue[index]]
             del self.queue[index]
-            self.serve_count += 1
-            self.last_served[node] = self.serve_count
+            self.credits.served(node)
             out.append(self._start(task, node, task.task_id in self.alone))
         return out
-
-    def _pick_elsewhere(self) -> tuple[int, Task, str] | None:
-        """The first queued task that can run now, for a queue headed by a task that
-        raised somewhere: it runs elsewhere, so it waits for another node's credit unless
-        every node has failed it already (a scan, but only while such tasks wait)."""
-        nodes = [n for n in self.node_slots if self.credit(n) > 0]
-        for i, tid in enumerate(self.queue):
-            task = self.tasks[tid]
-            fresh = [n for n in nodes if n not in task.failed_on]
-            if fresh or all(n in task.failed_on for n in self.node_slots):
-                candidates = fresh or nodes
-                # Most credit first; ties go to the node served longest ago (round-robin).
-                node = max(candidates,
-                           key=lambda n: (self.credit(n), -self.last_served.get(n, -1)))
-                return i, task, node
-        return None
 
     def _start(self, task: Task, node: str, alone: bool) -> Assignment:
         attempt = task.next_attempt
@@ -274,8 +198,8 @@ class Scheduler:
         task.attempts += 1
         task.running[attempt] = node
         self.bytes_in_flight += task.size
-        self.started[(task.task_id, attempt)] = self.clock()
-        self._busy(node, +1)
+        self.stragglers.start(task.task_id, attempt, self.clock())
+        self.credits.busy(node, +1)
         self._mark(task)
         return Assignment(task.task_id, attempt, node, task.size, alone)
 
@@ -285,44 +209,41 @@ class Scheduler:
         Only when nothing is queued; a task gets one backup, on another node, once it
         has run longer than twice the median task (and ``backup_after_s``).
         """
-        if not self.input_done or self.queue or not self.durations:
+        if not self.input_done or self.queue:
             return []
-        now = self.clock()
-        d = self.durations
-        median = d[len(d) // 2] if len(d) % 2 else (d[len(d) // 2 - 1] + d[len(d) // 2]) / 2
-        limit = max(self.backup_after_s, 2 * median)
-        slow = []
+        out = []
+        for task_id, node in self.stragglers.overdue(self._lone_attempts(), self.clock()):
+            target = self.credits.backup_target(besides=node)
+            if target is None:
+                continue
+            self.alone.add(task_id)
+            self.stragglers.backed_up(node)
+            out.append(self._start(self.tasks[task_id], target, True))
+        return out
+
+    @property
+    def backups_started(self) -> int:
+        return self.stragglers.backups_started
+
+    def _lone_attempts(self) -> Iterator[tuple[int, int, str]]:
+        """(task, attempt, node) of the tasks a backup may help: uncommitted, not executed,
+        one attempt running."""
         for tid in sorted(self._running_tasks):
             t = self.tasks[tid]
-            if t.committed is not None or t.executed or len(t.running) != 1:
-                continue
-            (attempt, node), = t.running.items()
-            age = now - self.started.get((t.task_id, attempt), now)
-            if age > limit:
-                slow.append((age, t, node))
-        out = []
-        for _, t, node in sorted(slow, key=lambda x: -x[0]):
-            others = [n for n in self.node_slots if n != node and self.credit(n) > 0
-                      and self.in_flight[n] < self.node_slots[n]]
-            if not others:
-                continue
-            target = max(others, key=lambda n: (self.credit(n), n))
-            self.alone.add(t.task_id)
-            self.backups_started += 1
-            self.slow_nodes.add(node)
-            out.append(self._start(t, target, True))
-        return out
+            if t.committed is None and not t.executed and len(t.running) == 1:
+                (attempt, node), = t.running.items()
+                yield tid, attempt, node
 
     def _release(self, task: Task, attempt: int, timed: bool = True) -> str | None:
         """The attempt no longer runs: free its credit (``timed``: it finished, so its
         duration feeds the backup threshold; a cancelled loser's does not)."""
-        started = self.started.pop((task.task_id, attempt), None)
+        started = self.stragglers.stop(task.task_id, attempt)
         node = task.running.pop(attempt, None)
         if timed and node is not None and started is not None:
-            bisect.insort(self.durations, self.clock() - started)
+            self.stragglers.took(self.clock() - started)
         if node is not None:
             self.bytes_in_flight -= task.size
-            self._busy(node, -1)
+            self.credits.busy(node, -1)
         self._mark(task)
         return node
 
