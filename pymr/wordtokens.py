@@ -1,6 +1,6 @@
 """Tokenizers: the word rule, and the fast combiner that the map hot loop uses.
 
-The word rule is literal and whole-text (see FAQ, "Word rule"): decode UTF-8 with
+The word rule is literal and whole-text (README, "Word rules"): decode UTF-8 with
 ``errors="replace"``, ``str.lower()`` the whole text, take the matches of
 :data:`WORD_PATTERN`; keys are the words encoded as UTF-8.  :func:`reference_count` is that
 rule written plainly.  :class:`Combiner` produces exactly the same counts, faster: the per-byte

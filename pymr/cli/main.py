@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .._version import __version__
-from ..config import HEARTBEAT_INTERVAL_S, JobOptions, MiB
+from ..config import DEFAULT_DISCOVER_S, HEARTBEAT_INTERVAL_S, JobOptions, MiB
 from ..errors import Interrupted, PymrError, UsageError
 from ..wording import count_of
 from .common import parse_size, positive_int
@@ -149,7 +149,7 @@ def _add_job_command(sub: Any, common: argparse.ArgumentParser) -> None:
                      help="use these nodes and the members they know, skipping mDNS and memory "
                      "(HOST alone: control port 7372; one member is enough)")
     job.add_argument("--discover", type=float, metavar="SECONDS",
-                     help="how long to browse for nodes (default: see 'pymr node --help')")
+                     help=f"how long to browse for nodes (default {DEFAULT_DISCOVER_S:g})")
     job.add_argument("--min-nodes", type=positive_int, metavar="N",
                      help="stop browsing as soon as N nodes answered")
     job.add_argument("--home", metavar="DIR", help="pymr state directory (default ~/.pymr, "

@@ -5,9 +5,12 @@ I/O), ``collector`` (a thread that finds the nodes like ``pymr status`` does, as
 status and follows their PUB channels with the cluster key, over CURVE) and ``server``
 (HTTP: the page, a read-only JSON API and server-sent events). The page itself is in
 ``static/``: plain HTML, CSS and JavaScript, no build step, nothing fetched from outside.
+``Dashboard`` puts the three together for the CLI and for ``pymr job --dashboard``.
 
-May import: errors, config, protocol, security, discovery, status (never master, node,
-cli). ``Dashboard`` puts the three together for the CLI and for ``pymr job --dashboard``.
+It may import every lower layer (base, ``wire``, ``jobs``, ``engine``, ``net``,
+``runtime``); never the CLI. It uses only ``config``, ``errors``, ``wire.protocol``,
+``net.security``, ``net.status`` and ``net.discovery``: it observes, it is neither a
+master nor a node.
 """
 
 from __future__ import annotations

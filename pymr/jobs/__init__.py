@@ -5,6 +5,9 @@ A job is a Python file written against ``pymr.api`` (``map``/``reduce``, optiona
 The built-in jobs are files of this package, shipped like any other. Nodes never import
 their own copy of a job: they load the shipped source (``pymr.jobs.program``), cached by
 hash.
+
+It may import only the base modules at the top of ``pymr`` and ``pymr.wire``; never
+``engine``, ``net``, ``runtime``, the dashboard or the CLI.
 """
 
 from __future__ import annotations

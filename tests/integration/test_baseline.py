@@ -1,7 +1,7 @@
 """Twenty jobs in a row on one persistent cluster leave its nodes as they were.
 
-FAQ, "Tests, CI and time": file descriptors, child processes and data-dir files exactly
-back; RSS within a small tolerance of its value after the first job.
+A node that stays up must not leak between jobs: file descriptors, child processes and
+data-dir files exactly back; RSS within a small tolerance of its value after the first job.
 """
 
 from __future__ import annotations

@@ -1213,9 +1213,10 @@ def test_malformed_fields_of_a_members_own_job_crash_no_executor(
 
 def test_a_lan_node_reads_no_file_a_member_names(builtin_node: NodeProc, tmp_path: Path,
                                                  zctx: zmq.Context) -> None:
-    """Only nodes a job started itself read splits by offset (FAQ, "Offset reads"); a LAN
-    node gets the bytes. Otherwise any member could have any node read any file its user
-    can read (here the node's own key file) and get its words back -- --builtin-only or not.
+    """Only nodes a job started itself read splits by offset (docs/SECURITY.md, "Threat
+    model"); a LAN node gets the bytes. Otherwise any member could have any node read any
+    file its user can read (here the node's own key file) and get its words back --
+    --builtin-only or not.
     """
     secret = tmp_path / "node-home" / "cluster.key"
     member = Member(zctx, builtin_node.key, identity=b"member-master")

@@ -160,7 +160,7 @@ def test_registry_is_complete_and_consistent() -> None:
         assert "TYPE" not in {f.name for f in fields_of(cls)}, f"{name}: TYPE became a field"
         for f in fields_of(cls):
             strategy_for(hints_of(cls)[f.name])  # every annotation is a wire type we know
-    # the messages the data flow in DESIGN.md relies on
+    # the messages the data flow relies on (docs/ARCHITECTURE.md, "A job, step by step")
     for needed in ("hello", "hello_reply", "ack", "job_start", "map_task", "output_done",
                    "commit", "input_complete", "partition_complete", "fetch_partition",
                    "partition_data", "lease", "job_end", "shuffle_chunk", "heartbeat"):

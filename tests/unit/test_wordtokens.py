@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pymr import wordtokens as tokenize
+from pymr import wordtokens
 from pymr.wordtokens import (
     TOKENIZERS,
     WORD_PATTERN,
@@ -71,7 +71,7 @@ def ws_cut_points(text: bytes) -> list[int]:
 
 @contextmanager
 def chunk_bytes(n: int) -> Iterator[None]:
-    with mock.patch.object(tokenize, "_CHUNK_BYTES", n):
+    with mock.patch.object(wordtokens, "_CHUNK_BYTES", n):
         yield
 
 
@@ -302,7 +302,7 @@ def test_table_matches_rule() -> None:
     """The translate table keeps exactly the ASCII bytes that can be in a word."""
     for b in range(256):
         ch = chr(b)
-        mapped = tokenize._TABLE[b]
+        mapped = wordtokens._TABLE[b]
         if b >= 0x80:
             assert mapped == b
         elif ch == "'" or re.fullmatch(r"\w", ch):
@@ -350,8 +350,8 @@ class CountingNormaliser:
 
 
 def test_fast_path_ascii_never_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
-    norm = CountingNormaliser(tokenize._normalise_word_keys)
-    monkeypatch.setattr(tokenize, "_normalise_word_keys", norm)
+    norm = CountingNormaliser(wordtokens._normalise_word_keys)
+    monkeypatch.setattr(wordtokens, "_normalise_word_keys", norm)
     sigma_runs: list[int] = []
     monkeypatch.setattr(Combiner, "_redo_sigma_runs", lambda self, d, p: sigma_runs.append(p))
     text = b"Hello, World! hello world 123 foo_bar; (x) [y] {z} a-b\r\n" * 2000
@@ -363,8 +363,8 @@ def test_fast_path_ascii_never_normalised(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_fast_path_normalises_each_distinct_key_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    norm = CountingNormaliser(tokenize._normalise_word_keys)
-    monkeypatch.setattr(tokenize, "_normalise_word_keys", norm)
+    norm = CountingNormaliser(wordtokens._normalise_word_keys)
+    monkeypatch.setattr(wordtokens, "_normalise_word_keys", norm)
     text = "café Café CAFÉ don't Don't ok über\n".encode() * 3000
     comb = Combiner()
     comb.add(text)
@@ -381,8 +381,8 @@ def test_fast_path_normalises_each_distinct_key_once(monkeypatch: pytest.MonkeyP
 
 
 def test_whitespace_fast_path_only_non_ascii(monkeypatch: pytest.MonkeyPatch) -> None:
-    norm = CountingNormaliser(tokenize._normalise_ws_keys)
-    monkeypatch.setattr(tokenize, "_normalise_ws_keys", norm)
+    norm = CountingNormaliser(wordtokens._normalise_ws_keys)
+    monkeypatch.setattr(wordtokens, "_normalise_ws_keys", norm)
     text = "Don't, STOP. café Café\n".encode() * 1000 + b"x\x80\n"
     comb = Combiner("whitespace")
     comb.add(text)
