@@ -75,7 +75,8 @@ class Scheduler:
                  byte_budget: int = 256 << 20, max_attempts: int = 4,
                  clock: Callable[[], float] = time.monotonic,
                  backup_after_s: float = 1.0) -> None:
-        self.credits = NodeCredits(prefetch=prefetch, clock=clock)
+        # the scheduler's clock, read at each call (a test may set ``clock`` later)
+        self.credits = NodeCredits(prefetch=prefetch, clock=lambda: self.clock())
         self.stragglers = Stragglers(backup_after_s)
         # The units' own books, shared for the runtime and the tests to read (the units
         # never rebind them).
