@@ -256,6 +256,8 @@ def test_a_reader_that_leaves_before_the_answer_cancels_the_job(tmp_path: Path) 
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=helpers.subprocess_env())
     try:
+        # The scenario: the reader leaves a moment into the job (any moment of its ~40 s of
+        # mapping will do; nothing is awaited here)
         time.sleep(1.5)
         # When the reader goes away before any record is written (`| head` of a reader
         # that quit, a pager closed early)
