@@ -502,20 +502,26 @@ class _Answer:
         return write_tsv(records, out)
 
     def keep_top(self, records: Iterator[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
+        if not self.stdout_tty:  # the table is shown on a terminal only
+            yield from records
+            return
         top, top_n = self.top, self.top_n
-        for rec in records:
+        for key, value in records:
             if len(top) < top_n:
-                top.append(rec)
-            yield rec
+                top.append((key, _preview(value)))
+            yield key, value
 
     def keep_top_lines(self, records: Iterator[tuple[Any, bytes]]
                        ) -> Iterator[tuple[Any, bytes]]:
         from ..engine.output import line_value
 
+        if not self.stdout_tty:  # the table is shown on a terminal only
+            yield from records
+            return
         top, top_n = self.top, self.top_n
         for key, line in records:
             if len(top) < top_n:
-                top.append((key, line_value(line)))
+                top.append((key, line_value(line, CELL_CHARS)))
             yield key, line
 
     def consume(self, records: Any, summary: JobSummary) -> None:
@@ -543,8 +549,8 @@ class _Answer:
                 else:
                     self.writer(self.keep_top(records), f)
         elif self.stdout_tty:
-            for rec in records:
-                top.append(rec)
+            for key, value in records:
+                top.append((key, _preview(value)))
                 if len(top) >= self.top_n:
                     break
         else:
@@ -696,6 +702,24 @@ def _show_result(summary: JobSummary, top: list[tuple[Any, Any]], fields: tuple[
         Console(stderr=True).print(line)
     else:
         print(f"pymr: {line}", file=sys.stderr)
+
+
+#: Characters of a value the terminal table shows (the output gets it whole).
+CELL_CHARS = 200
+
+
+def _preview(value: Any) -> Any:
+    """What the terminal table keeps of a value: scalars and short values as they are; a
+    long sequence, string or bytes cut, so that the table never holds (or formats) an
+    inverted index's list of millions of postings whole."""
+    if type(value) in (list, tuple) and len(value) > CELL_CHARS // 8:
+        from ..engine.output import tsv_field
+
+        head = tsv_field(value[:CELL_CHARS // 8]).decode("utf-8", "replace")
+        return f"{head[:-1]}, ... ({len(value):,} items){head[-1]}"
+    if type(value) in (str, bytes) and len(value) > CELL_CHARS:
+        return value[:CELL_CHARS] + ("..." if type(value) is str else b"...")
+    return value
 
 
 def _cell(x: Any) -> str:

@@ -89,10 +89,15 @@ def write_lines(records: Iterable[tuple[Any, bytes]], out: BinaryIO) -> int:
         count = max(1, min(WRITE_BATCH, len(lines) * WRITE_BYTES // max(1, size)))
 
 
-def line_value(line: bytes) -> Any:
+def line_value(line: bytes, limit: int = 0) -> Any:
     """The value field of a formatted TSV line, for showing it: an int as an int, else
-    its text (a formatted key holds no raw tab, so the value is after the first one)."""
-    field = line.rstrip(b"\n").split(b"\t", 1)[-1]
+    its text (a formatted key holds no raw tab, so the value is after the first one);
+    with ``limit``, at most that many bytes of it, then ``...`` (a line can be megabytes)."""
+    tab = line.find(b"\t")
+    end = len(line) - 1 if line.endswith(b"\n") else len(line)
+    if limit and end - tab - 1 > limit:
+        return line[tab + 1:tab + 1 + limit].decode("utf-8", "replace") + "..."
+    field = line[tab + 1:end]
     text = field.decode("utf-8", "replace")
     return int(text) if text.isdigit() and text.isascii() else text
 

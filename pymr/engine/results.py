@@ -87,4 +87,5 @@ class JobRecords:
                 value_types.update(done.value_types)
         order = self._order
         return merge_sorted(streams, record_sort_key(order, key_types, value_types),
-                            lambda block: sort_records(block, order, key_types, value_types))
+                            lambda block: sort_records(block, order, key_types, value_types),
+                            lines=lines)

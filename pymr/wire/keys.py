@@ -72,18 +72,35 @@ def short_repr(obj: Any, limit: int = 80) -> str:
 
 #: Records a merge reads from each run at a time.
 MERGE_BLOCK = 4096
+#: Bytes of formatted lines a merge of (key, line) records reads from each run at a time
+#: (about: an inverted index's line for a common word can be megabytes).
+MERGE_LINE_BYTES = 1 << 20
 
 
 def merge_sorted(streams: Sequence[Iterable[tuple[Any, Any]]],
                  key: Callable[[tuple[Any, Any]], Any] | None,
-                 sort: Callable[[list[tuple[Any, Any]]], None] | None = None
-                 ) -> Iterator[tuple[Any, Any]]:
+                 sort: Callable[[list[tuple[Any, Any]]], None] | None = None,
+                 *, lines: bool = False) -> Iterator[tuple[Any, Any]]:
     """k-way merge of sorted runs of records (``key`` as for ``sorted``), a block at a time
-    (``merge_blocks``, reading ``MERGE_BLOCK`` records of each run at a time)."""
+    (``merge_blocks``, reading ``MERGE_BLOCK`` records of each run at a time; with
+    ``lines``, records whose values are formatted lines, about ``MERGE_LINE_BYTES``)."""
     if len(streams) == 1:
         return iter(streams[0])
-    return chain.from_iterable(merge_blocks([batched(s, MERGE_BLOCK) for s in streams],
-                                            key, sort))
+    blocks = [batched_lines(s) if lines else batched(s, MERGE_BLOCK) for s in streams]
+    return chain.from_iterable(merge_blocks(blocks, key, sort))
+
+
+def batched_lines(records: Iterable[tuple[Any, bytes]], size: int = MERGE_BLOCK,
+                  nbytes: int = MERGE_LINE_BYTES) -> Iterator[list[tuple[Any, bytes]]]:
+    """``batched`` for (key, line) records: at most ``size`` records a block, and as many
+    as about ``nbytes`` of lines at the mean length of the block before (measured in C,
+    no Python step per record)."""
+    it = iter(records)
+    count = size
+    while block := list(islice(it, count)):
+        yield block
+        held = sum(map(len, map(_second_item, block)))
+        count = max(1, min(size, len(block) * nbytes // max(1, held)))
 
 
 def batched(records: Iterable[Any], size: int) -> Iterator[list[Any]]:

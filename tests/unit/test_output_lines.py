@@ -15,6 +15,7 @@ from pymr.engine.output import line_value, tsv_lines, write_lines, write_tsv
 from pymr.engine.reduceside import ReduceSide
 from pymr.jobs import JobSpec
 from pymr.jobs.program import load_program
+from pymr.wire import keys
 from pymr.wire import protocol as p
 
 
@@ -175,3 +176,37 @@ def test_streams_ask_for_lines_again_after_a_move() -> None:
     streams.restart(0)  # the partition moved: resume at the first chunk not received
     streams._maybe_request(0)
     assert asked[-1] == (0, 1, 2, True)
+
+
+def test_a_merge_of_lines_reads_about_its_byte_budget_of_each_run_at_a_time() -> None:
+    # Given (key, line) records of an inverted index: 5,000 lines of 200 bytes, then lines
+    # of 100 kB (a common word's postings), merged with a budget of 64 kB of lines a block,
+    budget = 64 << 10
+    records = [(i, b"%06d\t" % i + b"x" * (200 if i < 5_000 else 100_000) + b"\n")
+               for i in range(5_100)]
+    # when they are cut into merge blocks,
+    blocks = list(keys.batched_lines(records, nbytes=budget))
+    # then nothing is lost or reordered,
+    assert [r for b in blocks for r in b] == records
+    # after the first block (MERGE_BLOCK records), a block of short lines holds about the
+    # budget, not MERGE_BLOCK records,
+    assert len(blocks[0]) == keys.MERGE_BLOCK
+    second = sum(len(line) for _, line in blocks[1])
+    assert len(blocks[1]) < keys.MERGE_BLOCK and budget // 2 <= second <= 2 * budget
+    # and once the lines are longer than the budget, a block holds one line.
+    assert all(len(b) == 1 for b in blocks[-50:])
+
+
+def test_a_merge_of_two_runs_of_lines_keeps_the_key_order() -> None:
+    a = [(k, b"%s\t%s\n" % (k.encode(), b"v" * 300_000)) for k in ("a", "c", "e", "g")]
+    b = [(k, b"%s\t1\n" % k.encode()) for k in ("b", "d", "f")]
+    merged = list(keys.merge_sorted([a, b], None, lines=True))
+    assert [k for k, _ in merged] == ["a", "b", "c", "d", "e", "f", "g"]
+
+
+def test_line_value_cuts_a_long_value_for_the_table() -> None:
+    line = b"the\t" + b"y" * 10_000 + b"\n"
+    shown = line_value(line, 200)
+    assert shown == "y" * 200 + "..."
+    assert line_value(b"word\t42\n", 200) == 42
+    assert line_value(line) == "y" * 10_000
