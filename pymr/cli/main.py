@@ -9,7 +9,7 @@ import signal
 import stat
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .._version import __version__
@@ -501,28 +501,26 @@ class _Answer:
             return write_json(records, out, self.program.fields)
         return write_tsv(records, out)
 
-    def keep_top(self, records: Iterator[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
+    def keep_top(self, records: Iterator[tuple[Any, Any]],
+                 shown: Callable[[Any], Any] | None = None) -> Iterator[tuple[Any, Any]]:
+        """The records, unchanged, keeping what the terminal table shows of the first ones
+        (``shown``: of a value; by default ``_preview``)."""
         if not self.stdout_tty:  # the table is shown on a terminal only
             yield from records
             return
+        shown = shown or _preview
         top, top_n = self.top, self.top_n
         for key, value in records:
             if len(top) < top_n:
-                top.append((key, _preview(value)))
+                top.append((key, shown(value)))
             yield key, value
 
     def keep_top_lines(self, records: Iterator[tuple[Any, bytes]]
                        ) -> Iterator[tuple[Any, bytes]]:
+        """``keep_top`` of (key, formatted line) records: the table shows the line's value."""
         from ..engine.output import line_value
 
-        if not self.stdout_tty:  # the table is shown on a terminal only
-            yield from records
-            return
-        top, top_n = self.top, self.top_n
-        for key, line in records:
-            if len(top) < top_n:
-                top.append((key, line_value(line, CELL_CHARS)))
-            yield key, line
+        return self.keep_top(records, lambda line: line_value(line, CELL_CHARS))
 
     def consume(self, records: Any, summary: JobSummary) -> None:
         from ..engine.output import atomic_output, write_lines
