@@ -14,6 +14,7 @@ come twice are dropped by their sequence number.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -29,7 +30,7 @@ class PartitionStreams:
 
     def __init__(self, credit: int, request: Callable[[int, int, int, bool], None],
                  pump: Callable[[], None], chunks_of: Callable[[int], int | None],
-                 now: Callable[[], float] | None = None) -> None:
+                 now: Callable[[], float] = time.monotonic) -> None:
         self.credit = credit
         self._request_cb = request         # (partition, start, count, lines)
         self._pump = pump                  # receive and handle messages for a while
@@ -39,7 +40,7 @@ class PartitionStreams:
         self.received: dict[int, int] = {}
         self.last: dict[int, bool] = {}
         self.lines: dict[int, bool] = {}   # fetched as [keys, TSV lines], not values
-        self._now = now or (lambda: 0.0)   # a clock, for asking again (tests pass their own)
+        self._now = now                    # a clock, for asking again (tests pass their own)
         self.waiting_since: dict[int, float] = {}  # last ask or chunk of a partition
         self.wait: dict[int, float] = {}   # how long to wait for it before asking again
         #: windows asked for again after a silence (a lost reply)
@@ -53,6 +54,8 @@ class PartitionStreams:
         self.next[part] = 0
         self.received[part] = 0
         self.last[part] = False
+        self.waiting_since[part] = self._now()
+        self.wait[part] = FETCH_RETRY_S
 
     def restart(self, part: int) -> None:
         """The partition moved: ask again from the first chunk not yet received."""
@@ -84,7 +87,6 @@ class PartitionStreams:
         self.next[part] += count
         if in_flight == 0:
             self.waiting_since[part] = self._now()
-            self.wait.setdefault(part, FETCH_RETRY_S)
 
     def _ask_again_if_silent(self, part: int) -> None:
         """The window asked for brought nothing for too long: ask again from the first
@@ -92,8 +94,8 @@ class PartitionStreams:
         if self.next[part] <= self.received[part]:
             return
         now = self._now()
-        wait = self.wait.get(part, FETCH_RETRY_S)
-        if now - self.waiting_since.get(part, now) < wait:
+        wait = self.wait[part]
+        if now - self.waiting_since[part] < wait:
             return
         self.asked_again += 1
         self.wait[part] = min(FETCH_RETRY_MAX_S, 2 * wait)

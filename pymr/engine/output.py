@@ -14,6 +14,7 @@ from operator import itemgetter
 from typing import Any, BinaryIO
 
 from ..errors import JobError, UsageError
+from ..wire.keys import batched_lines
 
 #: Records joined per write call: keeps syscalls few and memory flat.
 WRITE_BATCH = 8192
@@ -70,23 +71,18 @@ def tsv_lines(keys: list[Any], values: list[Any]) -> list[bytes]:
 def write_lines(records: Iterable[tuple[Any, bytes]], out: BinaryIO) -> int:
     """Write records whose value is an already formatted line (``tsv_lines``); returns
     the number of records. Lines are joined and written in batches of about
-    ``WRITE_BYTES``: an inverted index's line for a common word can be megabytes, and a
-    batch of a fixed count of such lines (and its joined copy) would hold many of them."""
+    ``WRITE_BYTES`` (``keys.batched_lines``): an inverted index's line for a common word
+    can be megabytes, and a batch of a fixed count of such lines (and its joined copy)
+    would hold many of them."""
     n = 0
-    it = iter(records)
-    count = WRITE_BATCH
-    while True:
-        lines = list(map(_second, islice(it, count)))
-        if not lines:
-            return n
-        size = sum(map(len, lines))
-        if size <= WRITE_BYTES:
+    for block in batched_lines(records, WRITE_BATCH, WRITE_BYTES):
+        lines = list(map(_second, block))
+        if sum(map(len, lines)) <= WRITE_BYTES:
             out.write(b"".join(lines))
         else:  # no joined copy of big lines
             out.writelines(lines)
         n += len(lines)
-        # the next batch: as many lines as fit WRITE_BYTES at this batch's mean length
-        count = max(1, min(WRITE_BATCH, len(lines) * WRITE_BYTES // max(1, size)))
+    return n
 
 
 def line_value(line: bytes, limit: int = 0) -> Any:

@@ -78,14 +78,6 @@ class Scheduler:
         # the scheduler's clock, read at each call (a test may set ``clock`` later)
         self.credits = NodeCredits(prefetch=prefetch, clock=lambda: self.clock())
         self.stragglers = Stragglers(backup_after_s)
-        # The units' own books, shared for the runtime and the tests to read (the units
-        # never rebind them).
-        self.node_slots = self.credits.slots
-        self.in_flight = self.credits.in_flight
-        self.last_served = self.credits.last_served
-        self.durations = self.stragglers.durations
-        self.slow_nodes = self.stragglers.slow_nodes
-        self.prefetch = prefetch
         self.byte_budget = byte_budget
         self.max_attempts = max_attempts
         self.tasks: list[Task] = []
@@ -109,14 +101,6 @@ class Scheduler:
     def credit(self, node_id: str) -> int:
         """Tasks this node may still receive: slots plus a small prefetch."""
         return self.credits.credit(node_id)
-
-    def _best_node(self) -> str | None:
-        """The node with the most credit, ties to the one served longest ago."""
-        return self.credits.best()
-
-    def _room(self) -> int:
-        """Sum of every node's credit, without visiting every node."""
-        return self.credits.room()
 
     def _mark(self, task: Task) -> None:
         """Keep the running and unsettled sets true for this task."""
@@ -170,14 +154,14 @@ class Scheduler:
 
     def wants_input(self) -> bool:
         """True when another split would be dispatched at once (so read it now)."""
-        return (not self.input_done and len(self.queue) < self._room()
+        return (not self.input_done and len(self.queue) < self.credits.room()
                 and self.bytes_in_flight < self.byte_budget)
 
     def assign(self) -> list[Assignment]:
         """Hand queued tasks to the nodes with the most credit left."""
         out: list[Assignment] = []
         while self.queue and self.bytes_in_flight < self.byte_budget:
-            node = self._best_node()
+            node = self.credits.best()
             if node is None:
                 break
             index = 0

@@ -142,8 +142,7 @@ class Master:
         #: process of a program calling pymr.run: its own frozen objects are left alone)
         self.heap = JobHeap(freeze=False)
         self.streams = PartitionStreams(opts.fetch_credit, self._request_chunks,
-                                        lambda: self._pump(100), self._chunks_of,
-                                        time.monotonic)
+                                        lambda: self._pump(100), self._chunks_of)
         #: lost nodes, outputs, partitions and tasks: re-runs and moves
         self.recovery = Recovery(self.job_id, self.nodes, self.control, self.book,
                                  self.commits, self.streams, self.summary, self.places,
@@ -201,24 +200,16 @@ class Master:
     def notify(self, text: str, **failure: Any) -> None:
         """Publish a job event through every live node (observers see it in pymr events);
         ``failure``: the fields of ``JobNotice`` that describe a failed task."""
-        self._publish(p.JobNotice(job_id=self.job_id, text=text, **failure))
-
-    def _publish(self, msg: p.Message) -> None:
-        self.nodes.publish(msg)
+        self.nodes.publish(p.JobNotice(job_id=self.job_id, text=text, **failure))
 
     def _publish_progress(self, state: str = "running", error: str = "") -> None:
         """How far the job is, for dashboards (``JobProgress`` through every live node)."""
-        self._publish(self.progress.message(
+        self.nodes.publish(self.progress.message(
             time.monotonic(), self.started, self.dispatch.sched, self.book, self.summary,
             sum(self.streams.received.values()), state, error))
 
     def _next_seq(self) -> int:
         return self.control.next_seq()
-
-    def _send_control(self, node_id: str, msg: p.Message,
-                      then: Callable[[], None] | None = None) -> None:
-        """Acked: re-sent until the node acks ``msg.seq``; ``then`` runs on the ack."""
-        self.control.send(node_id, msg, then)
 
     def _pump(self, timeout_ms: int) -> None:
         """Drive the job one step: leases, resends, receive within ``timeout_ms``, dispatch."""
@@ -349,12 +340,12 @@ class Master:
     def _flush_commits(self) -> None:
         """One acked Commit per reducer node for everything committed since the last turn."""
         for send in self.commits.flush(lambda n: n in self.links and self.links[n].alive):
-            self._send_control(send.node_id, send.msg)
+            self.control.send(send.node_id, send.msg)
 
     def _refill(self, parts: list[int]) -> None:
         """Every live node runs the new epoch: re-send committed outputs to the new owners."""
         for send in self.commits.refill(parts, lambda n: self.links[n].shuffle_endpoint):
-            self._send_control(send.node_id, send.msg)
+            self.control.send(send.node_id, send.msg)
 
     # ---------------------------------------------------------------- fetch
     def _chunks_of(self, part: int) -> int | None:
@@ -377,7 +368,7 @@ class Master:
             self._publish_progress(reason if reason in ("done", "cancelled") else "failed",
                                    error)
         for link in live:
-            self._send_control(link.node_id, p.JobEnd(seq=self._next_seq(), job_id=self.job_id,
+            self.control.send(link.node_id, p.JobEnd(seq=self._next_seq(), job_id=self.job_id,
                                                       reason=reason))
         deadline = time.monotonic() + JOB_END_TIMEOUT_S
         self.failure = None

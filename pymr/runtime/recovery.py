@@ -183,7 +183,7 @@ class Recovery:
         now = time.monotonic()
         sched = self.scheduler()
         lag = self.book.back_up_lagging(
-            started, now, sched.slow_nodes if sched is not None else set(),
+            started, now, sched.stragglers.slow_nodes if sched is not None else set(),
             self.nodes.live_shuffle(), self.num_tasks())
         if lag is None:
             return

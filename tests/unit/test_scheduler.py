@@ -35,24 +35,24 @@ def check(s: Scheduler) -> None:
                 f"task {t.task_id} was forgotten: {t}"
         assert t.failures <= s.max_attempts
     assert s.bytes_in_flight == running_bytes, "byte accounting drifted"
-    for node in s.node_slots:
-        assert s.in_flight.get(node, 0) == running_per_node.get(node, 0), \
+    for node in s.credits.slots:
+        assert s.credits.in_flight.get(node, 0) == running_per_node.get(node, 0), \
             f"credit accounting of {node} drifted"
-        assert s.in_flight.get(node, 0) <= s.node_slots[node] * (1 + s.prefetch)
-    assert not set(running_per_node) - set(s.node_slots), "a removed node still runs tasks"
+        assert s.credits.in_flight.get(node, 0) <= s.credits.slots[node] * (1 + s.credits.prefetch)
+    assert not set(running_per_node) - set(s.credits.slots), "a removed node still runs tasks"
     assert len(s.queue) == len(set(s.queue)), "a task is queued twice"
     assert s.committed_count == sum(1 for t in s.tasks if t.committed is not None)
     assert s.running_count() == sum(running_per_node.values())
     # the incremental books agree with full scans
-    assert s._room() == sum(s.credit(n) for n in s.node_slots), "free capacity drifted"
+    assert s.credits.room() == sum(s.credit(n) for n in s.credits.slots), "free capacity drifted"
     assert s._running_tasks == {t.task_id for t in s.tasks if t.running}
     assert s._unsettled == {t.task_id for t in s.tasks if t.committed is None
                             and (t.running or not t.executed)}
-    assert s.durations == sorted(s.durations)
-    with_credit = [n for n in s.node_slots if s.credit(n) > 0]
-    best = max(with_credit, key=lambda n: (s.credit(n), -s.last_served.get(n, -1)),
+    assert s.stragglers.durations == sorted(s.stragglers.durations)
+    with_credit = [n for n in s.credits.slots if s.credit(n) > 0]
+    best = max(with_credit, key=lambda n: (s.credit(n), -s.credits.last_served.get(n, -1)),
                default=None)
-    assert s._best_node() == best, "the heap's pick differs from the scan's"
+    assert s.credits.best() == best, "the heap's pick differs from the scan's"
 
 
 def make(nodes: dict[str, int], tasks: int = 0, size: int = 100, **kw: int) -> Scheduler:
@@ -429,7 +429,7 @@ def test_remove_node_requeues_its_running_and_unflushed_tasks_without_counting()
     # the committed one does not (uncommit is the master's separate decision)
     assert sorted(requeued) == [executed_on_a]
     assert s.queue == [executed_on_a]
-    assert s.credit("a") == 0 and "a" not in s.in_flight
+    assert s.credit("a") == 0 and "a" not in s.credits.in_flight
     assert all(t.failures == 0 for t in s.tasks), "node loss does not count as a failure"
     # and new work goes to b only
     s.on_executed(backup.task_id, backup.attempt, "b")
@@ -536,7 +536,7 @@ def test_a_straggler_gets_one_backup_on_another_node_and_the_first_to_finish_win
     won = s.on_output("o-backup", [(slow.task_id, backup.attempt)])
     check(s)
     assert won.commit and won.cancel == ((slow.task_id, slow.attempt, slow.node_id),)
-    assert s.in_flight[slow.node_id] == 0 and s.tasks[slow.task_id].attempts == 1
+    assert s.credits.in_flight[slow.node_id] == 0 and s.tasks[slow.task_id].attempts == 1
     assert s.on_output("o-fast", [(fast.task_id, fast.attempt)]).commit
     # ... and if the cancel came too late, the original's output loses without a re-run
     s.on_executed(slow.task_id, slow.attempt, slow.node_id)
@@ -640,8 +640,8 @@ def random_script(seed: int, steps: int = 400) -> Scheduler:
             oid, tasks = pending_outputs.pop(rng.randrange(len(pending_outputs)))
             if s.on_output(oid, tasks).commit:
                 committed_outputs.append(oid)
-        elif event == "remove" and len(s.node_slots) > 1:
-            n = rng.choice(sorted(s.node_slots))
+        elif event == "remove" and len(s.credits.slots) > 1:
+            n = rng.choice(sorted(s.credits.slots))
             s.remove_node(n)
             unflushed.pop(n, None)
             pending_outputs = [(o, ts) for o, ts in pending_outputs if not o.startswith(n + ".")]
@@ -678,8 +678,8 @@ def test_random_scripts_can_finish() -> None:
     for seed in range(20):
         s = random_script(seed, steps=200)
         s.finish_input()
-        for n in list(s.node_slots):
-            s.node_slots[n] = max(s.node_slots[n], 1)
+        for n in list(s.credits.slots):
+            s.credits.slots[n] = max(s.credits.slots[n], 1)
         out = 0
         for _ in range(10_000):
             if s.all_committed():
